@@ -1,0 +1,152 @@
+"""Compare crypto_bot.memory.sizing.sizeof with the bytes really freed, pandas and pympler.
+
+Truth is what tracemalloc (plus the Arrow memory pool, which tracemalloc cannot
+see) reports released when the last reference to a freshly built value is
+dropped and the garbage collector has run. Run: .venv/bin/python bench/bench_sizing.py
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pympler import asizeof
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from crypto_bot.memory.sizing import sizeof  # noqa: E402
+
+ROWS = 100_000
+SYMBOLS = [f"{base}/USDT" for base in ("BTC", "ETH", "SOL", "XRP", "ADA", "DOGE", "AVAX", "LINK")]
+TIMING_REPEATS = 7
+
+
+def released_bytes(build: Callable[[], object]) -> int:
+    """Bytes tracemalloc and the Arrow pool see freed when the value built by ``build`` is dropped."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        value = build()
+        gc.collect()
+        arrow_before_bytes = pa.total_allocated_bytes()
+        traced_before_bytes = tracemalloc.get_traced_memory()[0]
+        del value
+        gc.collect()
+        traced_after_bytes = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    arrow_released_bytes = arrow_before_bytes - pa.total_allocated_bytes()
+    # traced_before_bytes is itself an int allocated after its reading and alive at the second one.
+    return traced_before_bytes - traced_after_bytes + sys.getsizeof(traced_before_bytes) + arrow_released_bytes
+
+
+def ohlcv(dtype: type) -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    index = pd.date_range("2024-01-01", periods=ROWS, freq="min")
+    columns = {name: rng.random(ROWS).astype(dtype) for name in ("open", "high", "low", "close", "volume")}
+    return pd.DataFrame(columns, index=index)
+
+
+def repeated_symbols() -> pd.DataFrame:
+    symbols = pd.Series([SYMBOLS[row % len(SYMBOLS)] for row in range(ROWS)], dtype=object)
+    return pd.DataFrame({"symbol": symbols, "price": np.random.default_rng(2).random(ROWS)})
+
+
+def order_ids() -> list[str]:
+    return [f"order-{row:012d}" for row in range(ROWS)]
+
+
+def array_view() -> np.ndarray:
+    return np.random.default_rng(3).random((ROWS, 5))[:100]
+
+
+def order_book() -> dict[str, list[list[float]]]:
+    rng = np.random.default_rng(4)
+    prices = (30_000 + rng.random(10_000) * 100).tolist()
+    amounts = rng.random(10_000).tolist()
+    return {
+        "bids": [[prices[level], amounts[level]] for level in range(5_000)],
+        "asks": [[prices[level], amounts[level]] for level in range(5_000, 10_000)],
+    }
+
+
+def trades() -> list[dict[str, object]]:
+    rng = np.random.default_rng(5)
+    prices = (30_000 + rng.random(20_000) * 100).tolist()
+    amounts = rng.random(20_000).tolist()
+    return [
+        {"id": str(900_000_000 + trade), "price": prices[trade], "amount": amounts[trade], "side": "buy", "timestamp": 1_700_000_000_000 + trade}
+        for trade in range(20_000)
+    ]
+
+
+CASES: list[tuple[str, Callable[[], object]]] = [
+    ("OHLCV float64 100k", lambda: ohlcv(np.float64)),
+    ("OHLCV float32 100k", lambda: ohlcv(np.float32)),
+    ("8 symbols object + float 100k", repeated_symbols),
+    ("order ids object Series 100k", lambda: pd.Series(order_ids(), dtype=object)),
+    ("order ids Arrow str Series 100k", lambda: pd.Series(order_ids(), dtype="str")),
+    ("categorical 8 symbols 100k", lambda: pd.Series([SYMBOLS[row % 8] for row in range(ROWS)], dtype="category")),
+    ("100-row view of 100k x 5", array_view),
+    ("order book 2 x 5000 levels", order_book),
+    ("20k trade dicts", trades),
+    ("1 MB str", lambda: "x" * 1_000 * 1_000),
+    ("1 MB bytes", lambda: b"x" * 1_000 * 1_000),
+]
+
+
+def timed_ms(function: Callable[[], object], repeats: int) -> tuple[object, float]:
+    """Result of ``function`` and its median run time in milliseconds."""
+    durations_ms = []
+    for _ in range(repeats):
+        start_seconds = time.perf_counter()
+        result = function()
+        durations_ms.append((time.perf_counter() - start_seconds) * 1_000)
+    return result, statistics.median(durations_ms)
+
+
+def pandas_deep_bytes(value: object) -> int | None:
+    if isinstance(value, pd.DataFrame):
+        return int(value.memory_usage(deep=True, index=True).sum())
+    if isinstance(value, (pd.Series, pd.Index)):
+        return int(value.memory_usage(deep=True))
+    return None
+
+
+def error_percent(estimate: int, truth: int) -> str:
+    return f"{(estimate - truth) / truth * 100:+.1f}%"
+
+
+def main() -> None:
+    header = f"{'case':34} {'truth B':>11} {'sizeof B':>11} {'err':>7} {'ms':>6} | {'pandas deep B':>13} {'err':>7} | {'pympler B':>11} {'err':>7} {'ms':>7} {'x slower':>8}"
+    print(header)
+    print("-" * len(header))
+    worst_error_ratio = 0.0
+    slowest_ms = 0.0
+    for name, build in CASES:
+        truth_bytes = released_bytes(build)
+        value = build()
+        estimate_bytes, sizeof_ms = timed_ms(lambda: sizeof(value), TIMING_REPEATS)
+        pympler_bytes, pympler_ms = timed_ms(lambda: asizeof.asizeof(value), 1)
+        deep_bytes = pandas_deep_bytes(value)
+        deep_columns = f"{deep_bytes:>13,} {error_percent(deep_bytes, truth_bytes):>7}" if deep_bytes is not None else f"{'-':>13} {'-':>7}"
+        print(
+            f"{name:34} {truth_bytes:>11,} {estimate_bytes:>11,} {error_percent(estimate_bytes, truth_bytes):>7} {sizeof_ms:>6.3f} | "
+            f"{deep_columns} | {pympler_bytes:>11,} {error_percent(pympler_bytes, truth_bytes):>7} {pympler_ms:>7.2f} {pympler_ms / sizeof_ms:>7.0f}x"
+        )
+        worst_error_ratio = max(worst_error_ratio, abs(estimate_bytes - truth_bytes) / truth_bytes)
+        slowest_ms = max(slowest_ms, sizeof_ms)
+        del value
+    print(f"\nworst sizeof error {worst_error_ratio * 100:.1f}% (target 10%), slowest sizeof {slowest_ms:.3f} ms (target 2 ms)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,417 @@
+"""MemoryManager: owns the caches, the model registry, the probe and the pressure policy.
+
+It turns readings into actions: expiry on a cadence, idle models unloaded, the pressure tiers
+(collect, shrink the lowest-priority caches, clear everything and alert), leak checks, and a
+daemon thread that does all of that every `maintenance_interval_seconds`. Trading state never
+lives here: positions and orders are not in any cache, so no tier can evict them.
+
+See also: `pressure.py` (the tier decisions, pure logic), `probe.py` (the readings),
+`models.py` (the model lifecycle), `leaks.py` (growth and release checks), and
+`crypto_bot.utils.enhanced_memory_manager` (the seed-compatible facade over this class).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from .budget import SharedBudget
+from .cache import ManagedCache, RemovalCause
+from .config import MemoryConfig
+from .leaks import AllocationGrowth, LeakDetector, ReleaseWatch, diagnose
+from .models import ModelRegistry
+from .pressure import PressureDecision, PressureLevel, PressurePolicy
+from .probe import MemoryProbe, MemoryReading
+from .reclaim import collect_garbage
+
+logger = logging.getLogger(__name__)
+
+_MIB = 1024 * 1024
+AlertCallback = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(slots=True)
+class MaintenanceReport:
+    """What one maintenance pass saw and freed."""
+
+    timestamp: float
+    level: PressureLevel
+    usage_ratio: float | None
+    expired_entries: int = 0
+    cache_bytes_freed: int = 0
+    models_unloaded: int = 0
+    model_bytes_freed: int = 0
+    gc_collected: int = 0
+    gc_seconds: float = 0.0
+    leak_suspected: bool = False
+    not_released: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class MonitoringRecord:
+    """Duration and RSS change of one `memory_monitoring` block."""
+
+    label: str
+    started_at: float
+    seconds: float
+    rss_delta_bytes: int
+
+
+@dataclass(slots=True)
+class _CacheSlot:
+    cache: ManagedCache
+    priority: int
+    evictable: bool
+
+
+class MemoryManager:
+    """Keeps a long-running process inside its memory limit (see the module docstring)."""
+
+    config: MemoryConfig
+    budget: SharedBudget
+    models: ModelRegistry
+    probe: MemoryProbe
+    policy: PressurePolicy
+    leaks: LeakDetector
+    release_watch: ReleaseWatch
+
+    def __init__(
+        self,
+        config: MemoryConfig | None = None,
+        *,
+        probe: MemoryProbe | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_alert: AlertCallback | None = None,
+        history_size: int = 256,
+    ) -> None:
+        self.config = config if config is not None else MemoryConfig()
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._slots: dict[str, _CacheSlot] = {}
+        self.budget = SharedBudget(self.config.cache_size_limit_bytes)
+        self.models = ModelRegistry(idle_seconds=self.config.model_idle_seconds, clock=clock, on_leak=self._on_model_leak)
+        self.probe = probe if probe is not None else MemoryProbe(process_limit_bytes=self.config.process_memory_limit_bytes)
+        self.policy = self._build_policy()
+        self.leaks = self._build_leak_detector()
+        self.release_watch = ReleaseWatch()
+        self._alert_callbacks: list[AlertCallback] = [on_alert] if on_alert is not None else []
+        self.history: deque[MonitoringRecord] = deque(maxlen=history_size)
+        self.last_reading: MemoryReading | None = None
+        self.last_report: MaintenanceReport | None = None
+        self.maintenance_runs = 0
+        self.pressure_events = 0
+        self.alerts_sent = 0
+        self._baseline_rss_bytes: int | None = None
+        now = clock()
+        self._next_cache_cleanup = now + self.config.cache_cleanup_interval
+        self._next_model_cleanup = now + self.config.model_cleanup_interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _build_policy(self) -> PressurePolicy:
+        c = self.config
+        return PressurePolicy(
+            c.gc_threshold,
+            c.memory_threshold,
+            c.aggressive_cleanup_threshold,
+            margin_ratio=c.hysteresis_margin_ratio,
+            target_ratio=c.pressure_target_ratio,
+            gc_time_fraction=c.gc_time_fraction,
+            clock=self._clock,
+        )
+
+    def _build_leak_detector(self) -> LeakDetector:
+        c = self.config
+        return LeakDetector(
+            window_size=c.leak_window_samples,
+            slope_threshold=c.leak_slope_threshold_mb_per_hour * _MIB,
+            unit="hour",
+            clock=self._clock,
+        )
+
+    def apply_config(self, config: MemoryConfig) -> None:
+        """Switch to a new configuration at run time: limits, policy, idle time, cadence."""
+        with self._lock:
+            self.config = config
+            self.budget.set_limit(config.cache_size_limit_bytes)
+            self.models.idle_seconds = config.model_idle_seconds
+            self.probe = MemoryProbe(process_limit_bytes=config.process_memory_limit_bytes)
+            self.policy = self._build_policy()
+            self.leaks = self._build_leak_detector()
+
+    # ---------------------------------------------------------------- caches
+
+    def register_cache(
+        self,
+        name: str,
+        max_size: int | None = None,
+        ttl_seconds: float | None = None,
+        max_bytes: int | None = None,
+        *,
+        priority: int = 0,
+        evictable: bool = True,
+    ) -> ManagedCache:
+        """Create (or return the existing) cache `name` under the global budget.
+
+        Lower `priority` is shrunk first under pressure; a cache that is not `evictable` is left
+        alone by the pressure tiers (it still obeys its own limits and the budget).
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"cache name must be a non-empty string, got {name!r}")
+        with self._lock:
+            slot = self._slots.get(name)
+            if slot is not None:
+                return slot.cache
+            cache = ManagedCache(
+                max_size=self.config.max_cache_entries if max_size is None else max_size,
+                ttl_seconds=self.config.cache_ttl_seconds if ttl_seconds is None else ttl_seconds,
+                max_bytes=max_bytes,
+                name=name,
+                clock=self._clock,
+            )
+            self._adopt(name, cache, priority, evictable)
+            return cache
+
+    def add_cache(self, cache: ManagedCache, *, priority: int = 0, evictable: bool = True) -> None:
+        """Put an existing cache under management (and the global budget) by its name."""
+        with self._lock:
+            if cache.name in self._slots and self._slots[cache.name].cache is not cache:
+                raise ValueError(f"a different cache named {cache.name!r} is already registered")
+            self._adopt(cache.name, cache, priority, evictable)
+
+    def _adopt(self, name: str, cache: ManagedCache, priority: int, evictable: bool) -> None:
+        self._slots[name] = _CacheSlot(cache, priority, evictable)
+        self.budget.attach(cache)
+        if self.config.track_evicted_values:
+            cache.add_listener(self._watch_evicted)
+
+    def unregister_cache(self, name: str) -> bool:
+        with self._lock:
+            slot = self._slots.pop(name, None)
+        if slot is None:
+            return False
+        self.budget.detach(slot.cache)
+        slot.cache.remove_listener(self._watch_evicted)
+        return True
+
+    def get_cache(self, name: str) -> ManagedCache | None:
+        slot = self._slots.get(name)
+        return None if slot is None else slot.cache
+
+    @property
+    def caches(self) -> dict[str, ManagedCache]:
+        return {name: slot.cache for name, slot in self._slots.items()}
+
+    @property
+    def cache_bytes(self) -> int:
+        return self.budget.used_bytes
+
+    def _watch_evicted(self, key: Any, value: Any, cause: RemovalCause) -> None:
+        if cause is not RemovalCause.REPLACED:
+            self.release_watch.watch(f"evicted {key!r} ({cause.value})", value)
+
+    # -------------------------------------------------------------- readings
+
+    def read_memory(self) -> MemoryReading:
+        reading = self.probe.read()
+        self.last_reading = reading
+        if self._baseline_rss_bytes is None and reading.rss_bytes is not None:
+            self._baseline_rss_bytes = reading.rss_bytes - self.cache_bytes - self.models.loaded_bytes
+        return reading
+
+    def unmanaged_bytes(self, reading: MemoryReading) -> int | None:
+        """RSS not explained by caches, loaded models or the baseline at start."""
+        if reading.rss_bytes is None or self._baseline_rss_bytes is None:
+            return None
+        return reading.rss_bytes - self.cache_bytes - self.models.loaded_bytes - self._baseline_rss_bytes
+
+    # ----------------------------------------------------------- maintenance
+
+    def perform_maintenance(self) -> MaintenanceReport:
+        """One pass: pressure tier, expiry and idle models when due, leak checks. Cheap when idle."""
+        started = time.perf_counter()
+        now = self._clock()
+        reading = self.read_memory()
+        managed = self.cache_bytes + self.models.loaded_bytes
+        decision = self.policy.assess(reading.usage_ratio, limit_bytes=reading.limit_bytes, managed_bytes=managed)
+        report = MaintenanceReport(timestamp=time.time(), level=decision.level, usage_ratio=reading.usage_ratio)
+        with self._lock:
+            self._apply_decision(decision, reading, report)
+            if now >= self._next_cache_cleanup:
+                self._next_cache_cleanup = now + self.config.cache_cleanup_interval
+                report.expired_entries = self.cleanup_expired()
+            if now >= self._next_model_cleanup:
+                self._next_model_cleanup = now + self.config.model_cleanup_interval
+                self._unload(report, self.models.unload_idle)
+                report.not_released = self.models.check_released() + self.release_watch.check()
+        working_set = reading.working_set_bytes if reading.working_set_bytes is not None else reading.rss_bytes
+        if working_set is not None:
+            self.leaks.observe(now, working_set, self.cache_bytes + self.models.loaded_bytes)
+            report.leak_suspected = self.leaks.report().suspected
+        self.maintenance_runs += 1
+        report.seconds = time.perf_counter() - started
+        self.last_report = report
+        return report
+
+    def _apply_decision(self, decision: PressureDecision, reading: MemoryReading, report: MaintenanceReport) -> None:
+        if decision.level >= PressureLevel.PRESSURE and decision.level > decision.previous:
+            self.pressure_events += 1
+        if decision.clear_caches:
+            report.cache_bytes_freed += self.clear_caches()
+        elif decision.shrink_bytes:
+            report.cache_bytes_freed += self.shrink_caches(decision.shrink_bytes)
+        if decision.unload_all_models:
+            self._unload(report, self.models.unload_all)
+        elif decision.unload_idle_models:
+            self._unload(report, self.models.unload_idle)
+        if decision.collect_garbage:
+            result = collect_garbage()
+            self.policy.record_gc(self._clock() - result.seconds, result.seconds)
+            report.gc_collected, report.gc_seconds = result.collected, result.seconds
+        if decision.alert:
+            self._alert(decision, reading, report)
+
+    def _unload(self, report: MaintenanceReport, unload: Callable[[], int]) -> None:
+        loaded_before = sum(1 for record in self.models.records() if record.loaded)
+        report.model_bytes_freed += unload()
+        report.models_unloaded += loaded_before - sum(1 for record in self.models.records() if record.loaded)
+
+    def cleanup_expired(self) -> int:
+        """Drop expired entries from every cache; returns how many."""
+        return sum(slot.cache.cleanup_expired() for slot in list(self._slots.values()))
+
+    def shrink_caches(self, bytes_to_free: int) -> int:
+        """Free at least `bytes_to_free` from evictable caches, lowest priority first, coldest first."""
+        freed = 0
+        for priority in sorted({slot.priority for slot in self._slots.values()}):
+            group = [s.cache for s in self._slots.values() if s.priority == priority and s.evictable]
+            while freed < bytes_to_free:
+                coldest = min(
+                    ((c.coldest_access_time(), i) for i, c in enumerate(group) if len(c)),
+                    default=None,
+                )
+                if coldest is None:
+                    break
+                freed += group[coldest[1]].evict_coldest(RemovalCause.PRESSURE)
+            if freed >= bytes_to_free:
+                break
+        return freed
+
+    def clear_caches(self) -> int:
+        """Empty every evictable cache (the critical tier); returns the bytes freed."""
+        return sum(s.cache.clear(RemovalCause.PRESSURE) for s in list(self._slots.values()) if s.evictable)
+
+    def add_alert_callback(self, callback: AlertCallback) -> None:
+        self._alert_callbacks.append(callback)
+
+    def _alert(self, decision: PressureDecision, reading: MemoryReading, report: MaintenanceReport) -> None:
+        details = {
+            "level": decision.level.name,
+            "usage_ratio": reading.usage_ratio,
+            "working_set_bytes": reading.working_set_bytes,
+            "rss_bytes": reading.rss_bytes,
+            "limit_bytes": reading.limit_bytes,
+            "cache_bytes_freed": report.cache_bytes_freed,
+            "model_bytes_freed": report.model_bytes_freed,
+        }
+        message = (
+            f"memory {decision.level.name} at {reading.usage_ratio:.0%} of the limit: "
+            f"rss {_mib(reading.rss_bytes)}, working set {_mib(reading.working_set_bytes)}, "
+            f"limit {_mib(reading.limit_bytes)}; freed {_mib(report.cache_bytes_freed)} of caches and "
+            f"{_mib(report.model_bytes_freed)} of models"
+        )
+        logger.warning(message)
+        self.alerts_sent += 1
+        for callback in list(self._alert_callbacks):
+            try:
+                callback(message, details)
+            except Exception:
+                logger.exception("memory alert callback failed")
+
+    def _on_model_leak(self, name: str, size_bytes: int | None) -> None:
+        logger.warning("model %r (%s) was unloaded but is still referenced elsewhere", name, _mib(size_bytes))
+
+    def diagnose(self, seconds: float = 10.0, *, top: int = 10) -> list[AllocationGrowth]:
+        """Top growing allocation sites over a short tracemalloc window (slows the process meanwhile)."""
+        return diagnose(seconds, top=top)
+
+    # -------------------------------------------------------- background thread
+
+    def start(self) -> None:
+        """Start the daemon maintenance thread (no-op when it is running)."""
+        with self._lock:
+            if self.running:
+                return
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="memory-maintenance", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the maintenance thread; returns once it is gone (at once unless a pass is running)."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.config.maintenance_interval_seconds):
+            try:
+                self.perform_maintenance()
+            except Exception:
+                logger.exception("memory maintenance pass failed; the next pass runs as scheduled")
+
+    # ------------------------------------------------------------------ stats
+
+    def get_memory_stats(self) -> dict[str, Any]:
+        """Readings, caches, models and counters; O(number of caches), never walks the heap."""
+        reading = self.read_memory()
+        caches = {name: slot.cache.stats() for name, slot in list(self._slots.items())}
+        records = self.models.records()
+        leak = self.leaks.report()
+        return {
+            "timestamp": time.time(),
+            "reading": reading,
+            "pressure_level": self.policy.level.name,
+            "usage_ratio": reading.usage_ratio,
+            "limit_bytes": reading.limit_bytes,
+            "unmanaged_bytes": self.unmanaged_bytes(reading),
+            "cache_bytes": sum(s["total_bytes"] for s in caches.values()),
+            "cache_budget_bytes": self.budget.max_bytes,
+            "cache_entries": sum(s["entries"] for s in caches.values()),
+            "caches": caches,
+            "models": {r.name: {"loaded": r.loaded, "size_bytes": r.size_bytes, "pinned": r.pinned} for r in records},
+            "model_bytes": self.models.loaded_bytes,
+            "maintenance_runs": self.maintenance_runs,
+            "pressure_events": self.pressure_events,
+            "alerts_sent": self.alerts_sent,
+            "leak_suspected": leak.suspected,
+            "leak_slope_bytes_per_hour": leak.slope,
+        }
+
+    @contextmanager
+    def memory_monitoring(self, label: str) -> Iterator[None]:
+        """Record the duration and RSS change of the block in the bounded `history`."""
+        rss_before = self.probe.rss_bytes()
+        started_at, started = time.time(), time.perf_counter()
+        try:
+            yield
+        finally:
+            rss_after = self.probe.rss_bytes()
+            delta = 0 if rss_before is None or rss_after is None else rss_after - rss_before
+            self.history.append(MonitoringRecord(label, started_at, time.perf_counter() - started, delta))
+
+
+def _mib(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / _MIB:.1f} MiB"

@@ -1,0 +1,463 @@
+"""Memory readings for this process: its RSS, its own cgroup's limit and usage, and the host's.
+
+Covers: locating the process's own memory cgroup (v1 or v2, nested, seen from inside a container),
+reading its limit, high mark, usage, working set, OOM kills and PSI, and folding them with the
+host figures into one effective limit and one usage ratio. Sources are opened once and re-read
+with ``pread``, so a reading costs a handful of syscalls; when a cgroup vanishes (ENODEV after its
+rmdir) or the process forks, the probe resolves its files again.
+Not covered: what to do about the numbers (``crypto_bot.memory.pressure``) or freeing memory
+(``crypto_bot.memory.reclaim``).
+
+Every source degrades on its own: an absent, unreadable or malformed file yields None for its
+field and a debug log, never an exception.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import os
+import re
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TypeVar
+
+import psutil
+
+logger = logging.getLogger(__name__)
+
+_PAGE_SIZE_BYTES = os.sysconf("SC_PAGE_SIZE")
+# Kernels report "no limit" as the page counter maximum rounded to pages (9223372036854771712 with
+# 4 KiB pages, less with 64 KiB pages); nothing real comes near 4 EiB.
+_UNLIMITED_FLOOR_BYTES = 1 << 62
+_READ_CHUNK_BYTES = 16384
+# kernfs answers ENODEV on files of a removed cgroup; the others cover /proc of a gone process.
+_VANISHED_ERRNOS = frozenset({errno.ENODEV, errno.ENOENT, errno.ESTALE, errno.ESRCH})
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryReading:
+    """One snapshot; sizes in bytes, None where the source is absent or unreadable.
+
+    ``system_percent`` and ``psi_some_avg10`` are percentages (0-100) as the kernel reports them;
+    ``usage_ratio`` is a fraction of ``limit_bytes`` (the smallest of process, cgroup and host).
+    """
+
+    rss_bytes: int | None
+    system_total_bytes: int | None
+    system_available_bytes: int | None
+    system_percent: float | None
+    cgroup_limit_bytes: int | None
+    cgroup_high_bytes: int | None
+    cgroup_usage_bytes: int | None
+    working_set_bytes: int | None
+    oom_kills: int | None
+    psi_some_avg10: float | None
+    limit_bytes: int | None
+    usage_ratio: float | None
+    cgroup_version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupLocation:
+    """The process's own memory cgroup; directories are already joined onto the probe's root."""
+
+    version: int
+    directory: str
+    mount_directory: str
+
+    def lineage(self) -> tuple[str, ...]:
+        """The cgroup directory, then each ancestor up to and including the mount directory."""
+        relative = os.path.relpath(self.directory, self.mount_directory)
+        parts = [] if relative == "." else relative.split(os.sep)
+        return tuple(
+            os.path.join(self.mount_directory, *parts[:depth]) for depth in range(len(parts), -1, -1)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Mount:
+    mount_root: str
+    mount_point: str
+    fstype: str
+    super_options: tuple[str, ...]
+
+
+class _Source:
+    """An open file re-read from offset 0 on every reading."""
+
+    __slots__ = ("path", "fd")
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+
+
+def locate_memory_cgroup(root: str = "/") -> CgroupLocation | None:
+    """Find this process's memory cgroup from <root>/proc/self/{cgroup,mountinfo}; None if it has none.
+
+    cgroup v1 wins when the memory controller is bound there (hybrid hosts); on v2 the cgroup must
+    carry memory.current, which the root cgroup and cgroups without the controller lack.
+    """
+    try:
+        memberships = _parse_proc_cgroup(_read_text(os.path.join(root, "proc/self/cgroup")))
+        mounts = _parse_mountinfo(_read_text(os.path.join(root, "proc/self/mountinfo")))
+    except OSError as exc:
+        logger.debug("cannot read cgroup membership under %s: %s", root, exc)
+        return None
+    v1_path = memberships.get("memory")
+    if v1_path is not None:
+        v1_mounts = [m for m in mounts if m.fstype == "cgroup" and "memory" in m.super_options]
+        return _locate(root, 1, v1_path, v1_mounts)
+    v2_path = memberships.get("")
+    if v2_path is None:
+        logger.debug("no memory cgroup listed in %s/proc/self/cgroup", root)
+        return None
+    location = _locate(root, 2, v2_path, [m for m in mounts if m.fstype == "cgroup2"])
+    if location is not None and not os.path.exists(os.path.join(location.directory, "memory.current")):
+        logger.debug("no memory controller in %s (no memory.current)", location.directory)
+        return None
+    return location
+
+
+class MemoryProbe:
+    """Reads MemoryReading for this process; thread-safe; holds a few file descriptors until close()."""
+
+    root: str
+    process_limit_bytes: int | None
+    location: CgroupLocation | None
+
+    def __init__(self, root: str = "/", *, process_limit_bytes: int | None = None) -> None:
+        if process_limit_bytes is not None and (
+            not isinstance(process_limit_bytes, int)
+            or isinstance(process_limit_bytes, bool)
+            or process_limit_bytes <= 0
+        ):
+            raise ValueError(
+                f"process_limit_bytes must be None or an int > 0, got {process_limit_bytes!r}"
+            )
+        self.root = root
+        self.process_limit_bytes = process_limit_bytes
+        self._lock = threading.Lock()
+        self._fds: list[int] = []
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _close_fds, self._fds)
+        self._resolve()
+
+    def read(self) -> MemoryReading:
+        """Take one reading; re-resolves the sources first if they vanished or the process forked."""
+        with self._lock:
+            if self._closed:
+                raise ValueError("read() on a closed MemoryProbe")
+            # After fork the inherited /proc/self/statm descriptor still names the parent.
+            if self._stale or self._pid != os.getpid():
+                self._resolve()
+            reading = self._read_sources()
+            if self._stale:
+                logger.debug("memory sources vanished; resolving the cgroup again")
+                self._resolve()
+                reading = self._read_sources()
+            return reading
+
+    def close(self) -> None:
+        """Release the file descriptors; the probe cannot read afterwards."""
+        with self._lock:
+            self._closed = True
+            _close_fds(self._fds)
+
+    def __enter__(self) -> MemoryProbe:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _resolve(self) -> None:
+        _close_fds(self._fds)
+        self._stale = False
+        self._pid = os.getpid()
+        self._statm = self._open(os.path.join(self.root, "proc/self/statm"))
+        self.location = location = locate_memory_cgroup(self.root)
+        host_psi_path = os.path.join(self.root, "proc/pressure/memory")
+        if location is None:
+            self._limits: tuple[_Source, ...] = ()
+            self._highs: tuple[_Source, ...] = ()
+            self._usage = self._stat = self._events = None
+            self._psi = self._open(host_psi_path)
+            return
+        lineage = location.lineage()
+        here = location.directory
+        if location.version == 1:
+            self._limits = self._open_each(os.path.join(d, "memory.limit_in_bytes") for d in lineage)
+            self._highs = ()
+            self._usage = self._open(os.path.join(here, "memory.usage_in_bytes"))
+            self._stat = self._open(os.path.join(here, "memory.stat"))
+            self._inactive_file_key = b"total_inactive_file"
+            self._events = self._open(os.path.join(here, "memory.oom_control"))
+            self._psi = self._open(host_psi_path)
+        else:
+            self._limits = self._open_each(os.path.join(d, "memory.max") for d in lineage)
+            self._highs = self._open_each(os.path.join(d, "memory.high") for d in lineage)
+            self._usage = self._open(os.path.join(here, "memory.current"))
+            self._stat = self._open(os.path.join(here, "memory.stat"))
+            self._inactive_file_key = b"inactive_file"
+            self._events = self._open(os.path.join(here, "memory.events"))
+            self._psi = self._open(os.path.join(here, "memory.pressure")) or self._open(host_psi_path)
+
+    def _open(self, path: str) -> _Source | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            logger.debug("memory source %s unavailable: %s", path, exc)
+            return None
+        self._fds.append(fd)
+        return _Source(path, fd)
+
+    def _open_each(self, paths: Iterable[str]) -> tuple[_Source, ...]:
+        return tuple(source for source in map(self._open, paths) if source is not None)
+
+    def _read_sources(self) -> MemoryReading:
+        rss_bytes = self._value(self._statm, _parse_statm_rss_bytes)
+        if rss_bytes is None:
+            rss_bytes = _psutil_rss_bytes()
+        total_bytes, available_bytes, system_percent = _system_memory()
+        cgroup_limit_bytes = _smallest(self._value(s, _parse_limit_bytes) for s in self._limits)
+        cgroup_high_bytes = _smallest(self._value(s, _parse_limit_bytes) for s in self._highs)
+        usage_bytes = self._value(self._usage, _parse_count)
+        inactive_file_bytes = self._value(self._stat, _parse_keyed, self._inactive_file_key)
+        working_set_bytes = (
+            None
+            if usage_bytes is None or inactive_file_bytes is None
+            else max(usage_bytes - inactive_file_bytes, 0)
+        )
+        limit_bytes = _smallest((self.process_limit_bytes, cgroup_limit_bytes, total_bytes))
+        used_bytes = working_set_bytes if working_set_bytes is not None else rss_bytes
+        return MemoryReading(
+            rss_bytes=rss_bytes,
+            system_total_bytes=total_bytes,
+            system_available_bytes=available_bytes,
+            system_percent=system_percent,
+            cgroup_limit_bytes=cgroup_limit_bytes,
+            cgroup_high_bytes=cgroup_high_bytes,
+            cgroup_usage_bytes=usage_bytes,
+            working_set_bytes=working_set_bytes,
+            oom_kills=self._value(self._events, _parse_keyed, b"oom_kill"),
+            psi_some_avg10=self._value(self._psi, _parse_psi_some_avg10),
+            limit_bytes=limit_bytes,
+            usage_ratio=_usage_ratio(system_percent, used_bytes, limit_bytes),
+            cgroup_version=None if self.location is None else self.location.version,
+        )
+
+    def _value(
+        self, source: _Source | None, parse: Callable[..., _T], *args: bytes
+    ) -> _T | None:
+        if source is None:
+            return None
+        data = self._read_bytes(source)
+        if data is None:
+            return None
+        try:
+            return parse(data, *args)
+        except ValueError as exc:
+            logger.debug("malformed memory source %s (%s): %r", source.path, exc, data[:80])
+            return None
+
+    def _read_bytes(self, source: _Source) -> bytes | None:
+        try:
+            data = os.pread(source.fd, _READ_CHUNK_BYTES, 0)
+            while data and len(data) % _READ_CHUNK_BYTES == 0:
+                more = os.pread(source.fd, _READ_CHUNK_BYTES, len(data))
+                if not more:
+                    break
+                data += more
+        except OSError as exc:
+            if exc.errno in _VANISHED_ERRNOS:
+                self._stale = True
+            logger.debug("cannot read memory source %s: %s", source.path, exc)
+            return None
+        return data
+
+
+def read_memory(root: str = "/", *, process_limit_bytes: int | None = None) -> MemoryReading:
+    """One reading from a fresh probe (resolves the cgroup each call; keep a MemoryProbe to poll)."""
+    with MemoryProbe(root, process_limit_bytes=process_limit_bytes) as probe:
+        return probe.read()
+
+
+def _close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError as exc:
+            logger.debug("closing memory source fd %d: %s", fd, exc)
+    fds.clear()
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return handle.read()
+
+
+def _parse_proc_cgroup(text: str) -> dict[str, str]:
+    """Map each v1 controller name, and "" for the v2 hierarchy, to the process's cgroup path."""
+    memberships: dict[str, str] = {}
+    for line in text.splitlines():
+        fields = line.split(":", 2)
+        if len(fields) != 3 or not fields[2].startswith("/"):
+            continue
+        path = fields[2].removesuffix(" (deleted)")
+        for controller in fields[1].split(",") if fields[1] else [""]:
+            memberships.setdefault(controller, path)
+    return memberships
+
+
+def _parse_mountinfo(text: str) -> list[_Mount]:
+    mounts = []
+    for line in text.splitlines():
+        fields = line.split(" ")
+        try:
+            separator = fields.index("-", 6)
+            mounts.append(
+                _Mount(
+                    mount_root=_unescape(fields[3]),
+                    mount_point=_unescape(fields[4]),
+                    fstype=fields[separator + 1],
+                    super_options=tuple(fields[separator + 3].split(",")),
+                )
+            )
+        except (ValueError, IndexError):
+            continue
+    return mounts
+
+
+def _unescape(field: str) -> str:
+    """Undo mountinfo's octal escapes (\\040 for a space, ...)."""
+    return _OCTAL_ESCAPE.sub(lambda match: chr(int(match.group(1), 8)), field)
+
+
+def _locate(root: str, version: int, cgroup_path: str, mounts: list[_Mount]) -> CgroupLocation | None:
+    """Join the cgroup path onto the mount that shows it, relative to that mount's root.
+
+    A container may see its own cgroup mounted as the hierarchy root: mountinfo then gives the
+    container's cgroup as the mount root. The mount with the shortest root shows the most
+    ancestors, hence the most limits.
+    """
+    best: tuple[_Mount, str] | None = None
+    for mount in mounts:
+        relative = _relative_to(cgroup_path, mount.mount_root)
+        if relative is not None and (best is None or len(mount.mount_root) < len(best[0].mount_root)):
+            best = (mount, relative)
+    if best is None:
+        logger.debug("cgroup v%d path %s is outside every mounted hierarchy", version, cgroup_path)
+        return None
+    mount, relative = best
+    mount_directory = os.path.normpath(os.path.join(root, mount.mount_point.lstrip("/")))
+    directory = os.path.normpath(os.path.join(mount_directory, relative))
+    if not os.path.isdir(directory):
+        logger.debug("cgroup v%d directory %s does not exist", version, directory)
+        return None
+    return CgroupLocation(version=version, directory=directory, mount_directory=mount_directory)
+
+
+def _relative_to(cgroup_path: str, mount_root: str) -> str | None:
+    if mount_root == "/":
+        return cgroup_path.lstrip("/")
+    if cgroup_path == mount_root or cgroup_path.startswith(mount_root + "/"):
+        return cgroup_path[len(mount_root) :].lstrip("/")
+    return None
+
+
+def _parse_count(data: bytes) -> int:
+    value = int(data)
+    if value < 0:
+        raise ValueError(f"negative count {value}")
+    return value
+
+
+def _parse_limit_bytes(data: bytes) -> int | None:
+    """A limit in bytes, or None for "max" and the kernel's near-2^63 stand-in for unlimited."""
+    if data.strip() == b"max":
+        return None
+    value = int(data)
+    if value <= 0:
+        raise ValueError(f"non-positive limit {value}")
+    return None if value >= _UNLIMITED_FLOOR_BYTES else value
+
+
+def _parse_keyed(data: bytes, key: bytes) -> int:
+    """The value of a "key value" line (memory.stat, memory.events, memory.oom_control)."""
+    needle = key + b" "
+    if data.startswith(needle):
+        start = 0
+    else:
+        found = data.find(b"\n" + needle)
+        if found < 0:
+            raise ValueError(f"no {key.decode()} line")
+        start = found + 1
+    end = data.find(b"\n", start)
+    return _parse_count(data[start + len(needle) : end if end >= 0 else len(data)])
+
+
+def _parse_statm_rss_bytes(data: bytes) -> int:
+    fields = data.split()
+    if len(fields) < 2:
+        raise ValueError("statm has fewer than two fields")
+    return _parse_count(fields[1]) * _PAGE_SIZE_BYTES
+
+
+def _parse_psi_some_avg10(data: bytes) -> float:
+    """The "some avg10=" share (percent of wall time stalled on memory over the last 10 s)."""
+    for line in data.splitlines():
+        if line.startswith(b"some "):
+            for field in line.split()[1:]:
+                if field.startswith(b"avg10="):
+                    value = float(field[6:])
+                    if not 0.0 <= value <= 100.0:
+                        raise ValueError(f"avg10 {value} outside [0, 100]")
+                    return value
+    raise ValueError("no 'some avg10=' field")
+
+
+def _system_memory() -> tuple[int | None, int | None, float | None]:
+    """Host total, available and percent used; looked up on psutil per call so tests can patch it."""
+    try:
+        memory = psutil.virtual_memory()
+        return int(memory.total), int(memory.available), float(memory.percent)
+    except Exception as exc:  # psutil raises its own errors besides OSError on odd hosts
+        logger.debug("psutil.virtual_memory() failed: %s", exc)
+        return None, None, None
+
+
+def _psutil_rss_bytes() -> int | None:
+    try:
+        return int(psutil.Process().memory_info().rss)
+    except Exception as exc:  # same boundary as _system_memory
+        logger.debug("psutil.Process().memory_info() failed: %s", exc)
+        return None
+
+
+def _smallest(values: Iterable[int | None]) -> int | None:
+    return min((value for value in values if value is not None), default=None)
+
+
+def _usage_ratio(
+    system_percent: float | None, used_bytes: int | None, limit_bytes: int | None
+) -> float | None:
+    """The tighter of host usage and our usage against the effective limit."""
+    candidates = []
+    if system_percent is not None and math.isfinite(system_percent):
+        candidates.append(system_percent / 100.0)
+    if used_bytes is not None and limit_bytes is not None:
+        candidates.append(used_bytes / limit_bytes)
+    return max(candidates, default=None)

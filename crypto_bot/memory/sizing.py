@@ -1,0 +1,418 @@
+"""Estimate the bytes a value would free if a cache dropped its last reference to it.
+
+Covers: builtin scalars and containers, numpy arrays (views are charged for the
+base they keep alive), pandas DataFrame/Series/Index (numeric, datetime,
+categorical, masked and Arrow-backed blocks, sampled object columns, index hash
+engines), pyarrow arrays and tables, and any other object through
+``sys.getsizeof`` plus its ``__dict__``/``__slots__`` contents.
+
+Does not cover: whether something outside the value also references it (an
+object shared with the rest of the program is charged as if the value owned it,
+once per ``sizeof`` call), process-level memory (RSS, allocator
+fragmentation), or memory held by C libraries that report to neither
+tracemalloc nor the Arrow memory pool.
+
+Truth is what ``tracemalloc`` (plus ``pyarrow.total_allocated_bytes`` for Arrow
+buffers) sees released on ``del value; gc.collect()``; ``bench/bench_sizing.py``
+compares the two. tracemalloc counts requested sizes, so no pymalloc rounding is
+added; ``sys.getsizeof`` already includes the GC header of tracked objects.
+
+``sizeof`` runs on every cache put, so scalars take a type-dispatch fast path,
+long containers and object columns are sampled, and numpy, pandas and pyarrow
+are only looked up in ``sys.modules``, never imported here.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import itertools
+import logging
+import sys
+import types
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["sizeof"]
+
+# Containers longer than this are sampled instead of walked element by element.
+_SAMPLE_COUNT = 128
+# Nesting deeper than this is charged shallowly: a guard against deep or cyclic
+# structures blowing the stack, not a limit real cache values reach.
+_MAX_DEPTH = 32
+# At most this many containers/objects are opened per call; past it everything
+# is charged shallowly so one pathological value cannot stall a cache put.
+_NODE_BUDGET = 10_000
+# Charged when even sys.getsizeof fails on an object.
+_FALLBACK_OBJECT_BYTES = 64
+_SMALL_TUPLE_LENGTH = 8
+
+# Object overheads measured with tracemalloc on CPython 3.11, numpy 2.4,
+# pandas 3.0 (see bench/bench_sizing.py); they are small next to the buffers.
+_NDARRAY_HEADER_BYTES = 96
+_FRAME_OVERHEAD_BYTES = 1_100
+_SERIES_OVERHEAD_BYTES = 700
+_BLOCK_OVERHEAD_BYTES = 450
+_INDEX_OVERHEAD_BYTES = 450
+_RANGE_INDEX_BYTES = 350
+_EXTENSION_ARRAY_OVERHEAD_BYTES = 200
+_INDEX_ENGINE_OVERHEAD_BYTES = 900
+
+_getsizeof = sys.getsizeof
+_FLOAT_BYTES = _getsizeof(0.0)
+# Objects CPython shares process-wide: dropping a value never frees them.
+_SHARED_TYPES = (
+    type,
+    types.ModuleType,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    types.CodeType,
+    enum.Enum,
+)
+
+
+def sizeof(value: object) -> int:
+    """Bytes freed if the last reference to ``value`` were dropped (an estimate, never negative)."""
+    leaf = _LEAF_SIZERS.get(type(value))
+    if leaf is not None:
+        return leaf(value)
+    if type(value) is tuple and len(value) <= _SMALL_TUPLE_LENGTH:
+        small = _small_tuple_size(value)
+        if small is not None:
+            return small
+    return _Walker().size(value, 0)
+
+
+def _int_size(value: int) -> int:
+    return 0 if -5 <= value <= 256 else _getsizeof(value)
+
+
+def _float_size(value: float) -> int:
+    return _FLOAT_BYTES
+
+
+def _str_size(value: str) -> int:
+    # "" and one-character Latin-1 strings are interpreter-wide singletons.
+    if len(value) > 1 or (value and ord(value) > 255):
+        return _getsizeof(value)
+    return 0
+
+
+def _bytes_size(value: bytes) -> int:
+    return _getsizeof(value) if len(value) > 1 else 0
+
+
+def _free(value: object) -> int:
+    return 0
+
+
+_LEAF_SIZERS: dict[type, Callable[[Any], int]] = {
+    int: _int_size,
+    float: _float_size,
+    complex: _getsizeof,
+    bool: _free,
+    type(None): _free,
+    str: _str_size,
+    bytes: _bytes_size,
+}
+
+
+def _small_tuple_size(value: tuple) -> int | None:
+    """Size of a short tuple of distinct scalars, or None when it needs the full walk."""
+    if not value:
+        return 0
+    total = _getsizeof(value)
+    for item in value:
+        leaf = _LEAF_SIZERS.get(type(item))
+        if leaf is None:
+            return None
+        total += leaf(item)
+    if len(value) > 1 and len(set(map(id, value))) < len(value):
+        return None
+    return total
+
+
+def _safe_getsizeof(value: object) -> int:
+    try:
+        return _getsizeof(value)
+    except Exception:
+        logger.debug("sys.getsizeof failed on %s; charging %d bytes", type(value).__name__, _FALLBACK_OBJECT_BYTES, exc_info=True)
+        return _FALLBACK_OBJECT_BYTES
+
+
+def _sample_positions(length: int) -> list[int]:
+    """Spread positions over ``range(length)``: even-numbered slots first, then odd ones."""
+    positions = [(2 * slot + 1) * length // (2 * _SAMPLE_COUNT) for slot in range(_SAMPLE_COUNT)]
+    return positions[0::2] + positions[1::2]
+
+
+def _interleave_halves(sample: list) -> list:
+    return sample[0::2] + sample[1::2]
+
+
+class _Walker:
+    """One sizing pass: identity de-duplication, depth guard and node budget shared by all objects."""
+
+    __slots__ = ("_seen", "_seen_buffer_addresses", "_nodes_left")
+
+    _seen: set[int]
+    _seen_buffer_addresses: set[int]
+    _nodes_left: int
+
+    def __init__(self) -> None:
+        self._seen = set()
+        self._seen_buffer_addresses = set()
+        self._nodes_left = _NODE_BUDGET
+
+    def size(self, value: object, depth: int) -> int:
+        """Bytes of ``value`` not already charged in this pass."""
+        value_type = type(value)
+        leaf = _LEAF_SIZERS.get(value_type)
+        if leaf is not None:
+            leaf_bytes = leaf(value)
+            if leaf_bytes == 0 or id(value) in self._seen:
+                return 0
+            self._seen.add(id(value))
+            return leaf_bytes
+        if id(value) in self._seen:
+            return 0
+        self._seen.add(id(value))
+        if depth > _MAX_DEPTH or self._nodes_left <= 0:
+            return _safe_getsizeof(value)
+        self._nodes_left -= 1
+        try:
+            return _resolve_sizer(value_type)(self, value, depth)
+        except Exception:
+            logger.debug("sizing %s failed; charging sys.getsizeof", value_type.__name__, exc_info=True)
+            return _safe_getsizeof(value)
+
+    def _sample_size(self, sample: list, length: int, measure: Callable[[Any], int]) -> int:
+        """Charge ``length`` elements from a spread ``sample`` whose two halves are interleaved.
+
+        The first half pays for objects the elements share (a repeated symbol
+        string, shared dict keys); the second half, measured after it, costs only
+        what elements own, so only the second half's mean is extrapolated.
+        """
+        first_half = sample[: (len(sample) + 1) // 2]
+        second_half = sample[len(first_half):]
+        first_bytes = sum(map(measure, first_half))
+        second_bytes = sum(map(measure, second_half))
+        if not second_half:
+            return first_bytes
+        unsampled = length - len(sample)
+        return first_bytes + second_bytes + unsampled * second_bytes // len(second_half)
+
+    def _items_size(self, items: Iterable, length: int, depth: int, measure: Callable[[Any], int] | None = None) -> int:
+        """Elements of an unindexable collection (set, dict view): every one if short, else a strided sample."""
+        if measure is None:
+            measure = functools.partial(self.size, depth=depth)
+        if length <= _SAMPLE_COUNT:
+            return sum(map(measure, items))
+        step = -(-length // _SAMPLE_COUNT)
+        sample = list(itertools.islice(items, 0, None, step))
+        return self._sample_size(_interleave_halves(sample), length, measure)
+
+    def _sequence_size(self, value: Any, depth: int) -> int:
+        length = len(value)
+        measure = functools.partial(self.size, depth=depth + 1)
+        if length <= _SAMPLE_COUNT:
+            return _getsizeof(value) + sum(map(measure, value))
+        sample = [value[position] for position in _sample_positions(length)]
+        return _getsizeof(value) + self._sample_size(sample, length, measure)
+
+    def _set_size(self, value: Any, depth: int) -> int:
+        return _getsizeof(value) + self._items_size(value, len(value), depth + 1)
+
+    def _dict_size(self, value: dict, depth: int) -> int:
+        def measure_item(item: tuple) -> int:
+            return self.size(item[0], depth + 1) + self.size(item[1], depth + 1)
+
+        return _getsizeof(value) + self._items_size(value.items(), len(value), depth, measure_item)
+
+    def _bytearray_size(self, value: bytearray, depth: int) -> int:
+        return _getsizeof(value)
+
+    def _memoryview_size(self, value: memoryview, depth: int) -> int:
+        return _getsizeof(value) + self.size(value.obj, depth + 1)
+
+    def _shared_size(self, value: object, depth: int) -> int:
+        return 0
+
+    def _object_size(self, value: object, depth: int) -> int:
+        """sys.getsizeof plus the ``__dict__`` and ``__slots__`` contents."""
+        return _getsizeof(value) + self._attributes_size(value, depth)
+
+    def _attributes_size(self, value: object, depth: int) -> int:
+        total = 0
+        attributes = getattr(value, "__dict__", None)
+        if type(attributes) is dict:
+            total += self.size(attributes, depth + 1)
+        for name in _slot_names(type(value)):
+            slot_value = getattr(value, name, None)
+            if slot_value is not None:
+                total += self.size(slot_value, depth + 1)
+        return total
+
+    def _ndarray_size(self, array: Any, depth: int) -> int:
+        """Header plus the buffer owner a view keeps alive; object arrays add their sampled elements."""
+        ndarray = sys.modules["numpy"].ndarray
+        owner = array
+        while isinstance(owner, ndarray) and owner.base is not None:
+            owner = owner.base
+        if owner is not array:
+            return _NDARRAY_HEADER_BYTES + self.size(owner, depth + 1)
+        total = _NDARRAY_HEADER_BYTES + array.nbytes
+        if array.dtype.hasobject:
+            total += self._object_elements_size(array, depth)
+        return total
+
+    def _object_elements_size(self, array: Any, depth: int) -> int:
+        length = array.size
+        measure = functools.partial(self.size, depth=depth + 1)
+        if length <= _SAMPLE_COUNT:
+            return sum(map(measure, array.ravel(order="K").tolist()))
+        sample = array.flat[_sample_positions(length)].tolist()
+        return self._sample_size(sample, length, measure)
+
+    def _pandas_frame_size(self, frame: Any, depth: int) -> int:
+        overhead = _FRAME_OVERHEAD_BYTES if frame.ndim == 2 else _SERIES_OVERHEAD_BYTES
+        return overhead + self._manager_size(frame._mgr, depth) + self._attrs_size(frame, depth)
+
+    def _attrs_size(self, frame: Any, depth: int) -> int:
+        attrs = frame.__dict__.get("_attrs")
+        return self.size(attrs, depth + 1) if attrs else 0
+
+    def _manager_size(self, manager: Any, depth: int) -> int:
+        total = 0
+        for block in manager.blocks:
+            total += _BLOCK_OVERHEAD_BYTES + self.size(block.values, depth + 1)
+        for axis in manager.axes:
+            total += self.size(axis, depth + 1)
+        return total
+
+    def _pandas_index_size(self, index: Any, depth: int) -> int:
+        pandas = sys.modules["pandas"]
+        if isinstance(index, pandas.RangeIndex):
+            return _RANGE_INDEX_BYTES
+        if isinstance(index, pandas.MultiIndex):
+            total = _INDEX_OVERHEAD_BYTES
+            total += sum(self.size(level, depth + 1) for level in index.levels)
+            total += sum(self.size(codes, depth + 1) for codes in index.codes)
+        else:
+            total = _INDEX_OVERHEAD_BYTES + self.size(index._data, depth + 1)
+        engine = index._cache.get("_engine")
+        if engine is not None:
+            total += _INDEX_ENGINE_OVERHEAD_BYTES + engine.sizeof(deep=False)
+        return total
+
+    def _extension_array_size(self, array: Any, depth: int) -> int:
+        """Buffers of a pandas ExtensionArray by its storage; unknown kinds report ``nbytes``."""
+        pandas = sys.modules["pandas"]
+        total = _EXTENSION_ARRAY_OVERHEAD_BYTES
+        if isinstance(array, pandas.Categorical):
+            return total + self.size(array.codes, depth + 1) + self.size(array.categories, depth + 1)
+        storage = getattr(array, "_pa_array", None)
+        if storage is None:
+            storage = getattr(array, "_ndarray", None)
+        if storage is not None:
+            return total + self.size(storage, depth + 1)
+        mask = getattr(array, "_mask", None)
+        if mask is not None:
+            return total + self.size(array._data, depth + 1) + self.size(mask, depth + 1)
+        return total + int(array.nbytes)
+
+    def _arrow_size(self, value: Any, depth: int) -> int:
+        """Arrow buffers, each charged once by address (slices share their parent's buffers)."""
+        total = _getsizeof(value)
+        for array in _arrow_arrays(value):
+            for buffer in array.buffers():
+                if buffer is not None and buffer.address not in self._seen_buffer_addresses:
+                    self._seen_buffer_addresses.add(buffer.address)
+                    total += buffer.size
+            dictionary = getattr(array, "dictionary", None)
+            if dictionary is not None:
+                total += self.size(dictionary, depth + 1)
+        return total
+
+
+def _arrow_arrays(value: Any) -> Iterable[Any]:
+    """The pyarrow Arrays holding the data of an Array, ChunkedArray, RecordBatch or Table."""
+    chunks = getattr(value, "chunks", None)
+    if chunks is not None:
+        return chunks
+    columns = getattr(value, "columns", None)
+    if columns is not None:
+        return [array for column in columns for array in _arrow_arrays(column)]
+    return [value]
+
+
+_CONTAINER_SIZERS: dict[type, Callable[[_Walker, Any, int], int]] = {
+    list: _Walker._sequence_size,
+    tuple: _Walker._sequence_size,
+    deque: _Walker._sequence_size,
+    set: _Walker._set_size,
+    frozenset: _Walker._set_size,
+    dict: _Walker._dict_size,
+    bytearray: _Walker._bytearray_size,
+    memoryview: _Walker._memoryview_size,
+}
+
+
+@functools.lru_cache(maxsize=512)
+def _slot_names(value_type: type) -> tuple[str, ...]:
+    """Instance slot names declared along the MRO (``__dict__``/``__weakref__`` excluded)."""
+    names: list[str] = []
+    for klass in value_type.__mro__:
+        slots = klass.__dict__.get("__slots__", ())
+        if isinstance(slots, str):
+            slots = (slots,)
+        names.extend(name for name in slots if name not in ("__dict__", "__weakref__"))
+    return tuple(names)
+
+
+def _subclass_sizer(base_sizer: Callable[..., int], base_is_leaf: bool) -> Callable[[_Walker, Any, int], int]:
+    """Sizer for a subclass of a builtin: the builtin's size plus the subclass's attributes."""
+
+    def size_subclass(walker: _Walker, value: Any, depth: int) -> int:
+        base_bytes = base_sizer(value) if base_is_leaf else base_sizer(walker, value, depth)
+        return base_bytes + walker._attributes_size(value, depth)
+
+    return size_subclass
+
+
+@functools.lru_cache(maxsize=512)
+def _resolve_sizer(value_type: type) -> Callable[[_Walker, Any, int], int]:
+    """Sizer for a type; cached per type since only the type decides it.
+
+    A type seen before numpy/pandas/pyarrow were imported cannot belong to them,
+    so caching the answer stays correct after they are imported.
+    """
+    sizer = _CONTAINER_SIZERS.get(value_type)
+    if sizer is not None:
+        return sizer
+    if issubclass(value_type, _SHARED_TYPES):
+        return _Walker._shared_size
+    for klass in value_type.__mro__[1:]:
+        if klass in _CONTAINER_SIZERS:
+            return _subclass_sizer(_CONTAINER_SIZERS[klass], base_is_leaf=False)
+        if klass in _LEAF_SIZERS:
+            return _subclass_sizer(_LEAF_SIZERS[klass], base_is_leaf=True)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and issubclass(value_type, numpy.ndarray):
+        return _Walker._ndarray_size
+    pandas = sys.modules.get("pandas")
+    if pandas is not None:
+        if issubclass(value_type, (pandas.DataFrame, pandas.Series)):
+            return _Walker._pandas_frame_size
+        if issubclass(value_type, pandas.Index):
+            return _Walker._pandas_index_size
+        if issubclass(value_type, pandas.api.extensions.ExtensionArray):
+            return _Walker._extension_array_size
+    pyarrow = sys.modules.get("pyarrow")
+    if pyarrow is not None and issubclass(value_type, (pyarrow.Array, pyarrow.ChunkedArray, pyarrow.RecordBatch, pyarrow.Table)):
+        return _Walker._arrow_size
+    return _Walker._object_size

@@ -1,0 +1,245 @@
+"""Technical indicators and the model's feature matrix, computed vectorised over OHLCV frames.
+
+Covers: EMA, Wilder RSI, ATR and ADX, Bollinger band width, the latest-candle
+`IndicatorSnapshot` that regime classification and signal scoring read, and the scale-free
+feature rows the signal model trains on.
+Does not cover: fetching candles (see `crypto_bot.market`), labels and the model itself
+(see `signal_model`), regime thresholds (see `regime`).
+
+Frames are indexed oldest first and carry float64 columns high, low and close (open and
+volume are accepted and ignored). Every series keeps the frame's index; warm-up rows where an
+indicator is not yet defined are NaN rather than a biased guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_FAST_SPAN = 12
+DEFAULT_SLOW_SPAN = 26
+RSI_PERIOD = 14
+ATR_PERIOD = 14
+ADX_PERIOD = 14
+BOLLINGER_PERIOD = 20
+VOLATILITY_WINDOW = 20
+RETURN_LAGS = (1, 5, 10)
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "log_return_1",
+    "log_return_5",
+    "log_return_10",
+    "volatility",
+    "ema_spread_ratio",
+    "close_to_slow_ratio",
+    "rsi_ratio",
+    "atr_ratio",
+    "adx_ratio",
+    "bb_width",
+)
+
+_PRICE_COLUMNS = ("high", "low", "close")
+
+
+@dataclass(frozen=True, slots=True)
+class IndicatorSnapshot:
+    """Indicator values at the latest candle; prices in quote currency, returns as log ratios."""
+
+    close: float
+    ema_fast: float
+    ema_slow: float
+    rsi: float
+    atr: float
+    adx: float
+    bb_width: float
+    log_return_1: float
+    log_return_5: float
+    volatility: float
+
+    @property
+    def atr_ratio(self) -> float:
+        """ATR as a fraction of the close, comparable across symbols and price levels."""
+        return self.atr / self.close
+
+
+def _check_period(name: str, value: int) -> None:
+    if not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def ema(close: pd.Series, span: int) -> pd.Series:
+    """Exponential moving average: e[t] = a*x[t] + (1-a)*e[t-1], a = 2/(span+1), seeded with x[0].
+
+    The first span-1 values are NaN: the seed's weight is still too large to trust them.
+    """
+    _check_period("span", span)
+    return close.ewm(span=span, adjust=False, min_periods=span).mean()
+
+
+def _wilder_mean(values: pd.Series, period: int) -> pd.Series:
+    """Wilder's smoothing: the mean of the first `period` valid values, then avg += (x - avg)/period."""
+    result = pd.Series(np.nan, index=values.index, dtype="float64")
+    valid = values.notna().to_numpy()
+    first_valid = int(valid.argmax())
+    seed_at = first_valid + period - 1
+    if not valid.any() or seed_at >= len(values):
+        return result
+    seeded = values.iloc[seed_at:].astype("float64")
+    seeded.iloc[0] = values.iloc[first_valid : seed_at + 1].mean()
+    result.iloc[seed_at:] = seeded.ewm(alpha=1.0 / period, adjust=False).mean().to_numpy()
+    return result
+
+
+def rsi(close: pd.Series, period: int = RSI_PERIOD) -> pd.Series:
+    """Wilder's relative strength index in [0, 100]; 100 when no loss in the window, 50 when flat."""
+    _check_period("period", period)
+    delta = close.diff()
+    average_gain = _wilder_mean(delta.clip(lower=0.0), period).to_numpy()
+    average_loss = _wilder_mean(-delta.clip(upper=0.0), period).to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = 100.0 - 100.0 / (1.0 + average_gain / average_loss)
+    values = np.where((average_loss == 0.0) & (average_gain > 0.0), 100.0, values)
+    values = np.where((average_loss == 0.0) & (average_gain == 0.0), 50.0, values)
+    return pd.Series(values, index=close.index, name="rsi")
+
+
+def _true_range(df: pd.DataFrame) -> pd.Series:
+    """max(high-low, |high-prev close|, |low-prev close|); the first candle has only high-low."""
+    previous_close = df["close"].shift(1)
+    ranges = pd.concat(
+        [df["high"] - df["low"], (df["high"] - previous_close).abs(), (df["low"] - previous_close).abs()],
+        axis=1,
+    )
+    return ranges.max(axis=1, skipna=True)
+
+
+def atr(df: pd.DataFrame, period: int = ATR_PERIOD) -> pd.Series:
+    """Wilder's average true range, in price units."""
+    _check_period("period", period)
+    return _wilder_mean(_true_range(df), period).rename("atr")
+
+
+def adx(df: pd.DataFrame, period: int = ADX_PERIOD) -> pd.Series:
+    """Wilder's average directional index in [0, 100]; defined from candle 2*period-1 on."""
+    _check_period("period", period)
+    up_move = df["high"].diff()
+    down_move = -df["low"].diff()
+    plus_dm = up_move.where((up_move > down_move) & (up_move > 0.0), 0.0).where(up_move.notna())
+    minus_dm = down_move.where((down_move > up_move) & (down_move > 0.0), 0.0).where(down_move.notna())
+    true_range = _true_range(df).where(up_move.notna())
+    smoothed_range = _wilder_mean(true_range, period).to_numpy()
+    moving = smoothed_range > 0.0
+    # A window without any price movement has no direction: its DI and DX are 0, not 0/0.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plus_di = np.where(moving, 100.0 * _wilder_mean(plus_dm, period).to_numpy() / smoothed_range, 0.0)
+        minus_di = np.where(moving, 100.0 * _wilder_mean(minus_dm, period).to_numpy() / smoothed_range, 0.0)
+        di_sum = plus_di + minus_di
+        dx = np.where(di_sum > 0.0, 100.0 * np.abs(plus_di - minus_di) / di_sum, 0.0)
+    dx = np.where(np.isnan(smoothed_range), np.nan, dx)
+    return _wilder_mean(pd.Series(dx, index=df.index), period).rename("adx")
+
+
+def bollinger_width(close: pd.Series, period: int = BOLLINGER_PERIOD, num_std: float = 2.0) -> pd.Series:
+    """Bollinger band width (upper - lower) / middle, with the population standard deviation."""
+    _check_period("period", period)
+    if not np.isfinite(num_std) or num_std <= 0.0:
+        raise ValueError(f"num_std must be a finite number > 0, got {num_std!r}")
+    rolling = close.rolling(period, min_periods=period)
+    return (2.0 * num_std * rolling.std(ddof=0) / rolling.mean()).rename("bb_width")
+
+
+def required_candles(*, fast: int = DEFAULT_FAST_SPAN, slow: int = DEFAULT_SLOW_SPAN) -> int:
+    """Candles needed before every indicator and feature is defined at the latest candle."""
+    return max(
+        fast,
+        slow,
+        RSI_PERIOD + 1,
+        ATR_PERIOD,
+        2 * ADX_PERIOD,
+        BOLLINGER_PERIOD,
+        VOLATILITY_WINDOW + 1,
+        max(RETURN_LAGS) + 1,
+    )
+
+
+def _validate_frame(df: pd.DataFrame, needed: int) -> None:
+    missing = [column for column in _PRICE_COLUMNS if column not in df.columns]
+    if missing:
+        raise ValueError(f"OHLCV frame lacks columns {missing}; needs {list(_PRICE_COLUMNS)}")
+    if len(df) < needed:
+        raise ValueError(f"indicators need at least {needed} candles, got {len(df)}")
+    if not df.index.is_monotonic_increasing:
+        raise ValueError("OHLCV frame must be indexed oldest first (monotonic increasing index)")
+    prices = df.loc[:, list(_PRICE_COLUMNS)].to_numpy(dtype="float64")
+    bad_rows = ~(np.isfinite(prices) & (prices > 0.0)).all(axis=1)
+    if bad_rows.any():
+        raise ValueError(
+            f"OHLCV frame has {int(bad_rows.sum())} candles with non-finite or non-positive "
+            f"high/low/close, first at {df.index[int(bad_rows.argmax())]}"
+        )
+
+
+def _indicator_frame(df: pd.DataFrame, fast: int, slow: int) -> pd.DataFrame:
+    """Every indicator and feature input as columns over the frame's index."""
+    _check_period("fast", fast)
+    _check_period("slow", slow)
+    if fast >= slow:
+        raise ValueError(f"fast span must be < slow span, got fast={fast}, slow={slow}")
+    _validate_frame(df, required_candles(fast=fast, slow=slow))
+    close = df["close"].astype("float64")
+    log_close = np.log(close)
+    log_return_1 = log_close.diff()
+    columns = {
+        "close": close,
+        "ema_fast": ema(close, fast),
+        "ema_slow": ema(close, slow),
+        "rsi": rsi(close),
+        "atr": atr(df),
+        "adx": adx(df),
+        "bb_width": bollinger_width(close),
+        "volatility": log_return_1.rolling(VOLATILITY_WINDOW, min_periods=VOLATILITY_WINDOW).std(),
+    }
+    for lag in RETURN_LAGS:
+        columns[f"log_return_{lag}"] = log_close.diff(lag)
+    return pd.DataFrame(columns, index=df.index)
+
+
+def compute_indicators(
+    df: pd.DataFrame, *, fast: int = DEFAULT_FAST_SPAN, slow: int = DEFAULT_SLOW_SPAN
+) -> IndicatorSnapshot:
+    """Indicator values at the latest candle; ValueError if the frame is too short or malformed."""
+    latest = _indicator_frame(df, fast, slow).iloc[-1]
+    return IndicatorSnapshot(**{field.name: float(latest[field.name]) for field in fields(IndicatorSnapshot)})
+
+
+def feature_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The model's features (columns FEATURE_NAMES), one row per candle, warm-up rows dropped.
+
+    Every feature is a ratio, so a model trained on one symbol or price level applies to another.
+    The index is kept so labels can be aligned to exactly these rows.
+    """
+    indicators = _indicator_frame(df, DEFAULT_FAST_SPAN, DEFAULT_SLOW_SPAN)
+    close = indicators["close"]
+    features = pd.DataFrame(
+        {
+            "log_return_1": indicators["log_return_1"],
+            "log_return_5": indicators["log_return_5"],
+            "log_return_10": indicators["log_return_10"],
+            "volatility": indicators["volatility"],
+            "ema_spread_ratio": indicators["ema_fast"] / indicators["ema_slow"] - 1.0,
+            "close_to_slow_ratio": close / indicators["ema_slow"] - 1.0,
+            "rsi_ratio": indicators["rsi"] / 100.0,
+            "atr_ratio": indicators["atr"] / close,
+            "adx_ratio": indicators["adx"] / 100.0,
+            "bb_width": indicators["bb_width"],
+        },
+        index=indicators.index,
+    )
+    return features.dropna()
+
+
+def feature_matrix(df: pd.DataFrame) -> np.ndarray:
+    """feature_frame as a float64 array of shape (candles after warm-up, len(FEATURE_NAMES))."""
+    return feature_frame(df).to_numpy(dtype="float64")

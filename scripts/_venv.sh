@@ -1,0 +1,16 @@
+# Sourced by scripts/run and scripts/test: create .venv and install the project once per pyproject change.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+extras="$1"
+venv=.venv
+hash=$(sha256sum pyproject.toml | cut -c1-16)
+stamp="$venv/.installed-$hash-$extras"
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+if [ ! -f "$stamp" ]; then
+    "$venv/bin/python" -m pip install --quiet --upgrade pip
+    "$venv/bin/python" -m pip install --quiet -e ".[$extras]"
+    find "$venv" -maxdepth 1 -name '.installed-*' ! -name ".installed-$hash-*" -delete
+    touch "$stamp"
+fi

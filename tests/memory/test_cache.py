@@ -1,0 +1,708 @@
+"""ManagedCache behaviour: order, expiry, limits, single flight, listeners, stats, threads, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+from collections import OrderedDict
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from crypto_bot.memory import ManagedCache, RemovalCause, SharedBudget
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def make(clock, **kwargs) -> ManagedCache:
+    kwargs.setdefault("ttl_seconds", 100)
+    return ManagedCache(clock=clock, sizer=lambda v: 10, **kwargs)
+
+
+# ----------------------------------------------------------------- order and expiry
+
+
+def test_get_returns_value_and_default_on_miss(clock):
+    cache = make(clock)
+    cache.put("a", 1)
+    assert cache.get("a") == 1
+    assert cache.get("missing") is None
+    assert cache.get("missing", "dflt") == "dflt"
+
+
+def test_none_is_a_storable_value(clock):
+    cache = make(clock)
+    cache.put("a", None)
+    assert cache.get("a", "dflt") is None
+    assert "a" in cache
+
+
+def test_get_refreshes_recency_so_the_least_recent_is_evicted(clock):
+    cache = make(clock, max_size=2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    cache.get("a")
+    cache.put("c", 3)
+    assert cache.keys() == ["a", "c"]
+
+
+def test_put_is_not_an_access(clock):
+    cache = make(clock)
+    cache.put("a", 1)
+    cache.put("a", 2)
+    entry = cache.cache["a"]
+    assert entry.access_count == 0
+    assert cache.stats()["hits"] == 0
+
+
+def test_contains_does_not_refresh_recency(clock):
+    cache = make(clock, max_size=2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert "a" in cache
+    cache.put("c", 3)
+    assert "a" not in cache
+
+
+def test_expired_entry_is_never_returned(clock):
+    cache = make(clock, ttl_seconds=10)
+    cache.put("a", 1)
+    clock.advance(9.999)
+    assert cache.get("a") == 1
+    clock.advance(0.001)
+    assert cache.get("a") is None
+    assert "a" not in cache
+    assert cache.stats()["evictions"]["expired"] == 1
+
+
+def test_per_entry_ttl_overrides_the_default(clock):
+    cache = make(clock, ttl_seconds=10)
+    cache.put("short", 1, ttl_seconds=2)
+    cache.put("long", 2, ttl_seconds=50)
+    cache.put("default", 3)
+    clock.advance(11)
+    assert cache.keys() == ["long"]
+    assert cache.cleanup_expired() == 2
+
+
+def test_no_default_ttl_means_entries_live_until_evicted(clock):
+    cache = make(clock, ttl_seconds=None)
+    cache.put("a", 1)
+    clock.advance(1e9)
+    assert cache.get("a") == 1
+
+
+def test_cleanup_expired_removes_only_expired_entries(clock):
+    cache = make(clock, ttl_seconds=10, max_size=100)
+    for i in range(5):
+        cache.put(i, i)
+    clock.advance(5)
+    for i in range(5, 10):
+        cache.put(i, i)
+    clock.advance(6)
+    assert cache.cleanup_expired() == 5
+    assert sorted(cache.keys()) == list(range(5, 10))
+
+
+def test_cleanup_expired_costs_what_expired_not_every_entry(clock):
+    cache = make(clock, ttl_seconds=10, max_size=20_000)
+    for i in range(10_000):
+        cache.put(i, i)
+    clock.advance(5)
+    cache.put("fresh", 1, ttl_seconds=1)
+    clock.advance(2)
+    inspected = 0
+    is_live = cache._is_live
+
+    def counting_is_live(entry):
+        nonlocal inspected
+        inspected += 1
+        return is_live(entry)
+
+    cache._is_live = counting_is_live
+    assert cache.cleanup_expired() == 1
+    assert inspected <= 3
+
+
+def test_replaced_entries_do_not_pile_up_in_the_expiry_queues(clock):
+    cache = make(clock, max_size=10)
+    for i in range(10_000):
+        cache.put(i % 5, i)
+        cache.put(("custom", i % 5), i, ttl_seconds=7)
+    assert len(cache._fifo_default) + len(cache._fifo_custom) <= 2 * len(cache) + 64
+    assert len(cache._custom_heap) <= 2 * 5 + 64
+
+
+# ------------------------------------------------------------------------ limits
+
+
+def test_max_size_evicts_least_recently_used(clock):
+    cache = make(clock, max_size=3)
+    for key in "abcd":
+        cache.put(key, key)
+    assert cache.keys() == ["b", "c", "d"]
+    assert cache.stats()["evictions"]["size"] == 1
+
+
+def test_max_bytes_evicts_until_the_budget_holds(clock):
+    cache = ManagedCache(max_bytes=100, clock=clock)
+    cache.put("a", 1, size_bytes=40)
+    cache.put("b", 2, size_bytes=40)
+    cache.put("c", 3, size_bytes=40)
+    assert cache.keys() == ["b", "c"]
+    assert cache.total_bytes == 80
+
+
+def test_value_larger_than_max_bytes_is_refused_and_cache_unchanged(clock):
+    cache = ManagedCache(max_bytes=100, clock=clock)
+    cache.put("a", 1, size_bytes=60)
+    with pytest.raises(ValueError, match="max_bytes=100"):
+        cache.put("big", 2, size_bytes=101)
+    assert cache.keys() == ["a"]
+    assert cache.total_bytes == 60
+
+
+def test_explicit_size_wins_over_the_sizer(clock):
+    cache = ManagedCache(clock=clock, sizer=lambda v: 999)
+    cache.put("a", 1, size_bytes=7)
+    cache.put("b", 1)
+    assert cache.cache["a"].size_bytes == 7
+    assert cache.cache["b"].size_bytes == 999
+
+
+def test_default_sizer_measures_the_value(clock):
+    cache = ManagedCache(clock=clock)
+    cache.put("blob", b"x" * 100_000)
+    assert 100_000 <= cache.total_bytes < 110_000
+
+
+def test_resize_evicts_to_the_new_limits(clock):
+    cache = ManagedCache(max_size=10, clock=clock)
+    for i in range(10):
+        cache.put(i, i, size_bytes=10)
+    freed = cache.resize(max_size=4)
+    assert freed == 60
+    assert cache.keys() == [6, 7, 8, 9]
+    cache.resize(max_bytes=25)
+    assert cache.keys() == [8, 9]
+    assert cache.max_size == 4 and cache.max_bytes == 25
+
+
+def test_shrink_to_frees_coldest_first_and_returns_bytes(clock):
+    cache = ManagedCache(clock=clock)
+    for key in "abcd":
+        cache.put(key, key, size_bytes=10)
+    cache.get("a")
+    assert cache.shrink_to(20) == 20
+    assert cache.keys() == ["d", "a"]
+    assert cache.stats()["evictions"]["pressure"] == 2
+
+
+def test_shrink_to_zero_empties_the_cache(clock):
+    cache = make(clock)
+    cache.put("a", 1)
+    assert cache.shrink_to(0) == 10
+    assert len(cache) == 0 and cache.total_bytes == 0
+
+
+# --------------------------------------------------------------------------- API
+
+
+def test_pop_delete_clear_len_keys_items(clock):
+    cache = make(clock)
+    for key in "abc":
+        cache.put(key, key.upper())
+    assert cache.pop("a") == "A"
+    assert cache.pop("a", "gone") == "gone"
+    assert cache.delete("b") is True
+    assert cache.delete("b") is False
+    assert len(cache) == 1
+    assert cache.items() == [("c", "C")]
+    assert cache.clear() == 10
+    assert len(cache) == 0 and cache.keys() == []
+
+
+def test_keys_and_items_are_snapshots(clock):
+    cache = make(clock)
+    cache.put("a", 1)
+    keys = cache.keys()
+    cache.put("b", 2)
+    assert keys == ["a"]
+
+
+def test_compat_view_exposes_lru_ordered_entries(clock):
+    cache = make(clock)
+    cache.put("a", 1)
+    clock.advance(1)
+    cache.put("b", 2)
+    clock.advance(1)
+    cache.get("a")
+    cache.get("a")
+    view = cache.cache
+    assert list(view) == ["b", "a"]
+    assert len(view) == 2 and "a" in view
+    entry = view["a"]
+    assert entry.value == 1
+    assert entry.timestamp == 1000.0
+    assert entry.size_bytes == 10
+    assert entry.access_count == 2
+    assert entry.last_accessed == 1002.0
+    with pytest.raises(TypeError):
+        view["c"] = 3  # type: ignore[index]
+
+
+# ---------------------------------------------------------------- single flight
+
+
+def test_get_or_load_runs_the_loader_once_for_concurrent_threads(clock):
+    cache = make(clock)
+    release = threading.Event()
+    calls = []
+
+    def loader():
+        calls.append(1)
+        release.wait(5)
+        return "loaded"
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.get_or_load("k", loader))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    while not calls:
+        threading.Event().wait(0.001)
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert calls == [1]
+    assert results == ["loaded"] * 8
+    assert cache.get("k") == "loaded"
+    assert cache.stats()["loads"] == 1
+
+
+def test_get_or_load_error_reaches_every_waiter_and_caches_nothing(clock):
+    cache = make(clock)
+    release = threading.Event()
+    started = threading.Event()
+
+    def loader():
+        started.set()
+        release.wait(5)
+        raise RuntimeError("exchange down")
+
+    errors = []
+
+    def call():
+        try:
+            cache.get_or_load("k", loader)
+        except RuntimeError as error:
+            errors.append(str(error))
+
+    threads = [threading.Thread(target=call) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    started.wait(5)
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert errors == ["exchange down"] * 5
+    assert "k" not in cache
+    assert cache.stats()["load_failures"] == 1
+    assert cache.get_or_load("k", lambda: 42) == 42
+
+
+def test_get_or_load_returns_a_cached_value_without_loading(clock):
+    cache = make(clock)
+    cache.put("k", 1)
+    assert cache.get_or_load("k", lambda: pytest.fail("loader must not run")) == 1
+
+
+def test_get_or_load_returns_an_oversized_value_uncached(clock, caplog):
+    cache = ManagedCache(max_bytes=10, clock=clock, sizer=lambda v: 100)
+    with caplog.at_level(logging.WARNING):
+        assert cache.get_or_load("k", lambda: "big") == "big"
+    assert "k" not in cache
+    assert "not cached" in caplog.text
+
+
+def test_aget_or_load_runs_the_loader_once_across_tasks(clock):
+    cache = make(clock)
+    calls = []
+
+    async def loader():
+        calls.append(1)
+        await asyncio.sleep(0.01)
+        return "loaded"
+
+    async def main():
+        return await asyncio.gather(*(cache.aget_or_load("k", loader) for _ in range(10)))
+
+    assert asyncio.run(main()) == ["loaded"] * 10
+    assert calls == [1]
+    assert cache.get("k") == "loaded"
+
+
+def test_aget_or_load_error_reaches_every_task_and_caches_nothing(clock):
+    cache = make(clock)
+
+    async def loader():
+        await asyncio.sleep(0.01)
+        raise ConnectionError("timeout")
+
+    async def main():
+        return await asyncio.gather(*(cache.aget_or_load("k", loader) for _ in range(4)), return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, ConnectionError) for r in results)
+    assert "k" not in cache
+
+
+# --------------------------------------------------------------------- listeners
+
+
+def test_listener_receives_every_cause(clock):
+    seen = []
+    cache = ManagedCache(max_size=2, ttl_seconds=10, clock=clock, sizer=lambda v: 1,
+                         on_evict=lambda k, v, c: seen.append((k, v, c)))
+    cache.put("a", 1)
+    cache.put("a", 2)  # replaced
+    cache.put("b", 3)
+    cache.put("c", 4)  # evicts a (size)
+    cache.delete("b")  # explicit
+    cache.put("d", 5)
+    cache.shrink_to(1)  # evicts c (pressure)
+    clock.advance(10)
+    cache.cleanup_expired()  # d expired
+    assert seen == [
+        ("a", 1, RemovalCause.REPLACED),
+        ("a", 2, RemovalCause.SIZE),
+        ("b", 3, RemovalCause.EXPLICIT),
+        ("c", 4, RemovalCause.PRESSURE),
+        ("d", 5, RemovalCause.EXPIRED),
+    ]
+    assert {c.value for *_, c in seen} == {"replaced", "size", "explicit", "pressure", "expired"}
+
+
+def test_listener_runs_outside_the_lock(clock):
+    free = []
+    cache = make(clock, max_size=1)
+
+    def listener(key, value, cause):
+        acquired = cache._lock.acquire(blocking=False)
+        free.append(acquired)
+        if acquired:
+            cache._lock.release()
+
+    cache.add_listener(listener)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert free == [True]
+
+
+def test_failing_listener_is_logged_and_cache_keeps_working(clock, caplog):
+    def listener(key, value, cause):
+        raise RuntimeError("listener bug")
+
+    cache = make(clock, max_size=1, on_evict=listener)
+    with caplog.at_level(logging.ERROR):
+        cache.put("a", 1)
+        cache.put("b", 2)
+    assert cache.get("b") == 2
+    assert "listener bug" in caplog.text or "listener failed" in caplog.text
+
+
+def test_removed_listener_is_not_called(clock):
+    seen = []
+    cache = make(clock, max_size=1)
+    listener = lambda k, v, c: seen.append(k)  # noqa: E731
+    cache.add_listener(listener)
+    cache.remove_listener(listener)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert seen == []
+
+
+def test_evicted_value_is_not_kept_alive_by_the_cache(clock):
+    import gc
+    import weakref
+
+    class Value:
+        pass
+
+    cache = make(clock, max_size=1)
+    value = Value()
+    ref = weakref.ref(value)
+    cache.put("a", value)
+    del value
+    cache.put("b", 2)
+    gc.collect()
+    assert ref() is None
+
+
+# ------------------------------------------------------------------------- stats
+
+
+def test_stats_counts_hits_misses_puts_and_sizes(clock):
+    cache = ManagedCache(max_size=10, max_bytes=1000, ttl_seconds=60, clock=clock, name="df")
+    cache.put("a", 1, size_bytes=100)
+    clock.advance(5)
+    cache.put("b", 1, size_bytes=50)
+    cache.get("a")
+    cache.get("a")
+    cache.get("zz")
+    stats = cache.stats()
+    assert stats["name"] == "df"
+    assert (stats["hits"], stats["misses"], stats["puts"]) == (2, 1, 2)
+    assert stats["hit_rate"] == pytest.approx(2 / 3)
+    assert stats["entries"] == stats["size"] == 2
+    assert stats["total_bytes"] == 150
+    assert stats["max_bytes"] == 1000 and stats["max_size"] == 10
+    assert stats["total_size_mb"] == pytest.approx(150 / 1024 / 1024)
+    assert stats["oldest_entry_age"] == pytest.approx(5)
+    assert stats["evictions"] == {"expired": 0, "size": 0, "pressure": 0, "explicit": 0, "replaced": 0}
+    assert stats["loads"] == 0 and stats["load_failures"] == 0 and stats["load_seconds"] == 0.0
+
+
+def test_hit_rate_is_zero_without_lookups(clock):
+    assert make(clock).stats()["hit_rate"] == 0.0
+
+
+# ----------------------------------------------------------------------- threads
+
+
+def test_invariants_hold_under_many_threads_mixing_every_operation():
+    cache = ManagedCache(max_size=50, max_bytes=4000, ttl_seconds=0.005)
+    errors = []
+    stop = threading.Event()
+
+    def worker(seed):
+        rng = random.Random(seed)
+        try:
+            while not stop.is_set():
+                key = rng.randrange(120)
+                op = rng.random()
+                if op < 0.4:
+                    cache.put(key, key, size_bytes=rng.randrange(1, 200))
+                elif op < 0.75:
+                    value = cache.get(key)
+                    assert value is None or value == key
+                elif op < 0.8:
+                    cache.delete(key)
+                elif op < 0.85:
+                    cache.get_or_load(key, lambda k=key: k)
+                elif op < 0.9:
+                    cache.cleanup_expired()
+                elif op < 0.93:
+                    cache.shrink_to(rng.randrange(3000))
+                elif op < 0.96:
+                    cache.stats()
+                else:
+                    cache.items()
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    def checker():
+        while not stop.is_set():
+            with cache._lock:
+                consistent = (
+                    cache.total_bytes == sum(e.size_bytes for e in cache._entries.values())
+                    and len(cache._entries) <= cache.max_size
+                    and cache.total_bytes <= cache.max_bytes
+                )
+            if not consistent:
+                errors.append(AssertionError("cache invariant broken"))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    check = threading.Thread(target=checker)
+    for thread in [*threads, check]:
+        thread.start()
+    threading.Event().wait(1.0)
+    stop.set()
+    for thread in [*threads, check]:
+        thread.join(10)
+    assert errors == []
+    assert cache.total_bytes == sum(e.size_bytes for e in cache.cache.values())
+
+
+# --------------------------------------------------------------------- bad input
+
+
+def test_unhashable_key_is_a_clear_type_error(clock):
+    cache = make(clock)
+    with pytest.raises(TypeError, match="hashable"):
+        cache.put(["a"], 1)
+    with pytest.raises(TypeError, match="hashable"):
+        cache.get({"a": 1})
+
+
+@pytest.mark.parametrize("size", [-1, "big", float("nan"), float("inf"), True])
+def test_bad_size_bytes_names_the_argument(clock, size):
+    with pytest.raises(ValueError, match="size_bytes"):
+        make(clock).put("a", 1, size_bytes=size)
+
+
+@pytest.mark.parametrize("ttl", [-1, 0, "soon", float("nan")])
+def test_bad_ttl_names_the_argument(clock, ttl):
+    with pytest.raises(ValueError, match="ttl_seconds"):
+        make(clock).put("a", 1, ttl_seconds=ttl)
+    with pytest.raises(ValueError, match="ttl_seconds"):
+        ManagedCache(ttl_seconds=ttl)
+
+
+@pytest.mark.parametrize("arg", ["max_size", "max_bytes"])
+@pytest.mark.parametrize("value", [-5, 0, "10", 1.5])
+def test_bad_limits_name_the_argument(arg, value):
+    with pytest.raises(ValueError, match=arg):
+        ManagedCache(**{arg: value})
+    with pytest.raises(ValueError, match=arg):
+        ManagedCache().resize(**{arg: value})
+
+
+def test_bad_shrink_target_is_rejected(clock):
+    with pytest.raises(ValueError, match="target_bytes"):
+        make(clock).shrink_to(-1)
+
+
+# ------------------------------------------------------------------ shared budget
+
+
+def test_shared_budget_evicts_the_coldest_entries_across_caches(clock):
+    budget = SharedBudget(100)
+    a = ManagedCache(clock=clock, name="a")
+    b = ManagedCache(clock=clock, name="b")
+    budget.attach(a)
+    budget.attach(b)
+    a.put("a1", 1, size_bytes=40)
+    clock.advance(1)
+    b.put("b1", 1, size_bytes=40)
+    clock.advance(1)
+    a.get("a1")
+    b.put("b2", 1, size_bytes=40)
+    assert a.keys() == ["a1"]
+    assert b.keys() == ["b2"]
+    assert budget.used_bytes == 80
+
+
+def test_shared_budget_refuses_a_value_larger_than_the_budget(clock):
+    budget = SharedBudget(100)
+    cache = ManagedCache(clock=clock)
+    budget.attach(cache)
+    with pytest.raises(ValueError, match="shared cache budget"):
+        cache.put("x", 1, size_bytes=101)
+    assert len(cache) == 0
+
+
+def test_shared_budget_holds_under_threads():
+    budget = SharedBudget(5000)
+    caches = [ManagedCache(name=str(i)) for i in range(4)]
+    for cache in caches:
+        budget.attach(cache)
+    over = []
+
+    def worker(seed):
+        rng = random.Random(seed)
+        for _ in range(3000):
+            rng.choice(caches).put(rng.randrange(100), 1, size_bytes=rng.randrange(1, 300))
+            used = budget.used_bytes
+            if used > budget.max_bytes:
+                over.append(used)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert over == []
+    assert budget.used_bytes <= 5000
+
+
+# ------------------------------------------------------------- reference model
+
+
+class CacheModel(RuleBasedStateMachine):
+    """ManagedCache against a plain reference model with the same LRU/TTL/limit rules."""
+
+    keys = st.integers(0, 7)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = FakeClock(0.0)
+        self.cache = ManagedCache(max_size=4, max_bytes=60, ttl_seconds=10, clock=self.clock)
+        self.model: OrderedDict[int, tuple[int, int, float, float]] = OrderedDict()
+
+    def _expired(self, key: int) -> bool:
+        _, _, put_at, ttl = self.model[key]
+        return self.clock.now - put_at >= ttl
+
+    @rule(key=keys, value=st.integers(), size=st.integers(0, 30), ttl=st.sampled_from([None, 3.0, 20.0]))
+    def put(self, key, value, size, ttl):
+        self.cache.put(key, value, size_bytes=size, ttl_seconds=ttl)
+        self.model.pop(key, None)
+        for k in [k for k in self.model if self._expired(k)]:
+            del self.model[k]
+        self.model[key] = (value, size, self.clock.now, 10.0 if ttl is None else ttl)
+        while len(self.model) > 4 or sum(v[1] for v in self.model.values()) > 60:
+            self.model.popitem(last=False)
+
+    @rule(key=keys)
+    def get(self, key):
+        expected = None
+        if key in self.model:
+            if self._expired(key):
+                del self.model[key]
+            else:
+                expected = self.model[key][0]
+                self.model.move_to_end(key)
+        assert self.cache.get(key, None) == expected
+
+    @rule(key=keys)
+    def delete(self, key):
+        live = key in self.model and not self._expired(key)
+        self.model.pop(key, None)
+        assert self.cache.delete(key) is live
+
+    @rule(seconds=st.sampled_from([0.5, 2.0, 5.0]))
+    def advance(self, seconds):
+        self.clock.advance(seconds)
+
+    @rule()
+    def cleanup(self):
+        expired = [k for k in self.model if self._expired(k)]
+        for k in expired:
+            del self.model[k]
+        assert self.cache.cleanup_expired() == len(expired)
+
+    @precondition(lambda self: self.model)
+    @rule(target_bytes=st.integers(0, 60))
+    def shrink(self, target_bytes):
+        while self.model and sum(v[1] for v in self.model.values()) > target_bytes:
+            self.model.popitem(last=False)
+        self.cache.shrink_to(target_bytes)
+
+    @invariant()
+    def same_live_keys_in_lru_order(self):
+        live = [k for k in self.model if not self._expired(k)]
+        assert self.cache.keys() == live
+        assert len(self.cache) == len(self.model)
+        assert self.cache.total_bytes == sum(v[1] for v in self.model.values())
+
+
+TestCacheModel = CacheModel.TestCase
+TestCacheModel.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
