@@ -13,16 +13,13 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pympler import asizeof
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from crypto_bot.memory.sizing import sizeof  # noqa: E402
+from crypto_bot.memory.sizing import sizeof
 
 ROWS = 100_000
 SYMBOLS = [f"{base}/USDT" for base in ("BTC", "ETH", "SOL", "XRP", "ADA", "DOGE", "AVAX", "LINK")]
@@ -121,6 +118,15 @@ def pandas_deep_bytes(value: object) -> int | None:
     return None
 
 
+def pympler_result(value: object, truth_bytes: int, sizeof_ms: float) -> str:
+    """pympler.asizeof's estimate, error, time and slowdown against sizeof, or why it has none."""
+    try:
+        pympler_bytes, pympler_ms = timed_ms(lambda: asizeof.asizeof(value), 1)
+    except ValueError as error:
+        return f"{'raises':>11} {type(error).__name__}: {str(error)[:30]}"
+    return f"{pympler_bytes:>11,} {error_percent(pympler_bytes, truth_bytes):>7} {pympler_ms:>7.2f} {pympler_ms / sizeof_ms:>7.0f}x"
+
+
 def error_percent(estimate: int, truth: int) -> str:
     return f"{(estimate - truth) / truth * 100:+.1f}%"
 
@@ -135,12 +141,12 @@ def main() -> None:
         truth_bytes = released_bytes(build)
         value = build()
         estimate_bytes, sizeof_ms = timed_ms(lambda: sizeof(value), TIMING_REPEATS)
-        pympler_bytes, pympler_ms = timed_ms(lambda: asizeof.asizeof(value), 1)
+        pympler_columns = pympler_result(value, truth_bytes, sizeof_ms)
         deep_bytes = pandas_deep_bytes(value)
         deep_columns = f"{deep_bytes:>13,} {error_percent(deep_bytes, truth_bytes):>7}" if deep_bytes is not None else f"{'-':>13} {'-':>7}"
         print(
             f"{name:34} {truth_bytes:>11,} {estimate_bytes:>11,} {error_percent(estimate_bytes, truth_bytes):>7} {sizeof_ms:>6.3f} | "
-            f"{deep_columns} | {pympler_bytes:>11,} {error_percent(pympler_bytes, truth_bytes):>7} {pympler_ms:>7.2f} {pympler_ms / sizeof_ms:>7.0f}x"
+            f"{deep_columns} | {pympler_columns}"
         )
         worst_error_ratio = max(worst_error_ratio, abs(estimate_bytes - truth_bytes) / truth_bytes)
         slowest_ms = max(slowest_ms, sizeof_ms)

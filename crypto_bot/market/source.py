@@ -54,7 +54,7 @@ def ohlcv_frame(open_ms: np.ndarray, values: np.ndarray) -> pd.DataFrame:
 
     `open_ms` holds int64 epoch milliseconds; `values` is a (n, 5) array in OHLCV column order.
     """
-    index = pd.DatetimeIndex(pd.to_datetime(np.asarray(open_ms, dtype=np.int64), unit="ms", utc=True))
+    index = pd.DatetimeIndex(pd.to_datetime(np.asarray(open_ms, dtype=np.int64), unit="ms", utc=True)).as_unit("ms")
     index.name = "timestamp"
     columns = np.asarray(values, dtype=np.float64).reshape(-1, len(OHLCV_COLUMNS))
     return pd.DataFrame(

@@ -397,7 +397,7 @@ class MemoryManager:
             "pressure_events": self.pressure_events,
             "alerts_sent": self.alerts_sent,
             "leak_suspected": leak.suspected,
-            "leak_slope_bytes_per_hour": leak.slope,
+            "leak_slope_bytes_per_hour": leak.slope_bytes_per_unit,
         }
 
     @contextmanager

@@ -8,9 +8,10 @@ See also: ``crypto_bot.memory.probe`` (where usage ratios come from) and
 ``crypto_bot.memory.reclaim`` (running a collection and timing it for record_gc()).
 
 Tiers are cumulative: PRESSURE does everything GC does, CRITICAL everything PRESSURE does.
-Alerts fire only in CRITICAL. PRESSURE is handled automatically (shrink caches, unload idle
-models) and should not page a person; callers that want to log the transition compare
-``decision.level`` with ``decision.previous``.
+Alerts fire only in CRITICAL: on entry, then at most once per alert_interval_seconds while it
+lasts; flapping in and out of CRITICAL does not alert sooner. PRESSURE does not alert: it is
+handled automatically (shrink caches, unload idle models) and should not page a person; callers
+that want to log that transition compare ``decision.level`` with ``decision.previous``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from enum import IntEnum
 
 
 class PressureLevel(IntEnum):
+    """Tiers of memory pressure, ordered so that comparisons read naturally (level >= GC)."""
+
     NORMAL = 0
     GC = 1
     PRESSURE = 2
@@ -69,40 +72,38 @@ class PressurePolicy:
         alert_interval_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.gc_threshold = _checked("gc_threshold", gc_threshold, 0.0 < gc_threshold <= 1.0, "(0, 1]")
-        self.memory_threshold = _checked(
-            "memory_threshold",
-            memory_threshold,
-            gc_threshold <= memory_threshold <= 1.0,
-            f"[gc_threshold={gc_threshold}, 1]",
+        self.gc_threshold = _number("gc_threshold", gc_threshold, 0.0, 1.0, low_open=True)
+        self.memory_threshold = _number(
+            "memory_threshold", memory_threshold, self.gc_threshold, 1.0, why="gc_threshold <= it <= 1"
         )
-        self.critical_threshold = _checked(
+        self.critical_threshold = _number(
             "critical_threshold",
             critical_threshold,
-            memory_threshold <= critical_threshold <= 1.0,
-            f"[memory_threshold={memory_threshold}, 1]",
+            self.memory_threshold,
+            1.0,
+            why="memory_threshold <= it <= 1",
         )
         # A margin as wide as the lowest threshold would make GC impossible to leave.
-        self.margin_ratio = _checked(
+        self.margin_ratio = _number(
             "margin_ratio",
             margin_ratio,
-            0.0 <= margin_ratio < min(0.5, gc_threshold),
-            f"[0, min(0.5, gc_threshold={gc_threshold}))",
+            0.0,
+            min(0.5, self.gc_threshold),
+            high_open=True,
+            why="below 0.5 and below gc_threshold",
         )
-        self.target_ratio = _checked(
+        self.target_ratio = _number(
             "target_ratio",
             target_ratio,
-            0.0 < target_ratio < gc_threshold,
-            f"(0, gc_threshold={gc_threshold})",
+            0.0,
+            self.gc_threshold,
+            low_open=True,
+            high_open=True,
+            why="below gc_threshold",
         )
-        self.gc_time_fraction = _checked(
-            "gc_time_fraction", gc_time_fraction, 0.0 < gc_time_fraction <= 1.0, "(0, 1]"
-        )
-        self.alert_interval_seconds = _checked(
-            "alert_interval_seconds",
-            alert_interval_seconds,
-            0.0 <= alert_interval_seconds < math.inf,
-            "[0, inf)",
+        self.gc_time_fraction = _number("gc_time_fraction", gc_time_fraction, 0.0, 1.0, low_open=True)
+        self.alert_interval_seconds = _number(
+            "alert_interval_seconds", alert_interval_seconds, 0.0, math.inf, high_open=True
         )
         self._clock = clock
         self._lock = threading.Lock()
@@ -121,15 +122,19 @@ class PressurePolicy:
         """The level reached by the latest assess()."""
         return self._level
 
+    def classify(self, usage_ratio: float) -> PressureLevel:
+        """The level assess() would move to from the current one, without changing any state."""
+        ratio = _number("usage_ratio", usage_ratio, 0.0, math.inf, high_open=True)
+        with self._lock:
+            return self._next_level(ratio)
+
     def assess(self, usage_ratio: float, *, limit_bytes: int | None, managed_bytes: int) -> PressureDecision:
         """Move to the level usage_ratio calls for and say what to do there.
 
         managed_bytes is the memory the caller can shed (caches, models); limit_bytes the limit
         usage_ratio was measured against, or None when unknown (then nothing is sized to shed).
         """
-        ratio = _checked("usage_ratio", usage_ratio, True, "[0, inf)")
-        if ratio < 0.0 or math.isinf(ratio):
-            raise ValueError(f"usage_ratio={usage_ratio!r} is outside the allowed range [0, inf)")
+        ratio = _number("usage_ratio", usage_ratio, 0.0, math.inf, high_open=True)
         if limit_bytes is not None and not (_is_int(limit_bytes) and limit_bytes > 0):
             raise ValueError(f"limit_bytes={limit_bytes!r} must be None or an int > 0")
         if not (_is_int(managed_bytes) and managed_bytes >= 0):
@@ -162,8 +167,8 @@ class PressurePolicy:
 
     def record_gc(self, started_at: float, seconds: float) -> None:
         """Note a collection that began at started_at (policy clock) and took seconds."""
-        started_at = _checked("started_at", started_at, True, "a finite number")
-        seconds = _checked("seconds", seconds, seconds >= 0, "[0, inf)")
+        started_at = _number("started_at", started_at, -math.inf, math.inf, low_open=True, high_open=True)
+        seconds = _number("seconds", seconds, 0.0, math.inf, high_open=True)
         with self._lock:
             self._last_gc_started_at = started_at
             self._last_gc_seconds = seconds
@@ -188,14 +193,23 @@ def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _checked(name: str, value: object, in_range: bool, allowed: str) -> float:
-    """value as a float, or ValueError naming the argument when it is not a finite number in range."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or math.isnan(value)
-        or (math.isinf(value) and allowed != "[0, inf)")
-        or not in_range
-    ):
-        raise ValueError(f"{name}={value!r} is outside the allowed range {allowed}")
-    return float(value)
+def _number(
+    name: str,
+    value: object,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    why: str = "",
+) -> float:
+    """value as a float, or ValueError naming the argument and its range (NaN is never in range)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        number = float(value)
+        above_low = number > low if low_open else number >= low
+        below_high = number < high if high_open else number <= high
+        if above_low and below_high:
+            return number
+    allowed = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    reason = f" ({why})" if why else ""
+    raise ValueError(f"{name}={value!r} is outside the allowed range {allowed}{reason}")

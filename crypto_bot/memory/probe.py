@@ -90,6 +90,44 @@ class _Mount:
     super_options: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _CgroupFiles:
+    """File names of one cgroup version; None where that version has no such file."""
+
+    limit: str | None
+    high: str | None
+    usage: str | None
+    stat: str | None
+    inactive_file_key: bytes
+    events: str | None
+    pressure: str | None
+
+
+_CGROUP_FILES = {
+    # v1: total_inactive_file covers descendants like usage_in_bytes does; memory.failcnt counts
+    # limit hits, not kills, so OOM kills come from oom_control's oom_kill line (kernel >= 4.13).
+    1: _CgroupFiles(
+        limit="memory.limit_in_bytes",
+        high=None,
+        usage="memory.usage_in_bytes",
+        stat="memory.stat",
+        inactive_file_key=b"total_inactive_file",
+        events="memory.oom_control",
+        pressure=None,
+    ),
+    2: _CgroupFiles(
+        limit="memory.max",
+        high="memory.high",
+        usage="memory.current",
+        stat="memory.stat",
+        inactive_file_key=b"inactive_file",
+        events="memory.events",
+        pressure="memory.pressure",
+    ),
+}
+_NO_CGROUP_FILES = _CgroupFiles(None, None, None, None, b"", None, None)
+
+
 class _Source:
     """An open file re-read from offset 0 on every reading."""
 
@@ -154,17 +192,19 @@ class MemoryProbe:
     def read(self) -> MemoryReading:
         """Take one reading; re-resolves the sources first if they vanished or the process forked."""
         with self._lock:
-            if self._closed:
-                raise ValueError("read() on a closed MemoryProbe")
-            # After fork the inherited /proc/self/statm descriptor still names the parent.
-            if self._stale or self._pid != os.getpid():
-                self._resolve()
+            self._ensure_open("read")
             reading = self._read_sources()
             if self._stale:
                 logger.debug("memory sources vanished; resolving the cgroup again")
                 self._resolve()
                 reading = self._read_sources()
             return reading
+
+    def rss_bytes(self) -> int | None:
+        """This process's RSS alone (one statm read), for cheap before/after deltas."""
+        with self._lock:
+            self._ensure_open("rss_bytes")
+            return self._read_rss_bytes()
 
     def close(self) -> None:
         """Release the file descriptors; the probe cannot read afterwards."""
@@ -183,6 +223,13 @@ class MemoryProbe:
     ) -> None:
         self.close()
 
+    def _ensure_open(self, method: str) -> None:
+        if self._closed:
+            raise ValueError(f"{method}() on a closed MemoryProbe")
+        # After fork the inherited /proc/self/statm descriptor still names the parent.
+        if self._stale or self._pid != os.getpid():
+            self._resolve()
+
     def _resolve(self) -> None:
         _close_fds(self._fds)
         self._stale = False
@@ -191,29 +238,20 @@ class MemoryProbe:
         self.location = location = locate_memory_cgroup(self.root)
         host_psi_path = os.path.join(self.root, "proc/pressure/memory")
         if location is None:
-            self._limits: tuple[_Source, ...] = ()
-            self._highs: tuple[_Source, ...] = ()
-            self._usage = self._stat = self._events = None
-            self._psi = self._open(host_psi_path)
-            return
-        lineage = location.lineage()
-        here = location.directory
-        if location.version == 1:
-            self._limits = self._open_each(os.path.join(d, "memory.limit_in_bytes") for d in lineage)
-            self._highs = ()
-            self._usage = self._open(os.path.join(here, "memory.usage_in_bytes"))
-            self._stat = self._open(os.path.join(here, "memory.stat"))
-            self._inactive_file_key = b"total_inactive_file"
-            self._events = self._open(os.path.join(here, "memory.oom_control"))
-            self._psi = self._open(host_psi_path)
+            names = _NO_CGROUP_FILES
+            lineage: tuple[str, ...] = ()
+            here = ""
         else:
-            self._limits = self._open_each(os.path.join(d, "memory.max") for d in lineage)
-            self._highs = self._open_each(os.path.join(d, "memory.high") for d in lineage)
-            self._usage = self._open(os.path.join(here, "memory.current"))
-            self._stat = self._open(os.path.join(here, "memory.stat"))
-            self._inactive_file_key = b"inactive_file"
-            self._events = self._open(os.path.join(here, "memory.events"))
-            self._psi = self._open(os.path.join(here, "memory.pressure")) or self._open(host_psi_path)
+            names = _CGROUP_FILES[location.version]
+            lineage = location.lineage()
+            here = location.directory
+        self._inactive_file_key = names.inactive_file_key
+        self._limits = self._open_each(names.limit, lineage)
+        self._highs = self._open_each(names.high, lineage)
+        self._usage = self._open_in(here, names.usage)
+        self._stat = self._open_in(here, names.stat)
+        self._events = self._open_in(here, names.events)
+        self._psi = self._open_in(here, names.pressure) or self._open(host_psi_path)
 
     def _open(self, path: str) -> _Source | None:
         try:
@@ -224,13 +262,15 @@ class MemoryProbe:
         self._fds.append(fd)
         return _Source(path, fd)
 
-    def _open_each(self, paths: Iterable[str]) -> tuple[_Source, ...]:
-        return tuple(source for source in map(self._open, paths) if source is not None)
+    def _open_in(self, directory: str, name: str | None) -> _Source | None:
+        return None if name is None else self._open(os.path.join(directory, name))
+
+    def _open_each(self, name: str | None, directories: Iterable[str]) -> tuple[_Source, ...]:
+        opened = (self._open_in(directory, name) for directory in directories)
+        return tuple(source for source in opened if source is not None)
 
     def _read_sources(self) -> MemoryReading:
-        rss_bytes = self._value(self._statm, _parse_statm_rss_bytes)
-        if rss_bytes is None:
-            rss_bytes = _psutil_rss_bytes()
+        rss_bytes = self._read_rss_bytes()
         total_bytes, available_bytes, system_percent = _system_memory()
         cgroup_limit_bytes = _smallest(self._value(s, _parse_limit_bytes) for s in self._limits)
         cgroup_high_bytes = _smallest(self._value(s, _parse_limit_bytes) for s in self._highs)
@@ -258,6 +298,10 @@ class MemoryProbe:
             usage_ratio=_usage_ratio(system_percent, used_bytes, limit_bytes),
             cgroup_version=None if self.location is None else self.location.version,
         )
+
+    def _read_rss_bytes(self) -> int | None:
+        rss_bytes = self._value(self._statm, _parse_statm_rss_bytes)
+        return _psutil_rss_bytes() if rss_bytes is None else rss_bytes
 
     def _value(
         self, source: _Source | None, parse: Callable[..., _T], *args: bytes
@@ -356,7 +400,7 @@ def _locate(root: str, version: int, cgroup_path: str, mounts: list[_Mount]) -> 
     best: tuple[_Mount, str] | None = None
     for mount in mounts:
         relative = _relative_to(cgroup_path, mount.mount_root)
-        if relative is not None and (best is None or len(mount.mount_root) < len(best[0].mount_root)):
+        if relative is not None and (best is None or len(mount.mount_root) > len(best[0].mount_root)):
             best = (mount, relative)
     if best is None:
         logger.debug("cgroup v%d path %s is outside every mounted hierarchy", version, cgroup_path)

@@ -50,16 +50,22 @@ _NODE_BUDGET = 10_000
 _FALLBACK_OBJECT_BYTES = 64
 _SMALL_TUPLE_LENGTH = 8
 
-# Object overheads measured with tracemalloc on CPython 3.11, numpy 2.4,
-# pandas 3.0 (see bench/bench_sizing.py); they are small next to the buffers.
+# Object overheads fitted by least squares to tracemalloc truth over small
+# frames, series, indexes and arrays (CPython 3.11, numpy 2.4, pandas 3.0);
+# they matter for small pandas values only, next to the buffers they vanish.
 _NDARRAY_HEADER_BYTES = 96
-_FRAME_OVERHEAD_BYTES = 1_100
-_SERIES_OVERHEAD_BYTES = 700
-_BLOCK_OVERHEAD_BYTES = 450
-_INDEX_OVERHEAD_BYTES = 450
-_RANGE_INDEX_BYTES = 350
-_EXTENSION_ARRAY_OVERHEAD_BYTES = 200
-_INDEX_ENGINE_OVERHEAD_BYTES = 900
+_FRAME_OVERHEAD_BYTES = 450  # DataFrame, BlockManager, flags, attrs
+_FRAME_BLOCK_OVERHEAD_BYTES = 950  # per block: Block, placement, references
+_SERIES_OVERHEAD_BYTES = 900  # Series, SingleBlockManager and its one block
+_INDEX_OVERHEAD_BYTES = 500
+_RANGE_INDEX_BYTES = 300
+_NDARRAY_BACKED_ARRAY_OVERHEAD_BYTES = 450  # DatetimeArray and friends: dtype, freq
+_MASKED_ARRAY_OVERHEAD_BYTES = 200
+_ARROW_EXTENSION_ARRAY_OVERHEAD_BYTES = 270
+_CATEGORICAL_OVERHEAD_BYTES = 200
+_INDEX_ENGINE_OVERHEAD_BYTES = 600
+# The Arrow memory pool hands out 64-byte aligned, 64-byte padded allocations.
+_ARROW_ALIGNMENT_BYTES = 64
 
 _getsizeof = sys.getsizeof
 _FLOAT_BYTES = _getsizeof(0.0)
@@ -279,20 +285,22 @@ class _Walker:
         return self._sample_size(sample, length, measure)
 
     def _pandas_frame_size(self, frame: Any, depth: int) -> int:
-        overhead = _FRAME_OVERHEAD_BYTES if frame.ndim == 2 else _SERIES_OVERHEAD_BYTES
-        return overhead + self._manager_size(frame._mgr, depth) + self._attrs_size(frame, depth)
+        """A DataFrame or Series: its blocks and axes walked, fixed costs from measured constants."""
+        manager = frame._mgr
+        if frame.ndim == 2:
+            overhead_bytes = _FRAME_OVERHEAD_BYTES + _FRAME_BLOCK_OVERHEAD_BYTES * len(manager.blocks)
+        else:
+            overhead_bytes = _SERIES_OVERHEAD_BYTES
+        total = overhead_bytes + self._attrs_size(frame, depth)
+        for block in manager.blocks:
+            total += self.size(block.values, depth + 1)
+        for axis in manager.axes:
+            total += self.size(axis, depth + 1)
+        return total
 
     def _attrs_size(self, frame: Any, depth: int) -> int:
         attrs = frame.__dict__.get("_attrs")
         return self.size(attrs, depth + 1) if attrs else 0
-
-    def _manager_size(self, manager: Any, depth: int) -> int:
-        total = 0
-        for block in manager.blocks:
-            total += _BLOCK_OVERHEAD_BYTES + self.size(block.values, depth + 1)
-        for axis in manager.axes:
-            total += self.size(axis, depth + 1)
-        return total
 
     def _pandas_index_size(self, index: Any, depth: int) -> int:
         pandas = sys.modules["pandas"]
@@ -311,28 +319,28 @@ class _Walker:
 
     def _extension_array_size(self, array: Any, depth: int) -> int:
         """Buffers of a pandas ExtensionArray by its storage; unknown kinds report ``nbytes``."""
-        pandas = sys.modules["pandas"]
-        total = _EXTENSION_ARRAY_OVERHEAD_BYTES
-        if isinstance(array, pandas.Categorical):
-            return total + self.size(array.codes, depth + 1) + self.size(array.categories, depth + 1)
-        storage = getattr(array, "_pa_array", None)
-        if storage is None:
-            storage = getattr(array, "_ndarray", None)
-        if storage is not None:
-            return total + self.size(storage, depth + 1)
+        if isinstance(array, sys.modules["pandas"].Categorical):
+            return _CATEGORICAL_OVERHEAD_BYTES + self.size(array.codes, depth + 1) + self.size(array.categories, depth + 1)
+        arrow_storage = getattr(array, "_pa_array", None)
+        if arrow_storage is not None:
+            return _ARROW_EXTENSION_ARRAY_OVERHEAD_BYTES + self.size(arrow_storage, depth + 1)
+        numpy_storage = getattr(array, "_ndarray", None)
+        if numpy_storage is not None:
+            return _NDARRAY_BACKED_ARRAY_OVERHEAD_BYTES + self.size(numpy_storage, depth + 1)
         mask = getattr(array, "_mask", None)
         if mask is not None:
-            return total + self.size(array._data, depth + 1) + self.size(mask, depth + 1)
-        return total + int(array.nbytes)
+            return _MASKED_ARRAY_OVERHEAD_BYTES + self.size(array._data, depth + 1) + self.size(mask, depth + 1)
+        return _NDARRAY_BACKED_ARRAY_OVERHEAD_BYTES + int(array.nbytes)
 
     def _arrow_size(self, value: Any, depth: int) -> int:
         """Arrow buffers, each charged once by address (slices share their parent's buffers)."""
-        total = _getsizeof(value)
+        # pyarrow's __sizeof__ already adds the buffers, so only the wrapper comes from object.
+        total = object.__sizeof__(value)
         for array in _arrow_arrays(value):
             for buffer in array.buffers():
                 if buffer is not None and buffer.address not in self._seen_buffer_addresses:
                     self._seen_buffer_addresses.add(buffer.address)
-                    total += buffer.size
+                    total += -(-buffer.size // _ARROW_ALIGNMENT_BYTES) * _ARROW_ALIGNMENT_BYTES
             dictionary = getattr(array, "dictionary", None)
             if dictionary is not None:
                 total += self.size(dictionary, depth + 1)

@@ -1,0 +1,393 @@
+"""TradingBot: the phase-based paper-trading cycle over a BotContext.
+
+One cycle: fetch_candidates -> update_caches -> analyse_batch -> execute_signals -> handle_exits
+-> monitor. OHLCV windows live in `df_cache` (`{timeframe: {symbol: frame}}`), regimes in
+`regime_cache`, the signal model in the memory manager's ModelRegistry (loaded from disk on demand,
+unloaded when idle or under pressure). Positions live in the paper broker and its SQLite
+journal, outside every cache.
+
+`manage_memory=False` runs the same workload the way bots commonly do without us: plain dicts
+never trimmed and a model held forever. The soak command compares the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from crypto_bot.execution import PaperBroker, RiskManager, TradeJournal
+from crypto_bot.market import CcxtMarket, CsvMarket, MarketDataSource, SimulatedMarket, generated_symbols
+from crypto_bot.phase_runner import BotContext, PhaseRunner
+from crypto_bot.settings import Settings
+from crypto_bot.strategy import (
+    ModelLoadError,
+    classify_regime,
+    compute_indicators,
+    load_model,
+    predict_up_probability,
+    required_candles,
+    save_model,
+    score_signal,
+    train_signal_model,
+)
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "signal_model"
+_MIB = 1024 * 1024
+
+
+def build_market(settings: Settings) -> MarketDataSource:
+    """The market data source the settings name (the simulated market by default)."""
+    market = settings.market
+    if market["source"] == "csv":
+        return CsvMarket(market["csv_directory"], timeframes=settings.timeframes)
+    if market["source"] == "ccxt":
+        return CcxtMarket(market["exchange"], symbols=settings.symbols, timeframes=settings.timeframes)
+    return SimulatedMarket(settings.symbols, timeframes=settings.timeframes, seed=market["seed"])
+
+
+class LogNotifier:
+    """Notifications to the log (a Telegram or Slack notifier would have the same `notify`)."""
+
+    def notify(self, message: str) -> None:
+        logger.info("notify: %s", message)
+
+
+@dataclass(slots=True)
+class CycleStatus:
+    """The figures of the live status line."""
+
+    cycle: int
+    equity: float
+    open_positions: int
+    trades: int
+    rss_bytes: int | None
+    cache_bytes: int
+    pressure_level: str
+
+    def line(self) -> str:
+        rss = "n/a" if self.rss_bytes is None else f"{self.rss_bytes / _MIB:.0f} MiB"
+        return (
+            f"cycle {self.cycle:>5} | equity {self.equity:>11.2f} | open {self.open_positions} | "
+            f"trades {self.trades} | rss {rss} | caches {self.cache_bytes / _MIB:.1f} MiB | {self.pressure_level}"
+        )
+
+
+class TradingBot:
+    """Builds the context and phases from settings and runs cycles."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        market: MarketDataSource | None = None,
+        manage_memory: bool = True,
+        notifier: Any = None,
+        on_status: Callable[[CycleStatus], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.market = market if market is not None else build_market(settings)
+        self.journal = TradeJournal(settings.storage["journal_path"])
+        paper = settings.paper
+        self.broker = PaperBroker(
+            self.journal,
+            starting_balance=float(paper["starting_balance"]),
+            fee_rate=float(paper["fee_rate"]),
+            slippage_bps=float(paper["slippage_bps"]),
+            clock_ms=lambda: self.market.now_ms,
+        )
+        self.risk = RiskManager(settings.risk)
+        self.manage_memory = manage_memory
+        self.on_status = on_status
+        self.ctx = BotContext(
+            positions=self.broker.positions,  # type: ignore[arg-type]
+            df_cache={},
+            regime_cache={},
+            config=settings.raw,
+            exchange=self.market,
+            risk_manager=self.risk,
+            notifier=notifier if notifier is not None else LogNotifier(),
+            paper_wallet=self.broker,
+            manage_memory=manage_memory,
+        )
+        self.ctx.balance = self.broker.cash
+        self.runner = PhaseRunner(
+            [
+                self.fetch_candidates,
+                self.update_caches,
+                self.analyse_batch,
+                self.execute_signals,
+                self.handle_exits,
+                self.monitor,
+            ],
+            continue_on_error=True,
+            monitor_memory=manage_memory,
+        )
+        self.cycle = 0
+        self.peak_equity = self.broker.cash
+        self.last_status: CycleStatus | None = None
+        self._cursor = 0
+        self._discovered = 0
+        self._model: Any = None  # only held here in unmanaged mode
+        strategy = settings.strategy
+        self._min_candles = required_candles(fast=strategy["ema_fast"], slow=strategy["ema_slow"])
+        self._analysis_timeframe = settings.timeframes[0]
+        self._regime_timeframe = settings.timeframes[-1]
+
+    # ------------------------------------------------------------ set-up
+
+    async def prepare_model(self) -> None:
+        """Load the signal model, or train it on simulated history at first start; register it with a loader."""
+        path = self.settings.strategy["model_path"]
+        model = None
+        if Path(path).exists():
+            try:
+                model = load_model(path)
+            except ModelLoadError as error:
+                logger.warning("%s; retraining", error)
+        if model is None:
+            logger.info("training the signal model on simulated history (first start)")
+            frames = await self._training_frames()
+            horizon = self.settings.strategy["model_horizon"]
+            model = await asyncio.to_thread(train_signal_model, frames, horizon=horizon)
+            save_model(model, path)
+        manager = self.ctx.memory_manager
+        if self.manage_memory and manager is not None:
+            manager.models.register(MODEL_NAME, model, loader=lambda: load_model(path))
+        else:
+            self._model = model
+
+    async def _training_frames(self) -> list[pd.DataFrame]:
+        """Simulated history for training: never from the network, never from the live source."""
+        strategy = self.settings.strategy
+        candles = strategy["model_training_candles"]
+        simulated = SimulatedMarket(
+            generated_symbols(strategy["model_training_symbols"], quote="TRAIN"),
+            timeframes=[self._analysis_timeframe],
+            base_timeframe=self._analysis_timeframe,
+            seed=self.settings.market["seed"] + 1,
+            history_candles=candles,
+        )
+        return [
+            await simulated.fetch_ohlcv(symbol, self._analysis_timeframe, limit=candles)
+            for symbol in simulated.universe()
+        ]
+
+    # ------------------------------------------------------------ phases
+
+    async def fetch_candidates(self, ctx: BotContext) -> None:
+        """Choose this cycle's symbols: a rotating slice of the universe plus every open position."""
+        self._discover_symbols()
+        universe = self.market.universe()
+        size = min(self.settings.strategy["batch_size"], len(universe))
+        batch = [universe[(self._cursor + i) % len(universe)] for i in range(size)]
+        self._cursor = (self._cursor + size) % max(len(universe), 1)
+        held = [p.symbol for p in self.broker.positions.values() if p.symbol not in batch]
+        ctx.current_batch = batch + sorted(set(held))
+
+    def _discover_symbols(self) -> None:
+        """Scanner mode: list new pairs each cycle, rotating out the oldest beyond max_universe."""
+        market_settings = self.settings.market
+        new = market_settings["scanner_new_symbols_per_cycle"]
+        if not new or not isinstance(self.market, SimulatedMarket):
+            return
+        names = generated_symbols(new, first_number=self._discovered + 1)
+        self._discovered += new
+        held = {p.symbol for p in self.broker.positions.values()}
+        universe = [*self.market.universe(), *names]
+        excess = len(universe) - market_settings["max_universe"]
+        if excess > 0:
+            dropped = [s for s in universe if s not in held][:excess]
+            universe = [s for s in universe if s not in set(dropped)]
+        self.market.set_universe(universe)
+
+    async def update_caches(self, ctx: BotContext) -> None:
+        """Append new candles to each series (bounded window) and refresh the regime of each symbol."""
+        jobs = [(symbol, tf) for symbol in ctx.current_batch for tf in self.settings.timeframes]
+        frames = await asyncio.gather(*(self._refresh_series(ctx, symbol, tf) for symbol, tf in jobs))
+        for (symbol, timeframe), frame in zip(jobs, frames):
+            if timeframe == self._regime_timeframe and frame is not None and len(frame) >= self._min_candles:
+                snapshot = compute_indicators(frame, **self._spans())
+                ctx.regime_cache[symbol] = classify_regime(snapshot)
+
+    async def _refresh_series(self, ctx: BotContext, symbol: str, timeframe: str) -> pd.DataFrame | None:
+        window = self.settings.strategy["history_candles"]
+        series = ctx.df_cache.get(timeframe)
+        if series is None:
+            ctx.df_cache[timeframe] = {}
+            series = ctx.df_cache[timeframe]
+        cached = series.get(symbol)
+        since_ms = None if cached is None or cached.empty else int(cached.index[-1].timestamp() * 1000)
+        limit = window if since_ms is None else self.settings.strategy["fetch_limit"]
+        try:
+            fresh = await self.market.fetch_ohlcv(symbol, timeframe, since_ms=since_ms, limit=limit)
+        except (KeyError, ValueError) as error:
+            logger.warning("no %s candles for %s: %s", timeframe, symbol, error)
+            return cached
+        if cached is not None and not cached.empty:
+            fresh = pd.concat([cached, fresh])
+            fresh = fresh[~fresh.index.duplicated(keep="last")]
+        frame = fresh.iloc[-window:].copy()  # a copy, so the window does not pin the concatenated buffer
+        series[symbol] = frame
+        return frame
+
+    def _spans(self) -> dict[str, int]:
+        return {"fast": self.settings.strategy["ema_fast"], "slow": self.settings.strategy["ema_slow"]}
+
+    async def analyse_batch(self, ctx: BotContext) -> None:
+        """Indicators, regime and the model's probability produce scored signals, best first."""
+        series = ctx.df_cache.get(self._analysis_timeframe) or {}
+        candidates = [(s, series.get(s)) for s in ctx.current_batch]
+        candidates = [(s, df) for s, df in candidates if df is not None and len(df) >= self._min_candles]
+        signals = []
+        if candidates:
+            with self._model_in_use() as model:
+                for symbol, frame in candidates:
+                    snapshot = compute_indicators(frame, **self._spans())
+                    regime = ctx.regime_cache.get(symbol) or classify_regime(snapshot)
+                    probability = predict_up_probability(model, frame)
+                    signal = score_signal(
+                        symbol, snapshot, regime, probability, min_score=self.settings.strategy["min_score"]
+                    )
+                    if signal is not None:
+                        signals.append(signal)
+        ctx.analysis_results = sorted(signals, key=lambda s: s.score, reverse=True)
+
+    def _model_in_use(self):
+        manager = self.ctx.memory_manager
+        if self.manage_memory and manager is not None:
+            return manager.models.use(MODEL_NAME)
+        return _Holding(self._model)
+
+    async def execute_signals(self, ctx: BotContext) -> None:
+        """Risk checks and sizing, then paper fills for the signals that pass."""
+        equity = self._equity(ctx)
+        self.peak_equity = max(self.peak_equity, equity)
+        for signal in ctx.analysis_results:
+            open_positions = list(self.broker.positions.values())
+            decision = self.risk.check_entry(open_positions, equity, self.peak_equity, signal.symbol)
+            if not decision.allowed:
+                logger.debug("skip %s: %s", signal.symbol, decision.reason)
+                continue
+            if signal.atr <= 0:
+                continue
+            quantity = self.risk.position_size(equity, signal.price, signal.atr, cash=self.broker.cash)
+            if quantity <= 0:
+                continue
+            stop, target = self.risk.stop_and_target(signal.side, signal.price, signal.atr)
+            try:
+                position = self.broker.open_position(
+                    signal, quantity, stop, target, self.settings.risk.trailing_stop_ratio
+                )
+            except ValueError as error:
+                logger.info("order for %s refused: %s", signal.symbol, error)
+                continue
+            await _notify(ctx, f"opened {position.side} {position.symbol} {position.quantity:.6g} @ {position.entry_price:.6g}")
+        ctx.balance = self.broker.cash
+
+    async def handle_exits(self, ctx: BotContext) -> None:
+        """Stop loss, take profit and trailing stop on the latest candle; only triggered positions close."""
+        for symbol in sorted({p.symbol for p in self.broker.positions.values()}):
+            candle = await self._latest_candle(ctx, symbol)
+            if candle is None:
+                continue
+            at_ms = int(candle.name.timestamp() * 1000)
+            for trade in self.broker.process_candle(symbol, candle["high"], candle["low"], candle["close"], at_ms):
+                await _notify(ctx, f"closed {trade.symbol} ({trade.exit_reason}): pnl {trade.pnl:.2f}")
+        ctx.balance = self.broker.cash
+
+    async def _latest_candle(self, ctx: BotContext, symbol: str) -> pd.Series | None:
+        series = ctx.df_cache.get(self._analysis_timeframe) or {}
+        frame = series.get(symbol)
+        if frame is None or frame.empty:  # evicted under pressure: ask the market again
+            frame = await self.market.fetch_ohlcv(symbol, self._analysis_timeframe, limit=1)
+        return None if frame.empty else frame.iloc[-1]
+
+    async def monitor(self, ctx: BotContext) -> None:
+        """Status line, then the market clock moves on by one candle."""
+        self.cycle += 1
+        manager = ctx.memory_manager if self.manage_memory else None
+        reading = manager.last_reading if manager is not None else None
+        status = CycleStatus(
+            cycle=self.cycle,
+            equity=self._equity(ctx),
+            open_positions=len(self.broker.positions),
+            trades=self.broker.trades_count,
+            rss_bytes=reading.rss_bytes if reading is not None else None,
+            cache_bytes=manager.cache_bytes if manager is not None else 0,
+            pressure_level=manager.policy.level.name if manager is not None else "unmanaged",
+        )
+        self.last_status = status
+        if self.on_status is not None:
+            self.on_status(status)
+        self.market.advance()
+
+    def _equity(self, ctx: BotContext) -> float:
+        series = ctx.df_cache.get(self._analysis_timeframe) or {}
+        prices = {}
+        for position in self.broker.positions.values():
+            frame = series.get(position.symbol)
+            prices[position.symbol] = float(frame["close"].iloc[-1]) if frame is not None and len(frame) else position.entry_price
+        return self.broker.equity(prices)
+
+    # ----------------------------------------------------------- running
+
+    async def run_cycle(self) -> dict[str, float]:
+        return await self.runner.run(self.ctx)
+
+    def request_stop(self) -> None:
+        """Finish the current phase, then stop (signal handlers call this)."""
+        self.runner.request_stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self.runner.stop_requested
+
+    async def close(self) -> None:
+        """Close the exchange, flush and close the journal; idempotent."""
+        await self.runner.drain()
+        await self.market.close()
+        self.journal.close()
+
+    def summary(self) -> dict[str, Any]:
+        """Final figures: trades, PnL, equity and the memory report."""
+        manager = self.ctx.memory_manager if self.manage_memory else None
+        return {
+            "cycles": self.cycle,
+            "trades": self.broker.trades_count,
+            "realized_pnl": round(self.broker.realized_pnl, 2),
+            "equity": round(self._equity(self.ctx), 2),
+            "open_positions": len(self.broker.positions),
+            "memory": self.ctx.get_memory_stats() if manager is not None else {"managed": False},
+        }
+
+
+class _Holding:
+    """`with` over a model held directly (unmanaged mode)."""
+
+    __slots__ = ("model",)
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __enter__(self) -> Any:
+        return self.model
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+async def _notify(ctx: BotContext, message: str) -> None:
+    notify = getattr(ctx.notifier, "notify", None)
+    if notify is None:
+        return
+    result = notify(message)
+    if asyncio.iscoroutine(result):
+        await result

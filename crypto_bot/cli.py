@@ -1,0 +1,214 @@
+"""The `crypto-bot` command: run the bot, check a config, print memory statistics, soak-test.
+
+Paper trading is the only mode: fills are simulated by the paper broker and announced as such
+at start-up. SIGINT/SIGTERM let the current phase finish, then the exchange is closed, the
+journal flushed and the maintenance thread stopped, and the command exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from crypto_bot.memory import ConfigError
+from crypto_bot.settings import Settings, load_settings
+
+logger = logging.getLogger("crypto_bot")
+
+DEFAULT_CONFIG = "production_config_enhanced.yaml"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return args.handler(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crypto-bot", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the bot (paper trading)")
+    run.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config file (default: %(default)s)")
+    run.add_argument("--cycles", type=_positive_int, default=None, help="stop after N cycles (default: run until stopped)")
+    run.add_argument("--interval", type=_non_negative_float, default=1.0, help="seconds between cycles (default: %(default)s)")
+    run.add_argument("--verbose", action="store_true")
+    run.set_defaults(handler=_run)
+
+    config = commands.add_parser("config", help="configuration tools")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    check = config_commands.add_parser("check", help="strictly validate a config file")
+    check.add_argument("file")
+    check.set_defaults(handler=_config_check)
+
+    memory = commands.add_parser("memory", help="memory tools")
+    memory_commands = memory.add_subparsers(dest="memory_command", required=True)
+    stats = memory_commands.add_parser("stats", help="print the memory statistics as JSON")
+    stats.add_argument("--config", default=None)
+    stats.set_defaults(handler=_memory_stats)
+
+    from crypto_bot.soak import add_soak_command
+
+    add_soak_command(commands)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def load_or_report(path: str) -> Settings | None:
+    """Strictly load a config; print the problem and return None when it is wrong."""
+    try:
+        return load_settings(path)
+    except ConfigError as error:
+        print(f"config error in {path}: {error}", file=sys.stderr)
+        return None
+
+
+# -------------------------------------------------------------------- commands
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    settings = load_or_report(args.file)
+    if settings is None:
+        return 1
+    print(
+        f"{args.file}: OK ({settings.market['source']} market, {len(settings.symbols)} symbols, "
+        f"timeframes {', '.join(settings.timeframes)}, cache budget {settings.memory.cache_size_limit_mb} MB)"
+    )
+    return 0
+
+
+def _memory_stats(args: argparse.Namespace) -> int:
+    from crypto_bot.utils.enhanced_memory_manager import EnhancedMemoryManager, MemoryConfig
+
+    config = MemoryConfig()
+    if args.config is not None:
+        settings = load_or_report(args.config)
+        if settings is None:
+            return 1
+        config = settings.memory
+    manager = EnhancedMemoryManager(config)
+    print(json.dumps(manager.get_memory_stats(), indent=2, default=str, sort_keys=True))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = load_or_report(args.config)
+    if settings is None:
+        return 1
+    return asyncio.run(_run_bot(settings, args.cycles, args.interval))
+
+
+async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: float) -> int:
+    from crypto_bot.bot import TradingBot
+
+    _announce(settings)
+    stop = asyncio.Event()
+    bot = TradingBot(settings, on_status=lambda status: print(status.line(), flush=True))
+    loop = asyncio.get_running_loop()
+
+    def request_stop() -> None:
+        logger.info("stop requested: finishing the current phase")
+        bot.request_stop()
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, request_stop)
+    metrics_server = _start_metrics(settings, bot)
+    try:
+        await bot.prepare_model()
+        while not bot.stopping and (cycles is None or bot.cycle < cycles):
+            await bot.run_cycle()
+            if interval_seconds and not bot.stopping:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=interval_seconds)
+                except TimeoutError:
+                    pass
+    finally:
+        await bot.close()
+        manager = bot.ctx.memory_manager
+        if manager is not None:
+            manager.stop_background_cleanup()
+        if metrics_server is not None:
+            metrics_server.shutdown()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    _print_summary(bot.summary())
+    return 0
+
+
+def _announce(settings: Settings) -> None:
+    journal = Path(settings.storage["journal_path"])
+    banner = (
+        f"PAPER TRADING - simulated fills, no real orders. Market: {settings.market['source']}, "
+        f"{len(settings.symbols)} symbols, timeframes {', '.join(settings.timeframes)}, "
+        f"starting balance {settings.paper['starting_balance']:.2f}, journal {journal}"
+    )
+    print("=" * len(banner), banner, "=" * len(banner), sep="\n", flush=True)
+    logger.info(banner)
+
+
+def _start_metrics(settings: Settings, bot: Any) -> Any:
+    metrics = settings.metrics
+    manager = bot.ctx.memory_manager
+    if not metrics["enabled"] or manager is None:
+        return None
+    from crypto_bot.memory.metrics import start_metrics_server
+
+    server = start_metrics_server(manager, metrics["port"], addr=metrics["address"])
+    logger.info("metrics on http://%s:%d/metrics", metrics["address"], metrics["port"])
+    return server
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    memory = summary["memory"]
+    lines = [
+        "",
+        "Summary",
+        f"  cycles          {summary['cycles']}",
+        f"  closed trades   {summary['trades']}",
+        f"  realized PnL    {summary['realized_pnl']:.2f}",
+        f"  equity          {summary['equity']:.2f}",
+        f"  open positions  {summary['open_positions']}",
+    ]
+    if memory.get("caches"):
+        lines.append(
+            f"  memory          rss {memory.get('process_memory_mb', 0):.0f} MiB, caches "
+            f"{memory.get('total_cache_size_mb', 0):.2f} MiB in {memory.get('total_cache_entries', 0)} entries, "
+            f"pressure {memory.get('pressure_level')}, leak suspected: {memory.get('leak_suspected')}"
+        )
+        for name, stats in memory["caches"].items():
+            evicted = ", ".join(f"{cause} {count}" for cause, count in stats["evictions"].items() if count) or "none"
+            lines.append(
+                f"    {name:<14} {stats['entries']} entries, {stats['total_bytes'] / 2**20:.2f} MiB, "
+                f"hit rate {stats['hit_rate']:.0%}, evictions: {evicted}"
+            )
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

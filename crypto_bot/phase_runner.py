@@ -1,0 +1,268 @@
+"""BotContext (the state a trading cycle works on) and PhaseRunner (runs the cycle's phases).
+
+The context puts the bot's caches under the memory manager: `df_cache` and `regime_cache` become
+managed caches behind dict-like views, so old code keeps reading and writing them as dicts while
+every DataFrame is held once and evicted by budget, TTL and pressure. Positions are a plain dict
+that no memory tier ever touches.
+
+The runner times each phase, records its RSS change and the pressure level after it, and keeps
+memory maintenance off the event loop: the inline part is one cheap probe reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from crypto_bot.cache_views import CacheView
+from crypto_bot.memory import ManagedCache, PressureLevel
+from crypto_bot.memory.config import KEYS as MEMORY_KEYS
+from crypto_bot.utils.enhanced_memory_manager import EnhancedMemoryManager, MemoryConfig, get_enhanced_memory_manager
+
+logger = logging.getLogger(__name__)
+
+Phase = Callable[["BotContext"], Awaitable[Any]]
+PressureCallback = Callable[["BotContext", "PhaseReport"], Any]
+
+# (attribute, max entries, ttl seconds, shrink priority: lower goes first under pressure)
+MANAGED_CACHES = (("df_cache", 1000, 3600, 1), ("regime_cache", 500, 1800, 0))
+_context_ids = itertools.count(1)
+
+
+def memory_config_from(config: Mapping[str, Any]) -> MemoryConfig:
+    """The memory settings of a bot config: a nested `memory:` section or the seed's top-level keys.
+
+    Invalid values log a warning naming the key and fall back to the default.
+    """
+    section = config.get("memory")
+    if isinstance(section, Mapping):
+        return MemoryConfig.from_mapping(section)
+    return MemoryConfig.from_mapping({key: value for key, value in config.items() if key in MEMORY_KEYS})
+
+
+@dataclass(eq=False)
+class BotContext:
+    """Everything one trading cycle reads and writes."""
+
+    positions: dict
+    df_cache: dict
+    regime_cache: dict
+    config: dict
+    exchange: Any = None
+    ws_client: Any = None
+    risk_manager: Any = None
+    notifier: Any = None
+    paper_wallet: Any = None
+    position_guard: Any = None
+    trade_manager: Any = None
+    balance: float = 0.0
+    current_batch: list = field(default_factory=list)
+    analysis_results: list = field(default_factory=list)
+    timing: dict = field(default_factory=dict)
+    volatility_factor: float = 1.0
+    memory_manager: EnhancedMemoryManager | None = None
+    managed_caches: dict = field(default_factory=dict)
+    manage_memory: bool = True  # False: plain dict caches and no manager (the unmanaged baseline)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_views", {})
+        if not self.manage_memory:
+            return
+        if self.memory_manager is None:
+            try:
+                self.memory_manager = get_enhanced_memory_manager(memory_config_from(self.config or {}))
+            except Exception:
+                logger.exception("memory manager unavailable; caches stay plain dicts")
+                return
+        context_id = next(_context_ids)
+        for attribute, max_size, ttl_seconds, priority in MANAGED_CACHES:
+            name = attribute if self.memory_manager.get_cache(attribute) is None else f"{attribute}-{context_id}"
+            cache = self.memory_manager.register_cache(name, max_size, ttl_seconds, priority=priority)
+            weakref.finalize(self, self.memory_manager.unregister_cache, name)
+            view = CacheView(cache)
+            self._views[attribute] = view
+            self.managed_caches[attribute] = cache
+            self._move_into(view, getattr(self, attribute))
+            object.__setattr__(self, attribute, view)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        view = self.__dict__.get("_views", {}).get(name)
+        if view is None:
+            super().__setattr__(name, value)
+        elif value is not view:
+            view.clear()
+            self._move_into(view, value)
+
+    @staticmethod
+    def _move_into(view: CacheView, source: Any) -> None:
+        """Move entries into the managed cache; the source dict is emptied so nothing is held twice."""
+        if not source:
+            return
+        if not isinstance(source, Mapping):
+            raise TypeError(f"a cache must be a mapping, got {type(source).__name__}")
+        view.load(source)
+        if isinstance(source, dict):
+            source.clear()
+
+    # ------------------------------------------------------------ memory
+
+    def get_managed_cache(self, name: str) -> ManagedCache | None:
+        return self.managed_caches.get(name)
+
+    def register_ml_model(self, name: str, model: Any, size_estimate_mb: float = 100) -> None:
+        if self.memory_manager is not None:
+            self.memory_manager.register_ml_model(name, model, size_estimate_mb)
+
+    def update_ml_model_usage(self, name: str) -> None:
+        if self.memory_manager is not None:
+            self.memory_manager.update_ml_model_usage(name)
+
+    def perform_memory_maintenance(self) -> dict[str, Any]:
+        if self.memory_manager is None:
+            return {"error": "no memory manager", "timestamp": time.time()}
+        return self.memory_manager.perform_maintenance()
+
+    def get_memory_stats(self) -> dict[str, Any]:
+        """The manager's statistics with `caches` narrowed to this context's caches, by attribute name."""
+        if self.memory_manager is None:
+            return {"error": "no memory manager", "timestamp": time.time()}
+        stats = self.memory_manager.get_memory_stats()
+        if "error" not in stats:
+            stats["caches"] = {attribute: cache.stats() for attribute, cache in self.managed_caches.items()}
+        return stats
+
+    # --------------------------------------------------------- positions
+
+    def get_position_count(self) -> int:
+        return len(self.positions)
+
+    def get_position_symbols(self) -> list[str]:
+        return [getattr(p, "symbol", None) or (p.get("symbol") if isinstance(p, Mapping) else key)
+                for key, p in self.positions.items()]
+
+
+@dataclass(slots=True)
+class PhaseReport:
+    """One phase of one cycle: duration, RSS change and the pressure level after it."""
+
+    name: str
+    seconds: float
+    rss_delta_bytes: int
+    pressure_level: PressureLevel
+    usage_ratio: float | None
+    error: str | None = None
+
+
+class PhaseRunner:
+    """Runs async phases in order over a BotContext, with timing and memory monitoring."""
+
+    def __init__(
+        self,
+        phases: Sequence[Phase],
+        *,
+        continue_on_error: bool = False,
+        on_pressure: PressureCallback | None = None,
+        monitor_memory: bool = True,
+    ) -> None:
+        if not phases or not all(callable(p) for p in phases):
+            raise ValueError("phases must be a non-empty sequence of async callables taking the context")
+        self.phases = list(phases)
+        self.continue_on_error = continue_on_error
+        self.on_pressure = on_pressure
+        self.monitor_memory = monitor_memory
+        self.last_report: list[PhaseReport] = []
+        self._maintenance: asyncio.Future[Any] | None = None
+        self._next_maintenance = 0.0
+        self.stop_requested = False
+
+    def request_stop(self) -> None:
+        """Let the running phase finish, then return from `run` without starting the next one."""
+        self.stop_requested = True
+
+    async def run(self, ctx: BotContext) -> dict[str, float]:
+        """Run every phase once; returns `{phase name: seconds}` (recorded even when a phase raises)."""
+        timings: dict[str, float] = {}
+        reports: list[PhaseReport] = []
+        manager = ctx.memory_manager if self.monitor_memory and ctx.manage_memory else None
+        try:
+            for phase in self.phases:
+                if self.stop_requested:
+                    break
+                name = getattr(phase, "__name__", type(phase).__name__)
+                rss_before = manager.probe.rss_bytes() if manager is not None else None
+                started = time.perf_counter()
+                error: BaseException | None = None
+                try:
+                    await phase(ctx)
+                except Exception as exc:
+                    error = exc
+                seconds = time.perf_counter() - started
+                timings[name] = ctx.timing[name] = seconds
+                report = PhaseReport(name, seconds, 0, PressureLevel.NORMAL, None, None if error is None else repr(error))
+                if manager is not None:
+                    await self._observe(ctx, manager, report, rss_before, reports[-1] if reports else None)
+                reports.append(report)
+                if error is not None:
+                    if not self.continue_on_error:
+                        raise error
+                    logger.error("phase %s failed: %r; continuing", name, error)
+        finally:
+            self.last_report = reports
+            ctx.timing["phases"] = reports
+        return timings
+
+    async def _observe(
+        self,
+        ctx: BotContext,
+        manager: EnhancedMemoryManager,
+        report: PhaseReport,
+        rss_before: int | None,
+        previous: PhaseReport | None,
+    ) -> None:
+        """Cheap inline reading; real maintenance goes to a worker thread when due or under pressure."""
+        reading = manager.read_memory()
+        if rss_before is not None and reading.rss_bytes is not None:
+            report.rss_delta_bytes = reading.rss_bytes - rss_before
+        report.usage_ratio = reading.usage_ratio
+        report.pressure_level = max(manager.policy.level, manager.policy.classify(reading.usage_ratio))
+        now = time.monotonic()
+        under_pressure = report.pressure_level >= PressureLevel.GC
+        due = not manager.running and now >= self._next_maintenance
+        if (under_pressure or due) and (self._maintenance is None or self._maintenance.done()):
+            self._next_maintenance = now + manager.config.maintenance_interval_seconds
+            self._maintenance = asyncio.get_running_loop().run_in_executor(None, manager.perform_maintenance)
+        rising = previous is None or report.pressure_level > previous.pressure_level
+        if report.pressure_level >= PressureLevel.PRESSURE and rising:
+            await self._alert(ctx, manager, report, reading)
+
+    async def _alert(self, ctx: BotContext, manager: EnhancedMemoryManager, report: PhaseReport, reading: Any) -> None:
+        message = (
+            f"memory {report.pressure_level.name} after phase {report.name}: {reading.usage_ratio:.0%} of "
+            f"{_mib(reading.limit_bytes)} limit, rss {_mib(reading.rss_bytes)}, caches {_mib(manager.cache_bytes)}"
+        )
+        logger.warning(message)
+        for target in (getattr(ctx.notifier, "notify", None), self.on_pressure):
+            if target is None:
+                continue
+            try:
+                result = target(message) if target is not self.on_pressure else target(ctx, report)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("pressure alert delivery failed")
+
+    async def drain(self) -> None:
+        """Wait for a maintenance pass still running in the worker thread (call at shutdown)."""
+        if self._maintenance is not None:
+            await self._maintenance
+
+
+def _mib(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / (1024 * 1024):.1f} MiB"

@@ -1,0 +1,228 @@
+"""CsvMarket: replay of real CSV files with a stepping clock, lazy single reads, precise errors."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crypto_bot.market import CsvFormatError, CsvMarket, MarketDataSource, csv_file_name
+
+START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
+MINUTE_MS = 60_000
+HEADER = "timestamp,open,high,low,close,volume\n"
+
+
+def candle_rows(count: int, *, step_ms: int = MINUTE_MS, first_ms: int = START_MS) -> list[str]:
+    """Valid rows whose close is 100 + index, so each candle is recognisable."""
+    return [
+        f"{first_ms + index * step_ms},{100 + index - 0.5},{100 + index + 1},{100 + index - 1},{100 + index},{10 + index}\n"
+        for index in range(count)
+    ]
+
+
+def write_csv(directory: Path, symbol: str, timeframe: str, rows: list[str], *, header: bool = True) -> Path:
+    path = directory / csv_file_name(symbol, timeframe)
+    path.write_text((HEADER if header else "") + "".join(rows), encoding="utf-8")
+    return path
+
+
+def fetch(market: CsvMarket, symbol: str = "BTC/USDT", timeframe: str = "1m", **kwargs) -> pd.DataFrame:
+    return asyncio.run(market.fetch_ohlcv(symbol, timeframe, **kwargs))
+
+
+def closes(frame: pd.DataFrame) -> list[float]:
+    return frame["close"].tolist()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    write_csv(tmp_path, "BTC/USDT", "1m", candle_rows(30))
+    write_csv(tmp_path, "ETH/USDT", "1m", candle_rows(30), header=False)
+    write_csv(tmp_path, "BTC/USDT", "5m", candle_rows(6, step_ms=5 * MINUTE_MS))
+    (tmp_path / "notes.txt").write_text("not market data\n")
+    write_csv(tmp_path, "SOL/USDT", "1h", candle_rows(2, step_ms=60 * MINUTE_MS))
+    return tmp_path
+
+
+@pytest.fixture
+def market(data_dir: Path) -> CsvMarket:
+    return CsvMarket(data_dir, timeframes=("1m", "5m"), warmup_candles=3)
+
+
+def test_satisfies_the_market_data_source_protocol(market):
+    assert isinstance(market, MarketDataSource)
+
+
+def test_file_name_joins_base_quote_and_timeframe():
+    assert csv_file_name("BTC/USDT", "1m") == "BTC_USDT-1m.csv"
+
+
+def test_universe_lists_symbols_with_a_base_timeframe_file(market):
+    assert market.universe() == ["BTC/USDT", "ETH/USDT"]
+
+
+def test_clock_starts_once_warmup_candles_have_closed(market):
+    assert market.now_ms == START_MS + 3 * MINUTE_MS
+    assert closes(fetch(market)) == [100, 101, 102]
+
+
+def test_replayed_rows_keep_their_values_and_times(market):
+    frame = fetch(market, limit=1)
+    assert frame.index[0] == pd.Timestamp(START_MS + 2 * MINUTE_MS, unit="ms", tz="UTC")
+    assert frame.iloc[0].tolist() == [101.5, 103.0, 101.0, 102.0, 12.0]
+    assert frame.index.name == "timestamp"
+    assert all(dtype == np.float64 for dtype in frame.dtypes)
+
+
+def test_files_with_and_without_header_replay_alike(market):
+    pd.testing.assert_frame_equal(fetch(market, "BTC/USDT"), fetch(market, "ETH/USDT"))
+
+
+def test_advance_reveals_one_more_base_candle(market):
+    market.advance()
+    assert market.now_ms == START_MS + 4 * MINUTE_MS
+    assert closes(fetch(market, limit=2)) == [102, 103]
+
+
+def test_higher_timeframe_candle_appears_only_once_closed(market):
+    assert fetch(market, timeframe="5m").empty
+    market.advance()
+    assert fetch(market, timeframe="5m").empty
+    market.advance()
+    assert closes(fetch(market, timeframe="5m")) == [100]
+
+
+def test_since_pages_forward_from_the_given_time(market):
+    for _ in range(10):
+        market.advance()
+    assert closes(fetch(market, since_ms=START_MS + 4 * MINUTE_MS, limit=3)) == [104, 105, 106]
+
+
+def test_replay_past_the_last_row_keeps_returning_the_last_candles(data_dir):
+    market = CsvMarket(data_dir, start_ms=START_MS + 100 * MINUTE_MS)
+    assert closes(fetch(market, limit=2)) == [128, 129]
+
+
+def test_explicit_start_ms_sets_the_clock(data_dir):
+    market = CsvMarket(data_dir, start_ms=START_MS + 10 * MINUTE_MS)
+    assert closes(fetch(market, limit=1)) == [109]
+
+
+def test_gaps_in_the_data_are_kept(tmp_path):
+    rows = candle_rows(5)
+    write_csv(tmp_path, "BTC/USDT", "1m", rows[:2] + rows[4:])
+    market = CsvMarket(tmp_path, warmup_candles=5)
+    assert closes(fetch(market)) == [100, 101, 104]
+
+
+def test_each_file_is_read_once(data_dir, market):
+    fetch(market)
+    (data_dir / "BTC_USDT-1m.csv").unlink()
+    market.advance()
+    assert closes(fetch(market, limit=1)) == [103]
+
+
+def test_loaded_bytes_counts_the_arrays_of_files_read(market):
+    assert market.loaded_bytes == 0
+    fetch(market)
+    assert market.loaded_bytes == 30 * (8 + 5 * 8)
+
+
+def test_empty_file_gives_an_empty_frame(tmp_path):
+    write_csv(tmp_path, "BTC/USDT", "1m", candle_rows(3))
+    write_csv(tmp_path, "NEW/USDT", "1m", [])
+    market = CsvMarket(tmp_path)
+    frame = fetch(market, "NEW/USDT")
+    assert frame.empty
+    assert list(frame.columns) == ["open", "high", "low", "close", "volume"]
+
+
+def test_symbol_without_file_raises_key_error_naming_the_file(market):
+    with pytest.raises(KeyError, match="DOGE_USDT-1m.csv"):
+        fetch(market, "DOGE/USDT")
+
+
+def test_timeframe_without_file_raises_key_error_naming_the_file(market):
+    with pytest.raises(KeyError, match="ETH_USDT-5m.csv"):
+        fetch(market, "ETH/USDT", "5m")
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "reason"),
+    [
+        ("1704067500000,1,2,0.5,1.5\n", "expected 6 fields, got 5"),
+        ("1704067500000,1,2,abc,1.5,3\n", "field 4 is not a number: 'abc'"),
+        ("1704067500000,1,2,0.5,nan,3\n", "non-finite value"),
+        ("1704067500001,1,2,0.5,1.5,3\n", "not a multiple of the timeframe"),
+        (f"{START_MS},1,2,0.5,1.5,3\n", "not after the previous row's"),
+        ("1704067500000,1,1.2,0.5,1.5,3\n", "high/low do not enclose open and close"),
+        ("1704067500000,1,2,1.2,1.5,3\n", "high/low do not enclose open and close"),
+        ("1704067500000,1,2,0.5,1.5,-3\n", "negative volume"),
+    ],
+)
+def test_malformed_row_raises_error_naming_file_and_line(tmp_path, bad_row, reason):
+    path = write_csv(tmp_path, "BTC/USDT", "1m", [*candle_rows(5), "\n", bad_row, *candle_rows(1, first_ms=START_MS + 9 * MINUTE_MS)])
+    market = CsvMarket(tmp_path, start_ms=START_MS + 20 * MINUTE_MS)
+    with pytest.raises(CsvFormatError, match=reason) as error:
+        fetch(market)
+    assert error.value.line_number == 8
+    assert str(error.value).startswith(f"{path}:8: ")
+
+
+def test_bad_first_timestamp_is_reported_when_finding_the_start(tmp_path):
+    path = write_csv(tmp_path, "BTC/USDT", "1m", ["soon,1,2,0.5,1.5,3\n"])
+    with pytest.raises(CsvFormatError, match=f"{path}:2: timestamp is not a number"):
+        CsvMarket(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m: fetch(m, timeframe="1h"), "timeframe must be one of 1m, 5m for this source"),
+        (lambda m: fetch(m, timeframe="7m"), "timeframe must be one of 1m, 5m, 15m, 1h, 4h, 1d"),
+        (lambda m: fetch(m, limit=-5), "limit must be an int in 1..5000"),
+        (lambda m: fetch(m, since_ms="yesterday"), "since_ms must be None or an int >= 0"),
+        (lambda m: fetch(m, "btc-usdt"), "symbol must look like"),
+    ],
+)
+def test_invalid_fetch_arguments_raise_value_error(market, call, message):
+    with pytest.raises(ValueError, match=message):
+        call(market)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"timeframes": ()}, "timeframes must name at least one timeframe"),
+        ({"timeframes": ("2h",)}, "timeframe must be one of"),
+        ({"start_ms": START_MS + 1}, "start_ms must be an int >= 0, a multiple of base_timeframe '1m'"),
+        ({"warmup_candles": -1}, "warmup_candles must be an int >= 0"),
+        ({"timeframes": ("1m",), "base_timeframe": "5m"}, "multiples of base_timeframe '5m'"),
+    ],
+)
+def test_invalid_constructor_arguments_raise_value_error(data_dir, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CsvMarket(data_dir, **kwargs)
+
+
+def test_missing_directory_raises_value_error(tmp_path):
+    with pytest.raises(ValueError, match="directory must be an existing directory"):
+        CsvMarket(tmp_path / "absent")
+
+
+def test_directory_without_base_candles_needs_an_explicit_start(tmp_path):
+    with pytest.raises(ValueError, match="no candles for base timeframe '1m'.*pass start_ms"):
+        CsvMarket(tmp_path)
+
+
+def test_close_drops_loaded_data_and_later_fetches_raise(market):
+    fetch(market)
+    asyncio.run(market.close())
+    asyncio.run(market.close())
+    assert market.loaded_bytes == 0
+    with pytest.raises(RuntimeError, match="closed"):
+        fetch(market)

@@ -1,0 +1,235 @@
+"""The ML signal model (train, persist, load, first-start training) and signal scoring."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+
+from crypto_bot.strategy import (
+    FEATURE_NAMES,
+    IndicatorSnapshot,
+    ModelLoadError,
+    Regime,
+    ensure_model,
+    feature_matrix,
+    labelled_rows,
+    load_model,
+    predict_up_probability,
+    required_candles,
+    save_model,
+    score_signal,
+    train_signal_model,
+)
+from tests.bot.test_indicators import ohlcv
+
+
+def mean_reverting_frame(seed: int, candles: int = 2000) -> pd.DataFrame:
+    """Log price follows x[t] = 0.8 x[t-1] + noise: stretched prices snap back, so direction is learnable."""
+    rng = np.random.default_rng(seed)
+    shocks = rng.normal(0.0, 0.01, candles)
+    log_price = np.zeros(candles)
+    for step in range(1, candles):
+        log_price[step] = 0.8 * log_price[step - 1] + shocks[step]
+    return ohlcv(100.0 * np.exp(log_price))
+
+
+@pytest.fixture(scope="module")
+def training_frames() -> list[pd.DataFrame]:
+    return [mean_reverting_frame(seed) for seed in range(3)]
+
+
+@pytest.fixture(scope="module")
+def model(training_frames: list[pd.DataFrame]):
+    return train_signal_model(training_frames, horizon=5, seed=0)
+
+
+# --- labels ------------------------------------------------------------------------------
+
+
+def test_labels_are_the_sign_of_the_forward_return() -> None:
+    frame = mean_reverting_frame(seed=7, candles=120)
+    features, labels = labelled_rows(frame, horizon=5)
+    first_row = required_candles() - 1
+    close = frame["close"].to_numpy()
+    expected = close[first_row + 5 :] > close[first_row:-5]
+    assert features.shape == (len(frame) - first_row - 5, len(FEATURE_NAMES))
+    np.testing.assert_array_equal(labels, expected.astype(np.int8))
+
+
+def test_labelled_features_are_the_feature_matrix_without_its_last_horizon_rows() -> None:
+    frame = mean_reverting_frame(seed=8, candles=120)
+    features, _ = labelled_rows(frame, horizon=5)
+    np.testing.assert_array_equal(features, feature_matrix(frame)[:-5])
+
+
+def test_horizon_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="horizon"):
+        labelled_rows(mean_reverting_frame(seed=9, candles=100), horizon=0)
+
+
+# --- training ----------------------------------------------------------------------------
+
+
+def test_model_predicts_direction_of_mean_reverting_prices_better_than_chance(model) -> None:
+    features, labels = labelled_rows(mean_reverting_frame(seed=100), horizon=5)
+    accuracy = float((model.predict(features) == labels).mean())
+    assert accuracy > 0.6
+
+
+def test_up_probability_is_a_probability_for_the_latest_candle(model) -> None:
+    probability = predict_up_probability(model, mean_reverting_frame(seed=101, candles=200))
+    assert isinstance(probability, float)
+    assert 0.0 <= probability <= 1.0
+
+
+def test_stretched_price_predicts_a_fall(model) -> None:
+    # after a sharp rally the mean-reverting model expects the price to come back down
+    frame = mean_reverting_frame(seed=102, candles=200)
+    frame.loc[frame.index[-5:], ["high", "low", "close"]] *= np.linspace(1.01, 1.05, 5)[:, None]
+    assert predict_up_probability(model, frame) < 0.5
+
+
+def test_training_needs_at_least_one_frame() -> None:
+    with pytest.raises(ValueError, match="frames is empty"):
+        train_signal_model([])
+
+
+def test_training_rejects_too_few_labelled_candles() -> None:
+    with pytest.raises(ValueError, match="at least 200 labelled candles"):
+        train_signal_model([mean_reverting_frame(seed=5, candles=100)])
+
+
+def test_training_rejects_a_frame_too_short_for_indicators() -> None:
+    with pytest.raises(ValueError, match="at least"):
+        train_signal_model([mean_reverting_frame(seed=6, candles=10)])
+
+
+# --- persistence -------------------------------------------------------------------------
+
+
+def test_predictions_are_equal_after_save_and_load(model, tmp_path: Path) -> None:
+    path = tmp_path / "model.joblib"
+    save_model(model, path)
+    features, _ = labelled_rows(mean_reverting_frame(seed=103), horizon=5)
+    np.testing.assert_array_equal(load_model(path).predict_proba(features), model.predict_proba(features))
+
+
+def test_save_creates_the_parent_directory_and_leaves_no_temp_file(model, tmp_path: Path) -> None:
+    path = tmp_path / "models" / "nested" / "model.joblib"
+    save_model(model, path)
+    assert [entry.name for entry in path.parent.iterdir()] == ["model.joblib"]
+
+
+def test_ensure_model_trains_on_first_start_then_loads(training_frames: list[pd.DataFrame], tmp_path: Path) -> None:
+    path = tmp_path / "model.joblib"
+    factory_calls: list[int] = []
+
+    def frames_factory() -> list[pd.DataFrame]:
+        factory_calls.append(1)
+        return training_frames
+
+    first = ensure_model(path, frames_factory)
+    second = ensure_model(path, frames_factory)
+    assert len(factory_calls) == 1
+    assert path.exists()
+    frame = mean_reverting_frame(seed=104, candles=200)
+    assert predict_up_probability(second, frame) == predict_up_probability(first, frame)
+
+
+def test_corrupt_model_file_error_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "model.joblib"
+    path.write_bytes(b"\x00 definitely not a pickle")
+    with pytest.raises(ModelLoadError, match=str(path)):
+        load_model(path)
+
+
+def test_ensure_model_does_not_overwrite_a_corrupt_file(tmp_path: Path) -> None:
+    path = tmp_path / "model.joblib"
+    path.write_bytes(b"garbage")
+    with pytest.raises(ModelLoadError, match=str(path)):
+        ensure_model(path, lambda: pytest.fail("must not train over an existing file"))
+    assert path.read_bytes() == b"garbage"
+
+
+def test_model_trained_on_other_features_must_be_retrained(model, tmp_path: Path) -> None:
+    path = tmp_path / "model.joblib"
+    joblib.dump({"format_version": 1, "feature_names": ("rsi_ratio",), "model": model}, path)
+    with pytest.raises(ModelLoadError, match="retrain"):
+        load_model(path)
+
+
+def test_missing_model_file_error_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "absent.joblib"
+    with pytest.raises(ModelLoadError, match=str(path)):
+        load_model(path)
+
+
+# --- signal scoring ----------------------------------------------------------------------
+
+
+def snapshot(**overrides: float) -> IndicatorSnapshot:
+    neutral = IndicatorSnapshot(
+        close=100.0,
+        ema_fast=100.0,
+        ema_slow=100.0,
+        rsi=50.0,
+        atr=1.5,
+        adx=15.0,
+        bb_width=0.04,
+        log_return_1=0.0,
+        log_return_5=0.0,
+        volatility=0.01,
+    )
+    return dataclasses.replace(neutral, **overrides)
+
+
+def test_confident_model_in_an_uptrend_gives_a_long_signal() -> None:
+    # 0.5 * 0.8 + 0.3 * 1 (trend aligned) + 0.2 * 0.5 (RSI 50 is neutral) = 0.8
+    signal = score_signal("BTC/USDT", snapshot(), Regime.TRENDING_UP, 0.8)
+    assert signal is not None
+    assert (signal.symbol, signal.side, signal.price, signal.atr) == ("BTC/USDT", "long", 100.0, 1.5)
+    assert signal.score == pytest.approx(0.8)
+    assert signal.regime is Regime.TRENDING_UP
+
+
+def test_bearish_model_in_a_downtrend_when_overbought_gives_a_short_signal() -> None:
+    # long score 0.5 * 0.2 + 0 + 0 = 0.1, so the mirrored short score is 0.9
+    signal = score_signal("ETH/USDT", snapshot(rsi=75.0), Regime.TRENDING_DOWN, 0.2)
+    assert signal is not None
+    assert signal.side == "short"
+    assert signal.score == pytest.approx(0.9)
+
+
+def test_short_signals_can_be_disabled_for_spot_accounts() -> None:
+    assert score_signal("ETH/USDT", snapshot(rsi=75.0), Regime.TRENDING_DOWN, 0.2, allow_short=False) is None
+
+
+def test_volatile_regime_suppresses_even_a_certain_model() -> None:
+    assert score_signal("BTC/USDT", snapshot(rsi=20.0), Regime.VOLATILE, 1.0) is None
+
+
+def test_neutral_inputs_give_no_signal() -> None:
+    assert score_signal("BTC/USDT", snapshot(), Regime.RANGING, 0.5) is None
+
+
+def test_oversold_rsi_lifts_a_ranging_long_over_the_threshold() -> None:
+    # 0.5 * 0.6 + 0.3 * 0.5 = 0.45, plus 0.2 * 1 when oversold (0.65) but 0.2 * 0.5 at RSI 50 (0.55)
+    assert score_signal("BTC/USDT", snapshot(rsi=50.0), Regime.RANGING, 0.6) is None
+    signal = score_signal("BTC/USDT", snapshot(rsi=25.0), Regime.RANGING, 0.6)
+    assert signal is not None and signal.side == "long"
+    assert signal.score == pytest.approx(0.65)
+
+
+def test_min_score_must_exceed_one_half() -> None:
+    with pytest.raises(ValueError, match="min_score"):
+        score_signal("BTC/USDT", snapshot(), Regime.RANGING, 0.5, min_score=0.5)
+
+
+def test_up_probability_outside_unit_interval_is_rejected() -> None:
+    with pytest.raises(ValueError, match="up_probability"):
+        score_signal("BTC/USDT", snapshot(), Regime.RANGING, 1.2)
