@@ -2,47 +2,31 @@
 
 Truth is what tracemalloc (plus the Arrow memory pool, which tracemalloc cannot
 see) reports released when the last reference to a freshly built value is
-dropped and the garbage collector has run. Run: .venv/bin/python bench/bench_sizing.py
+dropped and the garbage collector has run; the helper is the one the tests use.
+Run: .venv/bin/python bench/bench_sizing.py
 """
 
 from __future__ import annotations
 
-import gc
 import statistics
 import sys
 import time
-import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
+import pyarrow  # noqa: F401  (loaded up front so the truth includes the Arrow pool from the first case)
 from pympler import asizeof
 
 from crypto_bot.memory.sizing import sizeof
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.memory.conftest import released_bytes  # noqa: E402  (the tests' truth, shared)
+
 ROWS = 100_000
 SYMBOLS = [f"{base}/USDT" for base in ("BTC", "ETH", "SOL", "XRP", "ADA", "DOGE", "AVAX", "LINK")]
 TIMING_REPEATS = 7
-
-
-def released_bytes(build: Callable[[], object]) -> int:
-    """Bytes tracemalloc and the Arrow pool see freed when the value built by ``build`` is dropped."""
-    gc.collect()
-    tracemalloc.start()
-    try:
-        value = build()
-        gc.collect()
-        arrow_before_bytes = pa.total_allocated_bytes()
-        traced_before_bytes = tracemalloc.get_traced_memory()[0]
-        del value
-        gc.collect()
-        traced_after_bytes = tracemalloc.get_traced_memory()[0]
-    finally:
-        tracemalloc.stop()
-    arrow_released_bytes = arrow_before_bytes - pa.total_allocated_bytes()
-    # traced_before_bytes is itself an int allocated after its reading and alive at the second one.
-    return traced_before_bytes - traced_after_bytes + sys.getsizeof(traced_before_bytes) + arrow_released_bytes
 
 
 def ohlcv(dtype: type) -> pd.DataFrame:
@@ -52,8 +36,8 @@ def ohlcv(dtype: type) -> pd.DataFrame:
     return pd.DataFrame(columns, index=index)
 
 
-def repeated_symbols() -> pd.DataFrame:
-    symbols = pd.Series([SYMBOLS[row % len(SYMBOLS)] for row in range(ROWS)], dtype=object)
+def repeated_symbols(dtype: str) -> pd.DataFrame:
+    symbols = pd.Series([SYMBOLS[row % len(SYMBOLS)] for row in range(ROWS)], dtype=dtype)
     return pd.DataFrame({"symbol": symbols, "price": np.random.default_rng(2).random(ROWS)})
 
 
@@ -80,7 +64,13 @@ def trades() -> list[dict[str, object]]:
     prices = (30_000 + rng.random(20_000) * 100).tolist()
     amounts = rng.random(20_000).tolist()
     return [
-        {"id": str(900_000_000 + trade), "price": prices[trade], "amount": amounts[trade], "side": "buy", "timestamp": 1_700_000_000_000 + trade}
+        {
+            "id": str(900_000_000 + trade),
+            "price": prices[trade],
+            "amount": amounts[trade],
+            "side": "buy",
+            "timestamp": 1_700_000_000_000 + trade,
+        }
         for trade in range(20_000)
     ]
 
@@ -88,7 +78,8 @@ def trades() -> list[dict[str, object]]:
 CASES: list[tuple[str, Callable[[], object]]] = [
     ("OHLCV float64 100k", lambda: ohlcv(np.float64)),
     ("OHLCV float32 100k", lambda: ohlcv(np.float32)),
-    ("8 symbols object + float 100k", repeated_symbols),
+    ("8 symbols object + float 100k", lambda: repeated_symbols("object")),
+    ("8 symbols Arrow str + float 100k", lambda: repeated_symbols("str")),
     ("order ids object Series 100k", lambda: pd.Series(order_ids(), dtype=object)),
     ("order ids Arrow str Series 100k", lambda: pd.Series(order_ids(), dtype="str")),
     ("categorical 8 symbols 100k", lambda: pd.Series([SYMBOLS[row % 8] for row in range(ROWS)], dtype="category")),
@@ -123,7 +114,7 @@ def pympler_result(value: object, truth_bytes: int, sizeof_ms: float) -> str:
     try:
         pympler_bytes, pympler_ms = timed_ms(lambda: asizeof.asizeof(value), 1)
     except ValueError as error:
-        return f"{'raises':>11} {type(error).__name__}: {str(error)[:30]}"
+        return f"{'raises':>11} {type(error).__name__}: {error}"
     return f"{pympler_bytes:>11,} {error_percent(pympler_bytes, truth_bytes):>7} {pympler_ms:>7.2f} {pympler_ms / sizeof_ms:>7.0f}x"
 
 
@@ -132,7 +123,7 @@ def error_percent(estimate: int, truth: int) -> str:
 
 
 def main() -> None:
-    header = f"{'case':34} {'truth B':>11} {'sizeof B':>11} {'err':>7} {'ms':>6} | {'pandas deep B':>13} {'err':>7} | {'pympler B':>11} {'err':>7} {'ms':>7} {'x slower':>8}"
+    header = f"{'case':35} {'truth B':>11} {'sizeof B':>11} {'err':>7} {'ms':>6} | {'pandas deep B':>13} {'err':>7} | {'pympler B':>11} {'err':>7} {'ms':>7} {'x slower':>8}"
     print(header)
     print("-" * len(header))
     worst_error_ratio = 0.0
@@ -145,7 +136,7 @@ def main() -> None:
         deep_bytes = pandas_deep_bytes(value)
         deep_columns = f"{deep_bytes:>13,} {error_percent(deep_bytes, truth_bytes):>7}" if deep_bytes is not None else f"{'-':>13} {'-':>7}"
         print(
-            f"{name:34} {truth_bytes:>11,} {estimate_bytes:>11,} {error_percent(estimate_bytes, truth_bytes):>7} {sizeof_ms:>6.3f} | "
+            f"{name:35} {truth_bytes:>11,} {estimate_bytes:>11,} {error_percent(estimate_bytes, truth_bytes):>7} {sizeof_ms:>6.3f} | "
             f"{deep_columns} | {pympler_columns}"
         )
         worst_error_ratio = max(worst_error_ratio, abs(estimate_bytes - truth_bytes) / truth_bytes)

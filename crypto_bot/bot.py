@@ -40,6 +40,7 @@ from crypto_bot.strategy import (
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "signal_model"
+ANALYSIS_CANDLES = 300  # indicators and the model look at this many recent candles, however long the window
 _MIB = 1024 * 1024
 
 
@@ -183,21 +184,21 @@ class TradingBot:
     # ------------------------------------------------------------ phases
 
     async def fetch_candidates(self, ctx: BotContext) -> None:
-        """Choose this cycle's symbols: a rotating slice of the universe plus every open position."""
-        self._discover_symbols()
+        """Choose this cycle's symbols: newly listed pairs, a rotating slice of the universe, open positions."""
+        discovered = self._discover_symbols()
         universe = self.market.universe()
         size = min(self.settings.strategy["batch_size"], len(universe))
-        batch = [universe[(self._cursor + i) % len(universe)] for i in range(size)]
+        rotation = [universe[(self._cursor + i) % len(universe)] for i in range(size)]
         self._cursor = (self._cursor + size) % max(len(universe), 1)
-        held = [p.symbol for p in self.broker.positions.values() if p.symbol not in batch]
-        ctx.current_batch = batch + sorted(set(held))
+        held = sorted({p.symbol for p in self.broker.positions.values()})
+        ctx.current_batch = list(dict.fromkeys([*discovered, *rotation, *held]))
 
-    def _discover_symbols(self) -> None:
+    def _discover_symbols(self) -> list[str]:
         """Scanner mode: list new pairs each cycle, rotating out the oldest beyond max_universe."""
         market_settings = self.settings.market
         new = market_settings["scanner_new_symbols_per_cycle"]
         if not new or not isinstance(self.market, SimulatedMarket):
-            return
+            return []
         names = generated_symbols(new, first_number=self._discovered + 1)
         self._discovered += new
         held = {p.symbol for p in self.broker.positions.values()}
@@ -207,6 +208,7 @@ class TradingBot:
             dropped = [s for s in universe if s not in held][:excess]
             universe = [s for s in universe if s not in set(dropped)]
         self.market.set_universe(universe)
+        return names
 
     async def update_caches(self, ctx: BotContext) -> None:
         """Append new candles to each series (bounded window) and refresh the regime of each symbol."""
@@ -214,7 +216,7 @@ class TradingBot:
         frames = await asyncio.gather(*(self._refresh_series(ctx, symbol, tf) for symbol, tf in jobs))
         for (symbol, timeframe), frame in zip(jobs, frames):
             if timeframe == self._regime_timeframe and frame is not None and len(frame) >= self._min_candles:
-                snapshot = compute_indicators(frame, **self._spans())
+                snapshot = compute_indicators(frame.iloc[-ANALYSIS_CANDLES:], **self._spans())
                 ctx.regime_cache[symbol] = classify_regime(snapshot)
 
     async def _refresh_series(self, ctx: BotContext, symbol: str, timeframe: str) -> pd.DataFrame | None:
@@ -245,7 +247,7 @@ class TradingBot:
         """Indicators, regime and the model's probability produce scored signals, best first."""
         series = ctx.df_cache.get(self._analysis_timeframe) or {}
         candidates = [(s, series.get(s)) for s in ctx.current_batch]
-        candidates = [(s, df) for s, df in candidates if df is not None and len(df) >= self._min_candles]
+        candidates = [(s, df.iloc[-ANALYSIS_CANDLES:]) for s, df in candidates if df is not None and len(df) >= self._min_candles]
         signals = []
         if candidates:
             with self._model_in_use() as model:

@@ -65,6 +65,7 @@ def child_memory_cgroup(limit_bytes: int) -> Iterator[Path]:
     finally:
         _remove(path)
         if enabled_controller:
+            # Best effort: another child created meanwhile may still need the controller.
             _write_quietly(parent / "cgroup.subtree_control", "-memory")
 
 

@@ -127,10 +127,13 @@ class PaperBroker:
         direction = 1 if signal.side == "long" else -1
         fill_price = self._fill_price(signal.price, direction)
         if direction * (fill_price - stop_price) <= 0.0:
-            raise ValueError(f"stop_price {stop_price} is not on the losing side of the {signal.side} fill {fill_price}")
+            raise ValueError(
+                f"stop_price {stop_price} is not on the losing side of the {signal.side} fill {fill_price}"
+            )
         if take_profit_price is not None and direction * (take_profit_price - fill_price) <= 0.0:
             raise ValueError(
-                f"take_profit_price {take_profit_price} is not on the winning side of the {signal.side} fill {fill_price}"
+                f"take_profit_price {take_profit_price} is not on the winning side "
+                f"of the {signal.side} fill {fill_price}"
             )
         fee = quantity * fill_price * self.fee_rate
         cost = quantity * fill_price + fee

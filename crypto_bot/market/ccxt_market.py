@@ -1,7 +1,8 @@
 """Live candles from a real exchange through ccxt's asyncio client (optional `ccxt` extra).
 
 Covers `CcxtMarket`: one rate-limited exchange instance per market, credentials read only from
-environment variables whose names are given, ccxt's OHLCV lists turned into the `source` frame,
+environment variables whose names are given and redacted from ccxt's own log records (ccxt logs
+request headers, API key included, at DEBUG), ccxt's OHLCV lists turned into the `source` frame,
 and the exchange's still-open candle dropped (no look-ahead). Does not cover order placement
 (see `crypto_bot.execution`) or simulated and replayed data (`simulated`, `csv_market`).
 """
@@ -38,14 +39,29 @@ def _import_ccxt() -> ModuleType:
     try:
         import ccxt.async_support as ccxt_async
     except ImportError as exc:
-        raise ImportError(
-            "CcxtMarket needs the optional dependency 'ccxt': pip install 'crypto-bot[ccxt]'"
-        ) from exc
+        raise ImportError("CcxtMarket needs the optional dependency 'ccxt': pip install 'crypto-bot[ccxt]'") from exc
     return ccxt_async
 
 
 def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class _RedactingLogger(logging.LoggerAdapter):
+    """Hands ccxt's log calls to its usual logger with credential values replaced by "***"."""
+
+    def __init__(self, logger: logging.Logger, secrets: Iterable[str]) -> None:
+        super().__init__(logger, {})
+        self._secrets = tuple(secrets)
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if not self.isEnabledFor(level):
+            return
+        message = str(msg) % args if args else str(msg)
+        for secret in self._secrets:
+            message = message.replace(secret, "***")
+        kwargs.setdefault("stacklevel", 2)  # report ccxt's line, not this adapter's
+        self.logger.log(level, "%s", message, **kwargs)
 
 
 def _credentials(api_key_env: str | None, secret_env: str | None, password_env: str | None) -> dict[str, str]:
@@ -74,6 +90,8 @@ def _checked_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
             f"config must not carry credentials {carried}; name environment variables with "
             "api_key_env / secret_env / password_env instead"
         )
+    if config.get("verbose"):
+        raise ValueError("config['verbose'] must be false: ccxt's verbose mode prints request headers and keys")
     if config.get("enableRateLimit", True) is not True:
         raise ValueError(f"config['enableRateLimit'] must be True (or absent); got {config['enableRateLimit']!r}")
     config["enableRateLimit"] = True
@@ -93,7 +111,7 @@ def _rows_to_arrays(rows: list[list[Any]]) -> tuple[np.ndarray, np.ndarray]:
 class CcxtMarket:
     """Market data from a live exchange; `advance()` is a no-op and the clock is the wall clock."""
 
-    __slots__ = ("name", "_exchange", "_symbols", "_quote", "_timeframes", "_clock_ms", "_authenticated", "_closed")
+    __slots__ = ("_authenticated", "_clock_ms", "_closed", "_exchange", "_quote", "_symbols", "_timeframes", "name")
 
     name: str
     _exchange: Any
@@ -114,21 +132,29 @@ class CcxtMarket:
         password_env: str | None = None,
         symbols: Iterable[str] | None = None,
         quote: str = "USDT",
-        timeframes: Iterable[str] = tuple(TIMEFRAME_MS),
+        timeframes: Iterable[str] | None = None,
         clock_ms: Callable[[], int] = _wall_clock_ms,
     ) -> None:
         """`symbols` fixes the universe; without it, the universe is the loaded active spot markets
-        quoted in `quote`. `config` is passed to the ccxt exchange (credentials only via *_env)."""
+        quoted in `quote`. `config` is passed to the ccxt exchange (credentials only via *_env).
+        `timeframes` defaults to every allowed timeframe the exchange offers."""
         ccxt_async = _import_ccxt()
         if not isinstance(exchange_id, str) or exchange_id not in ccxt_async.exchanges:
-            raise ValueError(f"exchange_id must be a ccxt exchange id such as 'binance' or 'kraken'; got {exchange_id!r}")
+            raise ValueError(
+                f"exchange_id must be a ccxt exchange id such as 'binance' or 'kraken'; got {exchange_id!r}"
+            )
         exchange_config = _checked_config(config)
         credentials = _credentials(api_key_env, secret_env, password_env)
+        if credentials:
+            ccxt_logger = exchange_config.get("logger") or logging.getLogger("ccxt.base.exchange")
+            exchange_config["logger"] = _RedactingLogger(ccxt_logger, credentials.values())
         self._exchange = getattr(ccxt_async, exchange_id)({**exchange_config, **credentials})
         self.name = exchange_id
         self._symbols = None if symbols is None else tuple(dict.fromkeys(symbols))
         self._quote = quote
         offered = set(self._exchange.timeframes or {})
+        if timeframes is None:
+            timeframes = offered.intersection(TIMEFRAME_MS)
         self._timeframes = tuple(sorted(set(timeframes), key=timeframe_ms))
         if not self._timeframes:
             raise ValueError("timeframes must name at least one timeframe; got none")

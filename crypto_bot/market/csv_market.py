@@ -161,14 +161,24 @@ def _first_open_ms(path: Path) -> int | None:
     line_number, line = first
     try:
         return int(float(line.split(",", 1)[0]))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise CsvFormatError(path, line_number, "timestamp is not a number") from None
 
 
 class CsvMarket:
     """Replays CSV candles with a clock that `advance()` moves by one base candle."""
 
-    __slots__ = ("name", "_directory", "_timeframes", "_base_ms", "_symbols", "_start_ms", "_elapsed_candles", "_loaded", "_closed")
+    __slots__ = (
+        "_base_ms",
+        "_closed",
+        "_directory",
+        "_elapsed_candles",
+        "_loaded",
+        "_start_ms",
+        "_symbols",
+        "_timeframes",
+        "name",
+    )
 
     name: str
     _directory: Path

@@ -57,9 +57,7 @@ def ohlcv_frame(open_ms: np.ndarray, values: np.ndarray) -> pd.DataFrame:
     index = pd.DatetimeIndex(pd.to_datetime(np.asarray(open_ms, dtype=np.int64), unit="ms", utc=True)).as_unit("ms")
     index.name = "timestamp"
     columns = np.asarray(values, dtype=np.float64).reshape(-1, len(OHLCV_COLUMNS))
-    return pd.DataFrame(
-        {name: columns[:, position].copy() for position, name in enumerate(OHLCV_COLUMNS)}, index=index
-    )
+    return pd.DataFrame({name: columns[:, position].copy() for position, name in enumerate(OHLCV_COLUMNS)}, index=index)
 
 
 def visible_slice(open_ms: np.ndarray, now_ms: int, timeframe_ms: int, since_ms: int | None, limit: int) -> slice:

@@ -41,9 +41,7 @@ def validate_timeframes(timeframes: Iterable[str], base_timeframe: str) -> tuple
     for timeframe in checked:
         length_ms = timeframe_ms(timeframe)
         if length_ms < base_ms or length_ms % base_ms:
-            raise ValueError(
-                f"timeframes must be multiples of base_timeframe {base_timeframe!r}; got {timeframe!r}"
-            )
+            raise ValueError(f"timeframes must be multiples of base_timeframe {base_timeframe!r}; got {timeframe!r}")
     return tuple(checked)
 
 

@@ -207,7 +207,8 @@ class MemoryManager:
 
     @property
     def caches(self) -> dict[str, ManagedCache]:
-        return {name: slot.cache for name, slot in self._slots.items()}
+        with self._lock:
+            return {name: slot.cache for name, slot in self._slots.items()}
 
     @property
     def cache_bytes(self) -> int:
@@ -359,6 +360,9 @@ class MemoryManager:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+            if thread.is_alive():
+                logger.warning("memory maintenance thread still busy after %.1f s; it exits after its pass", timeout)
+                return
         self._thread = None
 
     @property

@@ -20,19 +20,16 @@ import logging
 import math
 import os
 import pickle
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .leaks import ReleaseWatch
+import psutil
 
-try:
-    import psutil
-except ImportError:  # psutil is a dependency, but the /proc fallback keeps sizing alive without it
-    psutil = None
+from .leaks import ReleaseWatch
+from .sizing import sizeof
 
 logger = logging.getLogger(__name__)
 
@@ -126,13 +123,12 @@ def pickled_size_bytes(model: Any) -> int | None:
     return counter.size_bytes
 
 
-def process_rss_bytes() -> int | None:
+def _process_rss_bytes() -> int | None:
     """Resident set size of this process (psutil, else /proc/self/statm); None where unreadable."""
-    if psutil is not None:
-        try:
-            return psutil.Process().memory_info().rss
-        except psutil.Error:
-            pass
+    try:
+        return psutil.Process().memory_info().rss
+    except psutil.Error:
+        pass
     try:
         with open("/proc/self/statm", encoding="ascii") as statm:
             resident_pages = int(statm.read().split()[1])
@@ -156,9 +152,10 @@ def _check_size_bytes(size_bytes: Any) -> int | None:
 
 
 class ModelRegistry:
-    """Named ML models, held strongly only while loaded; thread-safe."""
+    """Named ML models, held strongly only while loaded; thread-safe.
 
-    idle_seconds: float
+    `rss_probe` reads the process RSS, used to size a model that cannot be pickled.
+    """
 
     def __init__(
         self,
@@ -166,13 +163,9 @@ class ModelRegistry:
         idle_seconds: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
         on_leak: LeakCallback | None = None,
-        rss_probe: Callable[[], int | None] = process_rss_bytes,
+        rss_probe: Callable[[], int | None] = _process_rss_bytes,
     ) -> None:
-        if isinstance(idle_seconds, bool) or not isinstance(idle_seconds, (int, float)) or not (
-            0 < idle_seconds < math.inf
-        ):
-            raise ValueError(f"idle_seconds must be a positive finite number of seconds, got {idle_seconds!r}")
-        self.idle_seconds = float(idle_seconds)
+        self.idle_seconds = idle_seconds
         self._clock = clock
         self._on_leak = on_leak
         self._rss_probe = rss_probe
@@ -180,6 +173,19 @@ class ModelRegistry:
         self._entries: dict[str, _Entry] = {}
         self._loaded_bytes = 0
         self._release_watch: ReleaseWatch[tuple[str, int]] = ReleaseWatch()
+
+    @property
+    def idle_seconds(self) -> float:
+        """How long a model may go unused before `unload_idle` unloads it."""
+        return self._idle_seconds
+
+    @idle_seconds.setter
+    def idle_seconds(self, idle_seconds: float) -> None:
+        if isinstance(idle_seconds, bool) or not isinstance(idle_seconds, (int, float)) or not (
+            0 < idle_seconds < math.inf
+        ):
+            raise ValueError(f"idle_seconds must be a positive finite number of seconds, got {idle_seconds!r}")
+        self._idle_seconds = float(idle_seconds)
 
     def register(
         self,
@@ -381,20 +387,24 @@ class ModelRegistry:
         return model
 
     def _measure(self, name: str, model: Any, *, rss_delta_bytes: int | None) -> int:
-        """The model's size: its pickle, else the RSS growth during its load, else its shallow size."""
+        """The model's size: its pickle, else the RSS growth during its load, else `sizeof`'s estimate."""
         size_bytes = pickled_size_bytes(model)
         if size_bytes is not None:
             return size_bytes
         if rss_delta_bytes is not None and rss_delta_bytes > 0:
             return rss_delta_bytes
-        shallow_bytes = sys.getsizeof(model, 0)
+        try:
+            estimated_bytes = sizeof(model)
+        except Exception:  # a last resort on arbitrary objects must not fail a load
+            logger.exception("sizeof failed on model %r; counting it as 0 bytes", name)
+            return 0
         logger.info(
-            "size of model %r is unknown (not picklable, no RSS growth seen while loading); counting its shallow "
-            "size of %d bytes; pass size_bytes to register() for a real figure",
+            "model %r cannot be pickled and no RSS growth was seen while loading it; counting sizeof's estimate "
+            "of %d bytes; pass size_bytes to register() for a real figure",
             name,
-            shallow_bytes,
+            estimated_bytes,
         )
-        return shallow_bytes
+        return estimated_bytes
 
     def _unload_where(self, eligible: Callable[[ModelRecord], bool]) -> int:
         with self._lock:

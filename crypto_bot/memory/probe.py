@@ -46,8 +46,10 @@ _T = TypeVar("_T")
 class MemoryReading:
     """One snapshot; sizes in bytes, None where the source is absent or unreadable.
 
-    ``system_percent`` and ``psi_some_avg10`` are percentages (0-100) as the kernel reports them;
-    ``usage_ratio`` is a fraction of ``limit_bytes`` (the smallest of process, cgroup and host).
+    ``working_set_bytes`` is cgroup usage minus inactive file cache (reclaimable page cache).
+    ``limit_bytes`` is the smallest of process_limit_bytes, the cgroup limit and host total;
+    ``usage_ratio`` = max(system_percent / 100, working set (RSS without one) / limit_bytes).
+    ``system_percent`` and ``psi_some_avg10`` are percentages (0-100) as the kernel reports them.
     """
 
     rss_bytes: int | None
@@ -186,6 +188,7 @@ class MemoryProbe:
         self._lock = threading.Lock()
         self._fds: list[int] = []
         self._closed = False
+        # Closes the descriptors on close() or, failing that, when the probe is collected.
         self._finalizer = weakref.finalize(self, _close_fds, self._fds)
         self._resolve()
 
@@ -210,7 +213,7 @@ class MemoryProbe:
         """Release the file descriptors; the probe cannot read afterwards."""
         with self._lock:
             self._closed = True
-            _close_fds(self._fds)
+            self._finalizer()
 
     def __enter__(self) -> MemoryProbe:
         return self
@@ -400,7 +403,7 @@ def _locate(root: str, version: int, cgroup_path: str, mounts: list[_Mount]) -> 
     best: tuple[_Mount, str] | None = None
     for mount in mounts:
         relative = _relative_to(cgroup_path, mount.mount_root)
-        if relative is not None and (best is None or len(mount.mount_root) > len(best[0].mount_root)):
+        if relative is not None and (best is None or len(mount.mount_root) < len(best[0].mount_root)):
             best = (mount, relative)
     if best is None:
         logger.debug("cgroup v%d path %s is outside every mounted hierarchy", version, cgroup_path)

@@ -1,31 +1,33 @@
 """Estimate the bytes a value would free if a cache dropped its last reference to it.
 
-Covers: builtin scalars and containers, numpy arrays (views are charged for the
-base they keep alive), pandas DataFrame/Series/Index (numeric, datetime,
-categorical, masked and Arrow-backed blocks, sampled object columns, index hash
-engines), pyarrow arrays and tables, and any other object through
+Covers: builtin scalars and containers, numpy arrays (a view is charged for the
+base it keeps alive), pandas DataFrame/Series/Index (numeric, datetime,
+categorical, masked and Arrow-backed blocks, sampled object columns, cached
+index hash tables), pyarrow arrays and tables, and any other object through
 ``sys.getsizeof`` plus its ``__dict__``/``__slots__`` contents.
+Not covered: whether something outside the value also references it (such an
+object is charged as if the value owned it, once per call), process-level
+memory (``crypto_bot.memory.probe``), or memory held by C libraries that report
+to neither tracemalloc nor the Arrow pool. ``crypto_bot.memory.cache`` charges
+each entry with ``sizeof``.
 
-Does not cover: whether something outside the value also references it (an
-object shared with the rest of the program is charged as if the value owned it,
-once per ``sizeof`` call), process-level memory (RSS, allocator
-fragmentation), or memory held by C libraries that report to neither
-tracemalloc nor the Arrow memory pool.
-
-Truth is what ``tracemalloc`` (plus ``pyarrow.total_allocated_bytes`` for Arrow
+Truth is what tracemalloc (plus ``pyarrow.total_allocated_bytes`` for Arrow
 buffers) sees released on ``del value; gc.collect()``; ``bench/bench_sizing.py``
 compares the two. tracemalloc counts requested sizes, so no pymalloc rounding is
-added; ``sys.getsizeof`` already includes the GC header of tracked objects.
+added, and ``sys.getsizeof`` already includes the GC header of tracked objects.
 
-``sizeof`` runs on every cache put, so scalars take a type-dispatch fast path,
+``sizeof`` runs on every cache put: scalars take a type-dispatch fast path,
 long containers and object columns are sampled, and numpy, pandas and pyarrow
-are only looked up in ``sys.modules``, never imported here.
+are only looked up in ``sys.modules``, never imported here. It never raises:
+whatever cannot be sized falls back to ``sys.getsizeof`` (or a constant) with a
+debug log. Safe to call from several threads; each call keeps its own state.
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+import gc
 import itertools
 import logging
 import sys
@@ -38,8 +40,15 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["sizeof"]
 
-# Containers longer than this are sampled instead of walked element by element.
+# Containers longer than this are sampled instead of walked element by element;
+# inside an already sampled container the smaller count applies, so nested
+# sampling costs 128 x 16 element visits, not 128 x 128.
 _SAMPLE_COUNT = 128
+_NESTED_SAMPLE_COUNT = 16
+# Sets and dicts cannot be indexed and iterating a large hash table costs
+# milliseconds in cache misses, so their samples are spread over at most this
+# many items from the start (dicts: and from the end) of the iteration.
+_ITERATION_WINDOW = 16 * _SAMPLE_COUNT
 # Nesting deeper than this is charged shallowly: a guard against deep or cyclic
 # structures blowing the stack, not a limit real cache values reach.
 _MAX_DEPTH = 32
@@ -69,7 +78,9 @@ _ARROW_ALIGNMENT_BYTES = 64
 
 _getsizeof = sys.getsizeof
 _FLOAT_BYTES = _getsizeof(0.0)
-# Objects CPython shares process-wide: dropping a value never frees them.
+_EMPTY_DICT_BYTES = _getsizeof({})
+# Objects shared process-wide (classes, modules, functions, enum members; numpy
+# and pandas dtypes are added where resolved): dropping a value never frees them.
 _SHARED_TYPES = (
     type,
     types.ModuleType,
@@ -124,6 +135,7 @@ _LEAF_SIZERS: dict[type, Callable[[Any], int]] = {
     type(None): _free,
     str: _str_size,
     bytes: _bytes_size,
+    bytearray: _getsizeof,
 }
 
 
@@ -146,33 +158,58 @@ def _safe_getsizeof(value: object) -> int:
     try:
         return _getsizeof(value)
     except Exception:
-        logger.debug("sys.getsizeof failed on %s; charging %d bytes", type(value).__name__, _FALLBACK_OBJECT_BYTES, exc_info=True)
+        logger.debug(
+            "sys.getsizeof failed on %s; charging %d bytes", type(value).__name__, _FALLBACK_OBJECT_BYTES, exc_info=True
+        )
         return _FALLBACK_OBJECT_BYTES
 
 
-def _sample_positions(length: int) -> list[int]:
-    """Spread positions over ``range(length)``: even-numbered slots first, then odd ones."""
-    positions = [(2 * slot + 1) * length // (2 * _SAMPLE_COUNT) for slot in range(_SAMPLE_COUNT)]
-    return positions[0::2] + positions[1::2]
+def _interleaved_halves(picks: list) -> list:
+    """Reorder spread picks so that each half of the list is itself spread: even picks, then odd ones."""
+    return picks[0::2] + picks[1::2]
 
 
-def _interleave_halves(sample: list) -> list:
-    return sample[0::2] + sample[1::2]
+def _spread_positions(length: int, count: int) -> list[int]:
+    """``count`` positions spread evenly over ``range(length)``, as interleaved halves."""
+    return _interleaved_halves([(2 * slot + 1) * length // (2 * count) for slot in range(count)])
+
+
+def _window_picks(items: Iterable, window: int, count: int) -> list:
+    """About ``count`` items spread over the first ``window`` of an iteration."""
+    return list(itertools.islice(items, 0, window, max(1, window // count)))[:count]
+
+
+def _set_sample(value: Any, count: int) -> list:
+    return _interleaved_halves(_window_picks(value, min(len(value), _ITERATION_WINDOW), count))
+
+
+def _dict_sample(value: dict, count: int) -> list:
+    """Items from the dict's oldest and newest entries (insertion order), never the same entry twice."""
+    head_window = min(len(value) // 2, _ITERATION_WINDOW)
+    tail_window = min(len(value) - len(value) // 2, _ITERATION_WINDOW)
+    head = _window_picks(value.items(), head_window, count // 2)
+    tail = _window_picks(reversed(value.items()), tail_window, count - count // 2)
+    return _interleaved_halves(head + tail)
 
 
 class _Walker:
     """One sizing pass: identity de-duplication, depth guard and node budget shared by all objects."""
 
-    __slots__ = ("_seen", "_seen_buffer_addresses", "_nodes_left")
+    __slots__ = ("_seen", "_seen_buffer_addresses", "_nodes_left", "_open_samples")
 
-    _seen: set[int]
+    # id -> object: holding the object keeps its id from being reused by a
+    # temporary (a fresh view, a wrapper) while the pass runs.
+    _seen: dict[int, object]
     _seen_buffer_addresses: set[int]
     _nodes_left: int
+    # How many sampled containers enclose the elements being measured now.
+    _open_samples: int
 
     def __init__(self) -> None:
-        self._seen = set()
+        self._seen = {}
         self._seen_buffer_addresses = set()
         self._nodes_left = _NODE_BUDGET
+        self._open_samples = 0
 
     def size(self, value: object, depth: int) -> int:
         """Bytes of ``value`` not already charged in this pass."""
@@ -182,65 +219,69 @@ class _Walker:
             leaf_bytes = leaf(value)
             if leaf_bytes == 0 or id(value) in self._seen:
                 return 0
-            self._seen.add(id(value))
+            self._seen[id(value)] = value
             return leaf_bytes
         if id(value) in self._seen:
             return 0
-        self._seen.add(id(value))
+        self._seen[id(value)] = value
         if depth > _MAX_DEPTH or self._nodes_left <= 0:
             return _safe_getsizeof(value)
         self._nodes_left -= 1
+        if self._nodes_left == 0:
+            logger.debug("sizing budget of %d objects spent; charging the rest of the value shallowly", _NODE_BUDGET)
         try:
             return _resolve_sizer(value_type)(self, value, depth)
         except Exception:
             logger.debug("sizing %s failed; charging sys.getsizeof", value_type.__name__, exc_info=True)
             return _safe_getsizeof(value)
 
-    def _sample_size(self, sample: list, length: int, measure: Callable[[Any], int]) -> int:
-        """Charge ``length`` elements from a spread ``sample`` whose two halves are interleaved.
+    def _elements_size(
+        self, elements: Iterable, length: int, draw_sample: Callable[[int], list], measure: Callable[[Any], int]
+    ) -> int:
+        """Charge ``length`` elements: every one when few, else a sample from ``draw_sample(count)``.
 
-        The first half pays for objects the elements share (a repeated symbol
-        string, shared dict keys); the second half, measured after it, costs only
-        what elements own, so only the second half's mean is extrapolated.
+        Samples come as two interleaved halves. The first half pays for what
+        elements share (a repeated symbol string, common dict keys); the second,
+        measured after it, costs only what its elements own, so only the second
+        half's mean is extrapolated to the unsampled rest.
         """
+        count = _SAMPLE_COUNT if self._open_samples == 0 else _NESTED_SAMPLE_COUNT
+        if length <= count:
+            return sum(map(measure, elements))
+        sample = draw_sample(count)
         first_half = sample[: (len(sample) + 1) // 2]
-        second_half = sample[len(first_half):]
-        first_bytes = sum(map(measure, first_half))
-        second_bytes = sum(map(measure, second_half))
+        second_half = sample[len(first_half) :]
+        self._open_samples += 1
+        try:
+            first_bytes = sum(map(measure, first_half))
+            second_bytes = sum(map(measure, second_half))
+        finally:
+            self._open_samples -= 1
         if not second_half:
             return first_bytes
         unsampled = length - len(sample)
         return first_bytes + second_bytes + unsampled * second_bytes // len(second_half)
 
-    def _items_size(self, items: Iterable, length: int, depth: int, measure: Callable[[Any], int] | None = None) -> int:
-        """Elements of an unindexable collection (set, dict view): every one if short, else a strided sample."""
-        if measure is None:
-            measure = functools.partial(self.size, depth=depth)
-        if length <= _SAMPLE_COUNT:
-            return sum(map(measure, items))
-        step = -(-length // _SAMPLE_COUNT)
-        sample = list(itertools.islice(items, 0, None, step))
-        return self._sample_size(_interleave_halves(sample), length, measure)
-
     def _sequence_size(self, value: Any, depth: int) -> int:
         length = len(value)
+
+        def draw_sample(count: int) -> list:
+            return [value[position] for position in _spread_positions(length, count)]
+
         measure = functools.partial(self.size, depth=depth + 1)
-        if length <= _SAMPLE_COUNT:
-            return _getsizeof(value) + sum(map(measure, value))
-        sample = [value[position] for position in _sample_positions(length)]
-        return _getsizeof(value) + self._sample_size(sample, length, measure)
+        return _getsizeof(value) + self._elements_size(value, length, draw_sample, measure)
 
     def _set_size(self, value: Any, depth: int) -> int:
-        return _getsizeof(value) + self._items_size(value, len(value), depth + 1)
+        sample_elements = functools.partial(_set_sample, value)
+        measure = functools.partial(self.size, depth=depth + 1)
+        return _getsizeof(value) + self._elements_size(value, len(value), sample_elements, measure)
 
     def _dict_size(self, value: dict, depth: int) -> int:
         def measure_item(item: tuple) -> int:
             return self.size(item[0], depth + 1) + self.size(item[1], depth + 1)
 
-        return _getsizeof(value) + self._items_size(value.items(), len(value), depth, measure_item)
-
-    def _bytearray_size(self, value: bytearray, depth: int) -> int:
-        return _getsizeof(value)
+        sample_items = functools.partial(_dict_sample, value)
+        return _getsizeof(value) + self._elements_size(value.items(), len(value), sample_items, measure_item)
 
     def _memoryview_size(self, value: memoryview, depth: int) -> int:
         return _getsizeof(value) + self.size(value.obj, depth + 1)
@@ -253,15 +294,31 @@ class _Walker:
         return _getsizeof(value) + self._attributes_size(value, depth)
 
     def _attributes_size(self, value: object, depth: int) -> int:
+        """``__dict__`` and ``__slots__`` contents of an instance."""
         total = 0
-        attributes = getattr(value, "__dict__", None)
-        if type(attributes) is dict:
-            total += self.size(attributes, depth + 1)
+        if type(value).__dictoffset__:
+            total += self._instance_dict_size(value, depth)
         for name in _slot_names(type(value)):
             slot_value = getattr(value, name, None)
             if slot_value is not None:
                 total += self.size(slot_value, depth + 1)
         return total
+
+    def _instance_dict_size(self, value: object, depth: int) -> int:
+        """The instance ``__dict__`` as it was before this call looked at it.
+
+        CPython 3.11+ keeps attributes inline and builds the dict object only
+        when ``__dict__`` is read; a dict the instance did not reference before
+        the read was built by it, so its object header is not charged.
+        """
+        referents = gc.get_referents(value)
+        attributes = getattr(value, "__dict__", None)
+        if type(attributes) is not dict:
+            return 0
+        charged_bytes = self.size(attributes, depth + 1)
+        if any(referent is attributes for referent in referents):
+            return charged_bytes
+        return max(0, charged_bytes - _EMPTY_DICT_BYTES)
 
     def _ndarray_size(self, array: Any, depth: int) -> int:
         """Header plus the buffer owner a view keeps alive; object arrays add their sampled elements."""
@@ -278,11 +335,11 @@ class _Walker:
 
     def _object_elements_size(self, array: Any, depth: int) -> int:
         length = array.size
-        measure = functools.partial(self.size, depth=depth + 1)
-        if length <= _SAMPLE_COUNT:
-            return sum(map(measure, array.ravel(order="K").tolist()))
-        sample = array.flat[_sample_positions(length)].tolist()
-        return self._sample_size(sample, length, measure)
+
+        def draw_sample(count: int) -> list:
+            return array.flat[_spread_positions(length, count)].tolist()
+
+        return self._elements_size(array.flat, length, draw_sample, functools.partial(self.size, depth=depth + 1))
 
     def _pandas_frame_size(self, frame: Any, depth: int) -> int:
         """A DataFrame or Series: its blocks and axes walked, fixed costs from measured constants."""
@@ -303,24 +360,26 @@ class _Walker:
         return self.size(attrs, depth + 1) if attrs else 0
 
     def _pandas_index_size(self, index: Any, depth: int) -> int:
+        """Index values plus what it has cached: the lookup hash table, a MultiIndex's tuples."""
         pandas = sys.modules["pandas"]
         if isinstance(index, pandas.RangeIndex):
             return _RANGE_INDEX_BYTES
         if isinstance(index, pandas.MultiIndex):
-            total = _INDEX_OVERHEAD_BYTES
-            total += sum(self.size(level, depth + 1) for level in index.levels)
-            total += sum(self.size(codes, depth + 1) for codes in index.codes)
+            total = _INDEX_OVERHEAD_BYTES + self.size(index._levels, depth + 1) + self.size(index._codes, depth + 1)
         else:
             total = _INDEX_OVERHEAD_BYTES + self.size(index._data, depth + 1)
-        engine = index._cache.get("_engine")
-        if engine is not None:
-            total += _INDEX_ENGINE_OVERHEAD_BYTES + engine.sizeof(deep=False)
+        for name, cached in index._cache.items():
+            if name == "_engine":
+                total += _INDEX_ENGINE_OVERHEAD_BYTES + cached.sizeof(deep=False)
+            else:
+                total += self.size(cached, depth + 1)
         return total
 
     def _extension_array_size(self, array: Any, depth: int) -> int:
         """Buffers of a pandas ExtensionArray by its storage; unknown kinds report ``nbytes``."""
         if isinstance(array, sys.modules["pandas"].Categorical):
-            return _CATEGORICAL_OVERHEAD_BYTES + self.size(array.codes, depth + 1) + self.size(array.categories, depth + 1)
+            codes_bytes = self.size(array._codes, depth + 1)
+            return _CATEGORICAL_OVERHEAD_BYTES + codes_bytes + self.size(array.categories, depth + 1)
         arrow_storage = getattr(array, "_pa_array", None)
         if arrow_storage is not None:
             return _ARROW_EXTENSION_ARRAY_OVERHEAD_BYTES + self.size(arrow_storage, depth + 1)
@@ -341,21 +400,19 @@ class _Walker:
                 if buffer is not None and buffer.address not in self._seen_buffer_addresses:
                     self._seen_buffer_addresses.add(buffer.address)
                     total += -(-buffer.size // _ARROW_ALIGNMENT_BYTES) * _ARROW_ALIGNMENT_BYTES
-            dictionary = getattr(array, "dictionary", None)
-            if dictionary is not None:
-                total += self.size(dictionary, depth + 1)
         return total
 
 
-def _arrow_arrays(value: Any) -> Iterable[Any]:
-    """The pyarrow Arrays holding the data of an Array, ChunkedArray, RecordBatch or Table."""
+def _arrow_arrays(value: Any) -> list[Any]:
+    """The pyarrow Arrays (dictionaries included) holding an Array, ChunkedArray, RecordBatch or Table."""
     chunks = getattr(value, "chunks", None)
     if chunks is not None:
-        return chunks
+        return [array for chunk in chunks for array in _arrow_arrays(chunk)]
     columns = getattr(value, "columns", None)
     if columns is not None:
         return [array for column in columns for array in _arrow_arrays(column)]
-    return [value]
+    dictionary = getattr(value, "dictionary", None)
+    return [value] if dictionary is None else [value, dictionary]
 
 
 _CONTAINER_SIZERS: dict[type, Callable[[_Walker, Any, int], int]] = {
@@ -365,7 +422,6 @@ _CONTAINER_SIZERS: dict[type, Callable[[_Walker, Any, int], int]] = {
     set: _Walker._set_size,
     frozenset: _Walker._set_size,
     dict: _Walker._dict_size,
-    bytearray: _Walker._bytearray_size,
     memoryview: _Walker._memoryview_size,
 }
 
@@ -376,18 +432,20 @@ def _slot_names(value_type: type) -> tuple[str, ...]:
     names: list[str] = []
     for klass in value_type.__mro__:
         slots = klass.__dict__.get("__slots__", ())
-        if isinstance(slots, str):
-            slots = (slots,)
-        names.extend(name for name in slots if name not in ("__dict__", "__weakref__"))
+        for name in (slots,) if isinstance(slots, str) else slots:
+            if name in ("__dict__", "__weakref__"):
+                continue
+            if name.startswith("__") and not name.endswith("__"):
+                name = f"_{klass.__name__.lstrip('_')}{name}"
+            names.append(name)
     return tuple(names)
 
 
-def _subclass_sizer(base_sizer: Callable[..., int], base_is_leaf: bool) -> Callable[[_Walker, Any, int], int]:
-    """Sizer for a subclass of a builtin: the builtin's size plus the subclass's attributes."""
+def _subclass_sizer(container_sizer: Callable[[_Walker, Any, int], int]) -> Callable[[_Walker, Any, int], int]:
+    """Sizer for a subclass of a builtin container: the container's size plus the subclass's attributes."""
 
     def size_subclass(walker: _Walker, value: Any, depth: int) -> int:
-        base_bytes = base_sizer(value) if base_is_leaf else base_sizer(walker, value, depth)
-        return base_bytes + walker._attributes_size(value, depth)
+        return container_sizer(walker, value, depth) + walker._attributes_size(value, depth)
 
     return size_subclass
 
@@ -406,14 +464,17 @@ def _resolve_sizer(value_type: type) -> Callable[[_Walker, Any, int], int]:
         return _Walker._shared_size
     for klass in value_type.__mro__[1:]:
         if klass in _CONTAINER_SIZERS:
-            return _subclass_sizer(_CONTAINER_SIZERS[klass], base_is_leaf=False)
-        if klass in _LEAF_SIZERS:
-            return _subclass_sizer(_LEAF_SIZERS[klass], base_is_leaf=True)
+            return _subclass_sizer(_CONTAINER_SIZERS[klass])
     numpy = sys.modules.get("numpy")
-    if numpy is not None and issubclass(value_type, numpy.ndarray):
-        return _Walker._ndarray_size
+    if numpy is not None:
+        if issubclass(value_type, numpy.ndarray):
+            return _Walker._ndarray_size
+        if issubclass(value_type, numpy.dtype):
+            return _Walker._shared_size
     pandas = sys.modules.get("pandas")
     if pandas is not None:
+        if issubclass(value_type, pandas.api.extensions.ExtensionDtype):
+            return _Walker._shared_size
         if issubclass(value_type, (pandas.DataFrame, pandas.Series)):
             return _Walker._pandas_frame_size
         if issubclass(value_type, pandas.Index):
@@ -421,6 +482,7 @@ def _resolve_sizer(value_type: type) -> Callable[[_Walker, Any, int], int]:
         if issubclass(value_type, pandas.api.extensions.ExtensionArray):
             return _Walker._extension_array_size
     pyarrow = sys.modules.get("pyarrow")
-    if pyarrow is not None and issubclass(value_type, (pyarrow.Array, pyarrow.ChunkedArray, pyarrow.RecordBatch, pyarrow.Table)):
+    arrow_types = () if pyarrow is None else (pyarrow.Array, pyarrow.ChunkedArray, pyarrow.RecordBatch, pyarrow.Table)
+    if issubclass(value_type, arrow_types):
         return _Walker._arrow_size
     return _Walker._object_size

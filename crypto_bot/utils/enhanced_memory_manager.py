@@ -48,7 +48,7 @@ class EnhancedMemoryManager(MemoryManager):
         self.ml_models: dict[str, dict[str, Any]] = {}
         self.cleanup_count = 0
         self.memory_pressure_events = 0
-        self._last_gc_monotonic = 0.0
+        self._last_gc_monotonic = time.monotonic()
 
     # ------------------------------------------------------------- caches
 

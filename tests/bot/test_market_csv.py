@@ -18,10 +18,11 @@ HEADER = "timestamp,open,high,low,close,volume\n"
 
 def candle_rows(count: int, *, step_ms: int = MINUTE_MS, first_ms: int = START_MS) -> list[str]:
     """Valid rows whose close is 100 + index, so each candle is recognisable."""
-    return [
-        f"{first_ms + index * step_ms},{100 + index - 0.5},{100 + index + 1},{100 + index - 1},{100 + index},{10 + index}\n"
-        for index in range(count)
-    ]
+    rows = []
+    for index in range(count):
+        close = 100 + index
+        rows.append(f"{first_ms + index * step_ms},{close - 0.5},{close + 1},{close - 1},{close},{10 + index}\n")
+    return rows
 
 
 def write_csv(directory: Path, symbol: str, timeframe: str, rows: list[str], *, header: bool = True) -> Path:
@@ -142,12 +143,12 @@ def test_empty_file_gives_an_empty_frame(tmp_path):
 
 
 def test_symbol_without_file_raises_key_error_naming_the_file(market):
-    with pytest.raises(KeyError, match="DOGE_USDT-1m.csv"):
+    with pytest.raises(KeyError, match=r"DOGE_USDT-1m\.csv"):
         fetch(market, "DOGE/USDT")
 
 
 def test_timeframe_without_file_raises_key_error_naming_the_file(market):
-    with pytest.raises(KeyError, match="ETH_USDT-5m.csv"):
+    with pytest.raises(KeyError, match=r"ETH_USDT-5m\.csv"):
         fetch(market, "ETH/USDT", "5m")
 
 
@@ -165,7 +166,9 @@ def test_timeframe_without_file_raises_key_error_naming_the_file(market):
     ],
 )
 def test_malformed_row_raises_error_naming_file_and_line(tmp_path, bad_row, reason):
-    path = write_csv(tmp_path, "BTC/USDT", "1m", [*candle_rows(5), "\n", bad_row, *candle_rows(1, first_ms=START_MS + 9 * MINUTE_MS)])
+    path = write_csv(
+        tmp_path, "BTC/USDT", "1m", [*candle_rows(5), "\n", bad_row, *candle_rows(1, first_ms=START_MS + 9 * MINUTE_MS)]
+    )
     market = CsvMarket(tmp_path, start_ms=START_MS + 20 * MINUTE_MS)
     with pytest.raises(CsvFormatError, match=reason) as error:
         fetch(market)
@@ -215,7 +218,7 @@ def test_missing_directory_raises_value_error(tmp_path):
 
 
 def test_directory_without_base_candles_needs_an_explicit_start(tmp_path):
-    with pytest.raises(ValueError, match="no candles for base timeframe '1m'.*pass start_ms"):
+    with pytest.raises(ValueError, match=r"no candles for base timeframe '1m'.*pass start_ms"):
         CsvMarket(tmp_path)
 
 

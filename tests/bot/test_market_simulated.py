@@ -312,4 +312,3 @@ def test_traced_memory_stays_flat_over_a_thousand_advances_on_two_hundred_symbol
             tracemalloc.stop()
 
     assert asyncio.run(measure()) < 64 * 1024
-

@@ -476,10 +476,11 @@ def test_closed_probe_refuses_to_read(tmp_path: Path, host: SimpleNamespace) -> 
 
 
 def test_real_machine_reading_has_process_and_host_figures() -> None:
+    location = locate_memory_cgroup()
     reading = read_memory()
     assert reading.rss_bytes is not None and reading.rss_bytes > 0
     assert reading.limit_bytes is not None and 0 < reading.usage_ratio <= 1.5
-    assert reading.cgroup_version == (None if locate_memory_cgroup() is None else locate_memory_cgroup().version)
+    assert reading.cgroup_version == (None if location is None else location.version)
 
 
 @pytest.fixture
@@ -513,3 +514,26 @@ def test_probe_follows_process_after_its_cgroup_is_removed(
         write_files(tmp_path, {"proc/self/cgroup": f"{controller}/{small.name}\n"})
         remove_large.close()
         assert (before, probe.read().cgroup_limit_bytes) == (256 * MIB, 128 * MIB)
+
+
+def test_rss_bytes_alone_comes_from_statm(tmp_path: Path, host: SimpleNamespace) -> None:
+    v1_tree(tmp_path)
+    with MemoryProbe(str(tmp_path)) as probe:
+        assert probe.rss_bytes() == 2500 * PAGE_BYTES
+
+
+def test_forked_child_reads_its_own_rss_not_the_parents() -> None:
+    ballast_bytes = 64 * MIB
+    with MemoryProbe() as probe:
+        parent_rss_bytes = probe.rss_bytes()
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: touch the ballast so it is resident, report, leave without cleanup
+            ballast = b"\x01" * ballast_bytes
+            os.write(write_end, str(probe.rss_bytes()).encode())
+            os._exit(0 if ballast else 1)
+        os.close(write_end)
+        child_rss_bytes = int(os.read(read_end, 64))
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    assert child_rss_bytes - parent_rss_bytes > ballast_bytes // 2

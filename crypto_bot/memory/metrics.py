@@ -1,0 +1,207 @@
+"""Prometheus metrics for a MemoryManager: cache counters and gauges, models, memory readings.
+
+Covers a custom collector that reads the manager's state at scrape time (cache counters come
+from each cache's O(1) `stats()`, so nothing is incremented on the hot path), its registration,
+and a small HTTP endpoint that binds 127.0.0.1 unless told otherwise. Names follow Micrometer's
+cache conventions: `cache_gets_total{cache,result}`, `cache_puts_total{cache}`,
+`cache_evictions_total{cache,cause}`, `cache_size_bytes{cache}`, `cache_entries{cache}`,
+`model_loaded{model}`, `model_size_bytes{model}`, `memory_working_set_bytes`,
+`memory_limit_bytes`, `memory_pressure_level`, `memory_unmanaged_bytes`.
+Not covered: the bot's trading metrics, or acting on these numbers (`manager.py` does).
+
+prometheus_client is an optional dependency (the `metrics` extra), imported only when a
+collector is built, so importing this module never needs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from .pressure import PressureLevel
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import CollectorRegistry
+
+    from .manager import MemoryManager
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MemoryCollector", "MetricsServer", "register_collector", "start_metrics_server"]
+
+_LEVELS_HELP = ", ".join(f"{level.value} {level.name.lower()}" for level in PressureLevel)
+
+
+def _prometheus() -> ModuleType:
+    """prometheus_client, or an ImportError that says which extra provides it."""
+    try:
+        import prometheus_client.core
+    except ImportError as error:
+        raise ImportError(
+            "crypto_bot.memory.metrics needs prometheus_client, which is not installed; "
+            "install the 'metrics' extra: pip install 'crypto-bot[metrics]'"
+        ) from error
+    return prometheus_client
+
+
+def _empty_families() -> dict[str, Metric]:
+    """Every family this collector exports, without samples, keyed by family name."""
+    core = _prometheus().core
+    counter, gauge = core.CounterMetricFamily, core.GaugeMetricFamily
+    families = (
+        counter("cache_gets", "Cache lookups by result (hit or miss).", labels=("cache", "result")),
+        counter("cache_puts", "Values stored in the cache.", labels=("cache",)),
+        counter("cache_evictions", "Entries that left the cache, by removal cause.", labels=("cache", "cause")),
+        gauge("cache_size_bytes", "Bytes held by the cache (its own size accounting).", labels=("cache",)),
+        gauge("cache_entries", "Entries held by the cache.", labels=("cache",)),
+        gauge("model_loaded", "1 while the model is loaded, 0 once unloaded.", labels=("model",)),
+        gauge("model_size_bytes", "Measured or declared size of the model.", labels=("model",)),
+        gauge(
+            "memory_working_set_bytes",
+            "Memory the limit is enforced against: the cgroup working set, or the process RSS outside a cgroup.",
+            labels=(),
+        ),
+        gauge("memory_limit_bytes", "Effective memory limit: the smallest of process, cgroup and host.", labels=()),
+        gauge("memory_pressure_level", f"Pressure tier of the last maintenance pass: {_LEVELS_HELP}.", labels=()),
+        gauge(
+            "memory_unmanaged_bytes", "RSS not explained by caches, loaded models or the start-up baseline.", labels=()
+        ),
+    )
+    return {family.name: family for family in families}
+
+
+class MemoryCollector:
+    """A prometheus_client custom collector: every scrape reads the manager's current state."""
+
+    manager: MemoryManager
+
+    def __init__(self, manager: MemoryManager) -> None:
+        _prometheus()  # fail at construction, not at the first scrape
+        self.manager = manager
+
+    def describe(self) -> Iterator[Metric]:
+        """The families without samples, so registering checks names without taking a reading."""
+        return iter(_empty_families().values())
+
+    def collect(self) -> Iterator[Metric]:
+        """The families with samples; O(caches + models), one probe reading, no heap walk."""
+        manager = self.manager
+        families = _empty_families()
+        for name, cache in manager.caches.items():
+            stats = cache.stats()
+            families["cache_gets"].add_metric((name, "hit"), stats["hits"])
+            families["cache_gets"].add_metric((name, "miss"), stats["misses"])
+            families["cache_puts"].add_metric((name,), stats["puts"])
+            for cause, count in stats["evictions"].items():
+                families["cache_evictions"].add_metric((name, cause), count)
+            families["cache_size_bytes"].add_metric((name,), stats["total_bytes"])
+            families["cache_entries"].add_metric((name,), stats["entries"])
+        for record in manager.models.records():
+            families["model_loaded"].add_metric((record.name,), 1 if record.loaded else 0)
+            families["model_size_bytes"].add_metric((record.name,), record.size_bytes)
+        reading = manager.read_memory()
+        working_set_bytes = reading.working_set_bytes if reading.working_set_bytes is not None else reading.rss_bytes
+        families["memory_pressure_level"].add_metric((), int(manager.policy.level))
+        # An unreadable source leaves its family without a sample: absent, never a made-up zero.
+        for name, value in (
+            ("memory_working_set_bytes", working_set_bytes),
+            ("memory_limit_bytes", reading.limit_bytes),
+            ("memory_unmanaged_bytes", manager.unmanaged_bytes(reading)),
+        ):
+            if value is not None:
+                families[name].add_metric((), value)
+        return iter(families.values())
+
+
+def register_collector(manager: MemoryManager, registry: CollectorRegistry | None = None) -> MemoryCollector:
+    """Register a MemoryCollector for `manager` on `registry` (default: prometheus_client's global REGISTRY)."""
+    collector = MemoryCollector(manager)
+    (registry if registry is not None else _prometheus().REGISTRY).register(collector)
+    return collector
+
+
+# serve_forever() checks for shutdown() once per poll interval; this bounds how long a stop takes.
+_POLL_INTERVAL_SECONDS = 0.05
+
+
+class _MetricsHTTPServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer on the address family of its host (IPv4 or IPv6)."""
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        self.address_family = socket.getaddrinfo(address[0], address[1], type=socket.SOCK_STREAM)[0][0]
+        super().__init__(address, handler)
+
+
+class MetricsServer:
+    """A running metrics endpoint: the address and port it is bound to, and `shutdown()`."""
+
+    __slots__ = ("address", "port", "_httpd", "_thread")
+
+    address: str
+    port: int
+
+    def __init__(self, httpd: ThreadingHTTPServer) -> None:
+        self.address, self.port = httpd.server_address[:2]
+        self._httpd = httpd
+        self._thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": _POLL_INTERVAL_SECONDS},
+            name=f"memory-metrics-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.port}/metrics"
+
+    @property
+    def serving(self) -> bool:
+        return self._thread.is_alive()
+
+    def shutdown(self) -> None:
+        """Stop serving, close the socket and wait for the serving thread; safe to call twice."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+
+    def __enter__(self) -> MetricsServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+
+def start_metrics_server(
+    manager: MemoryManager,
+    port: int,
+    addr: str = "127.0.0.1",
+    registry: CollectorRegistry | None = None,
+) -> MetricsServer:
+    """Serve the manager's metrics over HTTP from a daemon thread; `port=0` picks a free port.
+
+    Without `registry` the endpoint serves a dedicated registry holding only this manager's
+    collector; with one, the collector is added to it and the whole registry is served.
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an integer in [0, 65535], got {port!r}")
+    if not isinstance(addr, str) or not addr:
+        raise ValueError(f"addr must be a non-empty host address such as '127.0.0.1', got {addr!r}")
+    prometheus_client = _prometheus()
+    served = registry if registry is not None else prometheus_client.CollectorRegistry()
+    collector = register_collector(manager, served)
+    try:
+        httpd = _MetricsHTTPServer((addr, port), prometheus_client.MetricsHandler.factory(served))
+    except OSError:
+        served.unregister(collector)
+        raise
+    server = MetricsServer(httpd)
+    logger.info("serving memory metrics on %s", server.url)
+    return server

@@ -1,0 +1,262 @@
+"""`crypto-bot soak`: the full trading cycle back to back, memory recorded every cycle.
+
+The workload is a scanner's: new pairs are listed every cycle and analysed at once, the universe
+rotates, so plain dict caches grow without end. `--unmanaged` runs exactly that way (no manager,
+dicts never trimmed, the model never unloaded); the default runs under the memory manager.
+Output: `soak.csv` (one row per cycle), `memory.png`, `summary.json` and a printed summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import dataclasses
+import gc
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from crypto_bot.memory import LeakDetector, MemoryProbe
+from crypto_bot.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+FIELDS = (
+    "cycle",
+    "seconds",
+    "rss_bytes",
+    "working_set_bytes",
+    "cache_bytes",
+    "cache_entries",
+    "models_loaded",
+    "pressure_level",
+    "gc_collections",
+    "unmanaged_bytes",
+    "leak_suspected",
+)
+_KIB = 1024
+_MIB = 1024 * 1024
+_injected_leak: list[bytes] = []  # --inject-leak-kib appends here and never lets go
+
+
+def add_soak_command(commands: Any) -> None:
+    soak = commands.add_parser("soak", help="run cycles back to back and record memory (see README)")
+    soak.add_argument("--config", default="production_config_enhanced.yaml")
+    soak.add_argument("--cycles", type=_positive_int, required=True)
+    soak.add_argument("--out", required=True, help="output directory (created)")
+    soak.add_argument("--unmanaged", action="store_true", help="plain dict caches and no memory manager")
+    soak.add_argument("--symbols", type=_positive_int, default=200, help="universe size the scanner rotates through")
+    soak.add_argument("--new-symbols-per-cycle", type=_positive_int, default=6)
+    soak.add_argument("--history-candles", type=_positive_int, default=1000, help="window kept per series")
+    soak.add_argument("--warmup-cycles", type=int, default=None, help="cycles excluded from the slope (default: 20%%)")
+    soak.add_argument("--inject-leak-kib", type=float, default=0.0, help="leak this many KiB per cycle (detector demo)")
+    soak.add_argument("--compare", default=None, help="another soak's output directory to draw beside this one")
+    soak.add_argument("--no-plot", action="store_true")
+    soak.set_defaults(handler=_soak)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def soak_settings(settings: Settings, args: argparse.Namespace, out: Path) -> Settings:
+    """The config's settings with the scanner workload and a fresh journal under `out`."""
+    market = {**settings.market, "source": "simulated", "scanner_new_symbols_per_cycle": args.new_symbols_per_cycle,
+              "max_universe": args.symbols}
+    strategy = {**settings.strategy, "history_candles": args.history_candles,
+                "fetch_limit": min(args.history_candles, settings.strategy["fetch_limit"])}
+    storage = {**settings.storage, "journal_path": str(out / "journal.sqlite")}
+    return dataclasses.replace(settings, market=market, strategy=strategy, storage=storage)
+
+
+def _soak(args: argparse.Namespace) -> int:
+    from crypto_bot.cli import load_or_report
+
+    settings = load_or_report(args.config)
+    if settings is None:
+        return 1
+    if args.inject_leak_kib < 0 or not math.isfinite(args.inject_leak_kib):
+        print("--inject-leak-kib must be a number >= 0", flush=True)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm"):
+        (out / stale).unlink(missing_ok=True)
+    summary = asyncio.run(run_soak(soak_settings(settings, args, out), args, out))
+    print_summary(summary)
+    if not args.no_plot:
+        plot(out, compare=Path(args.compare) if args.compare else None)
+        print(f"plot: {out / 'memory.png'}")
+    return 0
+
+
+async def run_soak(settings: Settings, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from crypto_bot.bot import TradingBot
+
+    managed = not args.unmanaged
+    bot = TradingBot(settings, manage_memory=managed, notifier=_Quiet())
+    probe = bot.ctx.memory_manager.probe if managed else MemoryProbe()
+    detector = LeakDetector(unit="cycle")
+    leak_bytes = int(args.inject_leak_kib * _KIB)
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    await bot.prepare_model()
+    with open(out / "soak.csv", "w", newline="") as handle, tqdm(total=args.cycles, unit="cycle", disable=None) as bar:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        for cycle in range(1, args.cycles + 1):
+            await bot.run_cycle()
+            if leak_bytes:
+                _injected_leak.append(bytes(leak_bytes))
+            row = _row(bot, probe, cycle, time.perf_counter() - started)
+            detector.observe(cycle, row["rss_bytes"], row["cache_bytes"])
+            row["leak_suspected"] = int(detector.report().suspected)
+            writer.writerow(row)
+            handle.flush()
+            rows.append(row)
+            bar.update()
+    await bot.close()
+    if managed:
+        bot.ctx.memory_manager.stop()
+    summary = summarise(rows, args, bot, detector)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _row(bot: Any, probe: MemoryProbe, cycle: int, seconds: float) -> dict[str, Any]:
+    reading = probe.read()
+    manager = bot.ctx.memory_manager if bot.manage_memory else None
+    if manager is not None:
+        caches = list(manager.caches.values())
+        cache_bytes = manager.cache_bytes
+        entries = sum(len(c) for c in caches)
+        models_loaded = sum(1 for r in manager.models.records() if r.loaded)
+        level = manager.policy.level.name
+        unmanaged = manager.unmanaged_bytes(reading)
+    else:  # sizing every plain dict entry costs O(entries): measured every 25 cycles, carried between
+        if cycle % 25 == 1 or not hasattr(bot, "_soak_cache_bytes"):
+            bot._soak_cache_bytes = sum(_plain_cache_bytes(c) for c in (bot.ctx.df_cache, bot.ctx.regime_cache))
+        cache_bytes = bot._soak_cache_bytes
+        entries = sum(len(v) if isinstance(v, dict) else 1 for v in bot.ctx.df_cache.values()) + len(bot.ctx.regime_cache)
+        models_loaded, level, unmanaged = 1, "UNMANAGED", None
+    return {
+        "cycle": cycle,
+        "seconds": round(seconds, 3),
+        "rss_bytes": reading.rss_bytes,
+        "working_set_bytes": reading.working_set_bytes,
+        "cache_bytes": cache_bytes,
+        "cache_entries": entries,
+        "models_loaded": models_loaded,
+        "pressure_level": level,
+        "gc_collections": sum(s["collections"] for s in gc.get_stats()),
+        "unmanaged_bytes": unmanaged,
+        "leak_suspected": 0,
+    }
+
+
+def _plain_cache_bytes(cache: dict) -> int:
+    """What the unmanaged dict caches hold, by the same sizer the managed caches use."""
+    from crypto_bot.memory import sizeof
+
+    total = 0
+    for value in cache.values():
+        total += sum(sizeof(v) for v in value.values()) if isinstance(value, dict) else sizeof(value)
+    return total
+
+
+def summarise(rows: list[dict[str, Any]], args: argparse.Namespace, bot: Any, detector: LeakDetector) -> dict[str, Any]:
+    """Slope after warm-up by least squares, peak and final RSS, evictions by cause, leak verdict."""
+    warmup = args.warmup_cycles if args.warmup_cycles is not None else len(rows) // 5
+    tail = rows[warmup:] if len(rows) - warmup >= 3 else rows
+    cycles = np.array([r["cycle"] for r in tail], dtype=float)
+    rss = np.array([r["rss_bytes"] for r in tail], dtype=float)
+    slope = float(np.polyfit(cycles, rss, 1)[0]) if len(tail) >= 3 else float("nan")
+    evictions: dict[str, int] = {}
+    manager = bot.ctx.memory_manager if bot.manage_memory else None
+    if manager is not None:
+        for cache in manager.caches.values():
+            for cause, count in cache.stats()["evictions"].items():
+                evictions[cause] = evictions.get(cause, 0) + count
+    report = detector.report()
+    return {
+        "mode": "managed" if manager is not None else "unmanaged",
+        "cycles": len(rows),
+        "warmup_cycles": warmup,
+        "seconds": rows[-1]["seconds"] if rows else 0.0,
+        "rss_slope_kib_per_cycle": slope / _KIB,
+        "rss_peak_mib": max(r["rss_bytes"] for r in rows) / _MIB,
+        "rss_final_mib": rows[-1]["rss_bytes"] / _MIB,
+        "cache_peak_mib": max(r["cache_bytes"] for r in rows) / _MIB,
+        "evictions": evictions,
+        "trades": bot.broker.trades_count,
+        "leak_suspected": report.suspected,
+        "leak_slope_kib_per_cycle": None if report.slope_bytes_per_unit is None else report.slope_bytes_per_unit / _KIB,
+    }
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    evictions = ", ".join(f"{cause} {count}" for cause, count in summary["evictions"].items() if count) or "none"
+    leak_slope = summary["leak_slope_kib_per_cycle"]
+    print(
+        f"\nSoak ({summary['mode']}): {summary['cycles']} cycles in {summary['seconds']:.0f} s, {summary['trades']} trades\n"
+        f"  RSS slope after {summary['warmup_cycles']} warm-up cycles: {summary['rss_slope_kib_per_cycle']:.2f} KiB/cycle\n"
+        f"  RSS peak {summary['rss_peak_mib']:.1f} MiB, final {summary['rss_final_mib']:.1f} MiB; "
+        f"cache peak {summary['cache_peak_mib']:.1f} MiB\n"
+        f"  evictions by cause: {evictions}\n"
+        f"  leak detector: {'LEAK SUSPECTED' if summary['leak_suspected'] else 'no leak'}"
+        + ("" if leak_slope is None else f" (unmanaged memory {leak_slope:.2f} KiB/cycle over the last window)"),
+        flush=True,
+    )
+
+
+def plot(out: Path, *, compare: Path | None = None) -> None:
+    """memory.png: RSS and cache bytes per cycle (and another run's, when comparing), with the limit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 5.5), dpi=110)
+    runs = [(out, "")] + ([(compare, " (compared run)")] if compare is not None else [])
+    for index, (directory, suffix) in enumerate(runs):
+        rows = _read_rows(directory / "soak.csv")
+        summary_path = directory / "summary.json"
+        mode = json.loads(summary_path.read_text())["mode"] if summary_path.exists() else directory.name
+        cycles = [int(r["cycle"]) for r in rows]
+        style = "-" if index == 0 else "--"
+        ax.plot(cycles, [int(r["rss_bytes"]) / _MIB for r in rows], style, lw=2, label=f"RSS, {mode}{suffix}")
+        ax.plot(cycles, [int(r["cache_bytes"]) / _MIB for r in rows], style, lw=1, alpha=0.8, label=f"cache bytes, {mode}{suffix}")
+    reading = MemoryProbe().read()
+    if reading.cgroup_limit_bytes is not None:
+        ax.axhline(reading.cgroup_limit_bytes / _MIB, color="red", ls=":", label="cgroup memory limit")
+    ax.set_xlabel("cycle")
+    ax.set_ylabel("MiB")
+    ax.set_title("crypto_bot soak: memory per cycle")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out / "memory.png")
+    plt.close(fig)
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+class _Quiet:
+    """Soaks do not notify; trades are still journalled."""
+
+    def notify(self, message: str) -> None:
+        logger.debug("notify: %s", message)

@@ -1,0 +1,374 @@
+"""CcxtMarket against a real HTTP server on 127.0.0.1 that speaks Binance's spot REST API.
+
+A real ccxt client sends real requests over a socket; every API URL of the exchange is pointed at
+the loopback server, and name resolution of any other host fails the test (no internet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("ccxt")
+
+from crypto_bot.market import CcxtMarket, MarketDataSource
+
+HOUR_MS = 3_600_000
+SERVER_NOW_MS = 1_704_067_200_000 + 10 * HOUR_MS  # 2024-01-01T10:00:00Z: the 10:00 candle is open
+CLIENT_NOW_MS = SERVER_NOW_MS + 30 * 60_000
+LOOPBACK_CONFIG = {
+    # Only the spot exchangeInfo endpoint is needed to load markets; no currencies, no margin pairs.
+    "options": {"fetchMarkets": {"types": ["spot"]}, "fetchMargins": False, "fetchCurrencies": False},
+    # Keep tests fast: a 1 ms rate-limit interval (still throttled) and no grace sleep on close.
+    "rateLimit": 1,
+    "timeout_on_exit": 0,
+}
+
+
+def binance_symbol(base: str, quote: str, status: str = "TRADING") -> dict[str, Any]:
+    """The fields of one exchangeInfo entry that ccxt's Binance market parser reads."""
+    return {
+        "symbol": base + quote,
+        "status": status,
+        "baseAsset": base,
+        "quoteAsset": quote,
+        "baseAssetPrecision": 8,
+        "quotePrecision": 8,
+        "orderTypes": ["LIMIT", "MARKET"],
+        "isSpotTradingAllowed": True,
+        "isMarginTradingAllowed": False,
+        "permissions": ["SPOT"],
+        "filters": [],
+    }
+
+
+def kline(open_ms: int) -> list[Any]:
+    """A Binance kline whose close is the candle's hour of day, so rows are recognisable."""
+    hour = (open_ms // HOUR_MS) % 24
+    return [
+        open_ms,
+        f"{hour}.5",
+        f"{hour + 1}",
+        f"{hour}",
+        f"{hour}.75",
+        "12.5",
+        open_ms + HOUR_MS - 1,
+        "0",
+        7,
+        "0",
+        "0",
+        "0",
+    ]
+
+
+class FakeBinance(BaseHTTPRequestHandler):
+    """Answers exchangeInfo and klines like Binance; records every request it sees."""
+
+    server: LoopbackBinance
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        query = {name: values[0] for name, values in parse_qs(url.query).items()}
+        self.server.requests.append((url.path, query))
+        if url.path == "/api/v3/exchangeInfo":
+            self.reply(
+                {"timezone": "UTC", "serverTime": SERVER_NOW_MS, "rateLimits": [], "symbols": self.server.symbols}
+            )
+        elif url.path in ("/sapi/v1/margin/allPairs", "/sapi/v1/margin/isolated/allPairs"):
+            self.reply([])
+        elif url.path == "/api/v3/klines" and query.get("interval") == "1h":
+            current_open_ms = SERVER_NOW_MS // HOUR_MS * HOUR_MS
+            limit = int(query.get("limit", 500))
+            if "startTime" in query:
+                first_ms = -(-int(query["startTime"]) // HOUR_MS) * HOUR_MS
+            else:
+                first_ms = current_open_ms - (limit - 1) * HOUR_MS
+            opens = range(first_ms, min(current_open_ms, first_ms + (limit - 1) * HOUR_MS) + 1, HOUR_MS)
+            self.reply([kline(open_ms) for open_ms in opens])
+        else:
+            self.reply({"code": -1100, "msg": "unexpected request"}, status=400)
+
+    def reply(self, body: Any, status: int = 200) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep test output quiet."""
+
+
+class LoopbackBinance(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), FakeBinance)
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.symbols = [
+            binance_symbol("BTC", "USDT"),
+            binance_symbol("ETH", "BTC"),
+            binance_symbol("LUNA", "USDT", "BREAK"),
+        ]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def klines_requests(self) -> list[dict[str, str]]:
+        return [query for path, query in self.requests if path == "/api/v3/klines"]
+
+
+@pytest.fixture(autouse=True)
+def no_internet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail loudly if anything tries to resolve a host other than the loopback server."""
+    resolve = socket.getaddrinfo
+
+    def loopback_only(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host not in ("127.0.0.1", "localhost", b"127.0.0.1"):
+            raise OSError(f"test tried to reach {host!r}: no network in tests")
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
+
+
+@pytest.fixture
+def server() -> Iterator[LoopbackBinance]:
+    httpd = LoopbackBinance()
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), name="loopback-binance", daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+@asynccontextmanager
+async def loopback_market(
+    server: LoopbackBinance, *, options: dict[str, Any] | None = None, **kwargs: Any
+) -> AsyncIterator[CcxtMarket]:
+    """A CcxtMarket whose every Binance API URL points at `server`, closed on exit."""
+    config = {**LOOPBACK_CONFIG, "options": {**LOOPBACK_CONFIG["options"], **(options or {})}}
+    market = CcxtMarket("binance", config=config, clock_ms=lambda: CLIENT_NOW_MS, **kwargs)
+    api_urls = market.exchange.urls["api"]
+    for name, url in api_urls.items():
+        api_urls[name] = server.base_url + urlsplit(url).path
+    try:
+        yield market
+    finally:
+        await market.close()
+
+
+def run_with_market(server: LoopbackBinance, scenario, **kwargs: Any) -> Any:
+    async def main() -> Any:
+        async with loopback_market(server, **kwargs) as market:
+            return await scenario(market)
+
+    return asyncio.run(main())
+
+
+def test_satisfies_the_market_data_source_protocol(server):
+    async def scenario(market: CcxtMarket) -> bool:
+        return isinstance(market, MarketDataSource)
+
+    assert run_with_market(server, scenario)
+
+
+def test_fetch_sends_symbol_interval_and_limit_to_the_exchange(server):
+    async def scenario(market: CcxtMarket) -> pd.DataFrame:
+        return await market.fetch_ohlcv("BTC/USDT", "1h", limit=3)
+
+    run_with_market(server, scenario)
+    assert server.klines_requests() == [{"symbol": "BTCUSDT", "interval": "1h", "limit": "4"}]
+
+
+def test_fetch_converts_klines_to_the_ohlcv_frame_without_the_open_candle(server):
+    async def scenario(market: CcxtMarket) -> pd.DataFrame:
+        return await market.fetch_ohlcv("BTC/USDT", "1h", limit=3)
+
+    frame = run_with_market(server, scenario)
+    expected_index = pd.DatetimeIndex(
+        ["2024-01-01 07:00", "2024-01-01 08:00", "2024-01-01 09:00"], tz="UTC", name="timestamp"
+    )
+    pd.testing.assert_index_equal(frame.index, expected_index, check_exact=True, exact=False)
+    assert frame.loc["2024-01-01 09:00"].tolist() == [9.5, 10.0, 9.0, 9.75, 12.5]
+    assert list(frame.dtypes) == ["float64"] * 5
+
+
+def test_since_is_sent_as_start_time_and_pages_forward(server):
+    async def scenario(market: CcxtMarket) -> pd.DataFrame:
+        return await market.fetch_ohlcv("BTC/USDT", "1h", since_ms=SERVER_NOW_MS - 2 * HOUR_MS, limit=5)
+
+    frame = run_with_market(server, scenario)
+    assert server.klines_requests() == [
+        {"symbol": "BTCUSDT", "interval": "1h", "startTime": str(SERVER_NOW_MS - 2 * HOUR_MS), "limit": "5"}
+    ]
+    assert frame["close"].tolist() == [8.75, 9.75]
+
+
+def test_markets_are_loaded_from_exchange_info_once(server):
+    async def scenario(market: CcxtMarket) -> None:
+        await market.fetch_ohlcv("BTC/USDT", "1h", limit=1)
+        await market.fetch_ohlcv("BTC/USDT", "1h", limit=1)
+
+    run_with_market(server, scenario)
+    assert [path for path, _ in server.requests] == ["/api/v3/exchangeInfo", "/api/v3/klines", "/api/v3/klines"]
+
+
+def test_universe_is_active_spot_markets_in_the_quote_currency(server):
+    async def scenario(market: CcxtMarket) -> tuple[list[str], list[str]]:
+        before = market.universe()
+        await market.load_markets()
+        return before, market.universe()
+
+    before, after = run_with_market(server, scenario)
+    assert before == []
+    assert after == ["BTC/USDT"]
+
+
+def test_configured_symbols_fix_the_universe(server):
+    async def scenario(market: CcxtMarket) -> list[str]:
+        return market.universe()
+
+    assert run_with_market(server, scenario, symbols=["ETH/BTC", "BTC/USDT"]) == ["ETH/BTC", "BTC/USDT"]
+
+
+def test_unknown_symbol_raises_key_error_without_requesting_candles(server):
+    async def scenario(market: CcxtMarket) -> None:
+        await market.fetch_ohlcv("DOGE/USDT", "1h")
+
+    with pytest.raises(KeyError, match="unknown symbol 'DOGE/USDT' on binance"):
+        run_with_market(server, scenario)
+    assert server.klines_requests() == []
+
+
+def test_advance_does_not_move_the_injected_clock(server):
+    async def scenario(market: CcxtMarket) -> int:
+        market.advance()
+        return market.now_ms
+
+    assert run_with_market(server, scenario) == CLIENT_NOW_MS
+
+
+def test_rate_limiting_is_enabled_with_the_exchange_default_interval():
+    exchange = CcxtMarket("binance").exchange
+    assert exchange.enableRateLimit is True
+    assert exchange.rateLimit == 50
+
+
+def test_verbose_mode_is_rejected_as_it_prints_keys():
+    with pytest.raises(ValueError, match=r"config\['verbose'\] must be false"):
+        CcxtMarket("binance", config={"verbose": True})
+
+
+def test_timeframes_default_to_the_allowed_ones_the_exchange_offers():
+    assert CcxtMarket("binance").timeframes == ("1m", "5m", "15m", "1h", "4h", "1d")
+
+
+def test_config_disabling_rate_limiting_is_rejected():
+    with pytest.raises(ValueError, match=r"config\['enableRateLimit'\] must be True"):
+        CcxtMarket("binance", config={"enableRateLimit": False})
+
+
+def test_close_closes_the_session_and_is_idempotent(server):
+    async def scenario() -> tuple[Any, CcxtMarket]:
+        market = CcxtMarket("binance", config=LOOPBACK_CONFIG, clock_ms=lambda: CLIENT_NOW_MS)
+        for name, url in market.exchange.urls["api"].items():
+            market.exchange.urls["api"][name] = server.base_url + urlsplit(url).path
+        await market.fetch_ohlcv("BTC/USDT", "1h", limit=1)
+        session = market.exchange.session
+        await market.close()
+        await market.close()
+        return session, market
+
+    session, market = asyncio.run(scenario())
+    assert session.closed
+    with pytest.raises(RuntimeError, match="closed"):
+        asyncio.run(market.fetch_ohlcv("BTC/USDT", "1h"))
+
+
+def test_credentials_come_from_named_environment_variables_and_stay_out_of_repr_and_logs(monkeypatch, caplog, server):
+    monkeypatch.setenv("TEST_BINANCE_KEY", "key-1234-secret-looking")
+    monkeypatch.setenv("TEST_BINANCE_SECRET", "s3cr3t-value-9876")
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario(market: CcxtMarket) -> tuple[str, str, str]:
+        await market.load_markets()  # with margin pairs: signed requests carrying the key header
+        return market.exchange.apiKey, market.exchange.secret, repr(market)
+
+    api_key, secret, text = run_with_market(
+        server,
+        scenario,
+        options={"fetchMargins": True},
+        api_key_env="TEST_BINANCE_KEY",
+        secret_env="TEST_BINANCE_SECRET",
+    )
+    assert (api_key, secret) == ("key-1234-secret-looking", "s3cr3t-value-9876")
+    assert "authenticated=True" in text
+    assert "X-MBX-APIKEY" in caplog.text  # ccxt did log the request headers
+    for value in (api_key, secret):
+        assert value not in text
+        assert value not in caplog.text
+
+
+def test_missing_environment_variable_raises_naming_the_variable(monkeypatch):
+    monkeypatch.delenv("TEST_ABSENT_KEY", raising=False)
+    with pytest.raises(ValueError, match="api_key_env names environment variable 'TEST_ABSENT_KEY'"):
+        CcxtMarket("binance", api_key_env="TEST_ABSENT_KEY")
+
+
+@pytest.mark.parametrize("field", ["apiKey", "secret", "password"])
+def test_credentials_in_config_are_rejected(field):
+    with pytest.raises(ValueError, match=f"config must not carry credentials \\['{field}'\\]"):
+        CcxtMarket("binance", config={field: "literal"})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"exchange_id": "no-such-exchange"}, "exchange_id must be a ccxt exchange id"),
+        ({"timeframes": ("1m", "2m")}, "timeframe must be one of"),
+        ({"timeframes": ()}, "timeframes must name at least one timeframe"),
+        ({"exchange_id": "coinbase", "timeframes": ("4h",)}, r"timeframes \['4h'\] are not offered by coinbase"),
+    ],
+)
+def test_invalid_constructor_arguments_raise_value_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CcxtMarket(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m: m.fetch_ohlcv("BTC/USDT", "3m"), "timeframe must be one of"),
+        (lambda m: m.fetch_ohlcv("BTC/USDT", "1h", limit=0), "limit must be an int in 1..5000"),
+        (lambda m: m.fetch_ohlcv("BTC/USDT", "1h", since_ms=-1), "since_ms must be None or an int >= 0"),
+    ],
+)
+def test_invalid_fetch_arguments_raise_before_any_request(server, call, message):
+    async def scenario(market: CcxtMarket) -> None:
+        await call(market)
+
+    with pytest.raises(ValueError, match=message):
+        run_with_market(server, scenario)
+    assert server.requests == []
+
+
+def test_missing_ccxt_raises_import_error_naming_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ccxt", None)
+    monkeypatch.setitem(sys.modules, "ccxt.async_support", None)
+    with pytest.raises(ImportError, match=r"crypto-bot\[ccxt\]"):
+        CcxtMarket("binance")
