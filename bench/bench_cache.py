@@ -1,11 +1,16 @@
 """Compare ManagedCache with a locked OrderedDict LRU, cachetools and cachebox: speed and bytes per entry.
 
-Speed: a read-through workload, Zipf(1.1) keys over 10k keys against 5k entries of capacity; each
-operation is a `get`, and a miss is followed by a `put`. Repetitions are interleaved across the
-caches and the median is reported, with the ratio to the OrderedDict + Lock baseline.
-Overhead: bookkeeping bytes per entry of a cache holding 100k pre-allocated keys and values
-(allocated before measuring, so only the cache's own memory counts), read with tracemalloc and,
-as a cross-check and for cachebox (Rust allocations are invisible to tracemalloc), as RSS growth.
+Speed: a read-through workload (a `get`, and on a miss a `put`) over Zipf(1.1) keys drawn from 10k
+keys against 5k entries of capacity; repetitions are interleaved across the caches, the median is
+reported with the ratio to the OrderedDict + Lock baseline. A second table splits the cost into a
+`get` that hits and a `put` that adds a key to a full cache. Times are this process's CPU time, so
+other load on a shared machine inflates them less than wall time would.
+
+Overhead: bookkeeping bytes per entry of a cache holding 100k keys and values allocated before the
+measurement, so only the cache's own memory counts. tracemalloc gives exact requested bytes but
+cannot see cachebox's Rust allocations; resident-set growth sees everything, includes allocator
+overhead and is only good to some 20 bytes per entry (freed memory gets reused).
+
 Run: .venv/bin/python bench/bench_cache.py
 """
 
@@ -27,27 +32,30 @@ import cachetools
 import numpy as np
 import psutil
 
-from crypto_bot.memory.cache import ManagedCache
+from crypto_bot.memory import ManagedCache, sizeof
 
 KEY_COUNT = 10_000
 CAPACITY_ENTRIES = 5_000
 OPERATION_COUNT = 500_000
+SPLIT_OPERATION_COUNT = 100_000
 ZIPF_EXPONENT = 1.1
 TTL_SECONDS = 3600
-SPEED_REPEATS = 7
+SPEED_REPEATS = 5
 OVERHEAD_ENTRIES = 100_000
 TARGET_SPEED_RATIO = 1.25
 TARGET_OVERHEAD_BYTES = 150
-# Large enough never to bind on this workload (5k entries of ~136 B), so hit rates stay comparable.
-BYTE_BUDGET_BYTES = 4 * 1024 * 1024
+# Values here are ~136 bytes, so a budget of 1 KiB per entry never binds and hit rates stay comparable.
+BYTE_BUDGET_PER_ENTRY_BYTES = 1024
 BASELINE = "OrderedDict + Lock"
+MANAGED = "ManagedCache"
 
 Getter = Callable[[Hashable], Any]
 Putter = Callable[[Hashable, Any], Any]
+Builder = Callable[[int], tuple[object, Getter, Putter]]
 
 
 class LockedLRU:
-    """The baseline: an OrderedDict LRU with an entry cap, guarded by one lock (puts here only add new keys)."""
+    """The baseline: an OrderedDict LRU with an entry cap behind one lock (puts here only add new keys)."""
 
     __slots__ = ("_entries", "_lock", "_max_entries")
 
@@ -71,7 +79,7 @@ class LockedLRU:
 
 
 class LockedTTLCache:
-    """cachetools.TTLCache (LRU + TTL, not thread-safe) behind a lock, as its docs recommend."""
+    """cachetools.TTLCache (LRU + TTL, not thread-safe) behind a lock, as its documentation asks."""
 
     __slots__ = ("_cache", "_lock")
 
@@ -88,18 +96,18 @@ class LockedTTLCache:
             self._cache[key] = value
 
 
+def build_locked_lru(max_entries: int) -> tuple[object, Getter, Putter]:
+    cache = LockedLRU(max_entries)
+    return cache, cache.get, cache.put
+
+
 def build_managed(max_entries: int) -> tuple[object, Getter, Putter]:
     cache = ManagedCache(max_size=max_entries, ttl_seconds=TTL_SECONDS)
     return cache, cache.get, cache.put
 
 
 def build_managed_with_byte_budget(max_entries: int) -> tuple[object, Getter, Putter]:
-    cache = ManagedCache(max_size=max_entries, ttl_seconds=TTL_SECONDS, max_bytes=max(BYTE_BUDGET_BYTES, 400 * max_entries))
-    return cache, cache.get, cache.put
-
-
-def build_locked_lru(max_entries: int) -> tuple[object, Getter, Putter]:
-    cache = LockedLRU(max_entries)
+    cache = ManagedCache(max_size=max_entries, ttl_seconds=TTL_SECONDS, max_bytes=BYTE_BUDGET_PER_ENTRY_BYTES * max_entries)
     return cache, cache.get, cache.put
 
 
@@ -113,9 +121,9 @@ def build_cachebox(max_entries: int) -> tuple[object, Getter, Putter]:
     return cache, cache.get, cache.insert
 
 
-CACHES: list[tuple[str, Callable[[int], tuple[object, Getter, Putter]]]] = [
+CACHES: list[tuple[str, Builder]] = [
     (BASELINE, build_locked_lru),
-    ("ManagedCache", build_managed),
+    (MANAGED, build_managed),
     ("ManagedCache + max_bytes", build_managed_with_byte_budget),
     ("cachetools.TTLCache + Lock", build_cachetools),
     ("cachebox.TTLCache (FIFO+TTL)", build_cachebox),
@@ -123,17 +131,15 @@ CACHES: list[tuple[str, Callable[[int], tuple[object, Getter, Putter]]]] = [
 
 
 def zipf_keys(count: int) -> list[int]:
-    """`count` keys drawn from Zipf(ZIPF_EXPONENT) over KEY_COUNT keys, most popular key 0, seeded."""
-    ranks = np.arange(1, KEY_COUNT + 1, dtype=np.float64)
-    weights = ranks**-ZIPF_EXPONENT
-    rng = np.random.default_rng(42)
-    return rng.choice(KEY_COUNT, size=count, p=weights / weights.sum()).tolist()
+    """`count` keys drawn from Zipf(ZIPF_EXPONENT) over KEY_COUNT keys (key 0 the most popular), seeded."""
+    weights = np.arange(1, KEY_COUNT + 1, dtype=np.float64) ** -ZIPF_EXPONENT
+    return np.random.default_rng(42).choice(KEY_COUNT, size=count, p=weights / weights.sum()).tolist()
 
 
-def small_values(count: int) -> list[tuple[float, float, float]]:
-    """Distinct small values (3 floats, like a bid/ask/last quote)."""
-    prices = np.random.default_rng(7).random((count, 3)) * 30_000
-    return [tuple(row) for row in prices.tolist()]
+def quotes(count: int) -> list[tuple[float, float, float]]:
+    """Distinct (bid, ask, last) tuples, built without leaving freed small objects behind to skew RSS."""
+    columns = np.random.default_rng(7).random((3, count)) * 30_000
+    return list(zip(*(column.tolist() for column in columns)))
 
 
 def read_through(get: Getter, put: Putter, keys: list[int], values: list[Any]) -> int:
@@ -146,34 +152,71 @@ def read_through(get: Getter, put: Putter, keys: list[int], values: list[Any]) -
     return misses
 
 
-def measure_speed(keys: list[int], values: list[Any]) -> dict[str, tuple[float, float]]:
-    """Median ns per operation and hit rate of each cache, repetitions interleaved."""
+def get_each(get: Getter, keys: list[int]) -> None:
+    for key in keys:
+        get(key)
+
+
+def put_each(put: Putter, items: list[tuple[int, Any]]) -> None:
+    for key, value in items:
+        put(key, value)
+
+
+def size_each(value: object, count: int) -> None:
+    for _ in range(count):
+        sizeof(value)
+
+
+def timed(run: Callable[[], Any], operation_count: int) -> tuple[Any, float]:
+    """What `run()` returns and the CPU ns it took per operation."""
+    gc.collect()
+    start_ns = time.process_time_ns()
+    result = run()
+    return result, (time.process_time_ns() - start_ns) / operation_count
+
+
+def measure_read_through(keys: list[int], values: list[Any]) -> dict[str, tuple[float, float]]:
+    """Median ns per operation and hit ratio of each cache, repetitions interleaved."""
     durations_ns: dict[str, list[float]] = {name: [] for name, _ in CACHES}
     hit_ratios: dict[str, float] = {}
     for _ in range(SPEED_REPEATS):
         for name, build in CACHES:
             _, get, put = build(CAPACITY_ENTRIES)
-            gc.collect()
-            start_ns = time.perf_counter_ns()
-            misses = read_through(get, put, keys, values)
-            durations_ns[name].append((time.perf_counter_ns() - start_ns) / len(keys))
+            misses, ns_per_operation = timed(lambda: read_through(get, put, keys, values), len(keys))
+            durations_ns[name].append(ns_per_operation)
             hit_ratios[name] = 1 - misses / len(keys)
     return {name: (statistics.median(durations_ns[name]), hit_ratios[name]) for name, _ in CACHES}
 
 
-def fill(build: Callable[[int], tuple[object, Getter, Putter]], keys: list[int], values: list[Any]) -> tuple[object, Getter]:
+def measure_split(keys: list[int], values: list[Any]) -> dict[str, tuple[float, float]]:
+    """Median ns of a `get` that hits and of a `put` that adds a key to a full cache (evicting one)."""
+    resident_keys = [key % CAPACITY_ENTRIES for key in keys[:SPLIT_OPERATION_COUNT]]
+    new_items = [(KEY_COUNT + index, values[index % KEY_COUNT]) for index in range(SPLIT_OPERATION_COUNT)]
+    hit_ns: dict[str, list[float]] = {name: [] for name, _ in CACHES}
+    put_ns: dict[str, list[float]] = {name: [] for name, _ in CACHES}
+    for _ in range(SPEED_REPEATS):
+        for name, build in CACHES:
+            _, get, put = build(CAPACITY_ENTRIES)
+            for key in range(CAPACITY_ENTRIES):
+                put(key, values[key])
+            hit_ns[name].append(timed(lambda: get_each(get, resident_keys), len(resident_keys))[1])
+            put_ns[name].append(timed(lambda: put_each(put, new_items), len(new_items))[1])
+    return {name: (statistics.median(hit_ns[name]), statistics.median(put_ns[name])) for name, _ in CACHES}
+
+
+def sizeof_ns(value: object) -> float:
+    """Median ns of the default sizer on `value`, the part of ManagedCache.put spent sizing."""
+    return statistics.median(timed(lambda: size_each(value, SPLIT_OPERATION_COUNT), SPLIT_OPERATION_COUNT)[1] for _ in range(SPEED_REPEATS))
+
+
+def fill(build: Builder, keys: list[int], values: list[Any]) -> tuple[object, Getter]:
     cache, get, put = build(len(keys))
     for key in keys:
         put(key, values[key])
     return cache, get
 
 
-def get_every_key(get: Getter, keys: list[int]) -> None:
-    for key in keys:
-        get(key)
-
-
-def traced_bytes_per_entry(build: Callable[[int], tuple[object, Getter, Putter]], keys: list[int], values: list[Any]) -> tuple[float, float]:
+def traced_bytes_per_entry(build: Builder, keys: list[int], values: list[Any]) -> tuple[float, float]:
     """tracemalloc bytes per entry after filling the cache, and after then reading every key once."""
     gc.collect()
     tracemalloc.start()
@@ -182,7 +225,7 @@ def traced_bytes_per_entry(build: Callable[[int], tuple[object, Getter, Putter]]
         cache, get = fill(build, keys, values)
         gc.collect()
         filled_bytes = tracemalloc.get_traced_memory()[0]
-        get_every_key(get, keys)
+        get_each(get, keys)
         gc.collect()
         read_bytes = tracemalloc.get_traced_memory()[0]
         del cache, get
@@ -191,56 +234,91 @@ def traced_bytes_per_entry(build: Callable[[int], tuple[object, Getter, Putter]]
     return (filled_bytes - before_bytes) / len(keys), (read_bytes - before_bytes) / len(keys)
 
 
-def _trim_heap() -> Callable[[], None]:
-    """glibc's malloc_trim, so memory freed by earlier measurements is not silently reused; else a no-op."""
+def heap_trimmer() -> Callable[[], None]:
+    """glibc's malloc_trim(0), returning freed heap to the OS so RSS tracks live memory; else a no-op."""
     libc_name = ctypes.util.find_library("c")
-    trim = getattr(ctypes.CDLL(libc_name), "malloc_trim", None) if libc_name else None
-    return (lambda: trim(0)) if trim is not None else (lambda: None)
+    malloc_trim = getattr(ctypes.CDLL(libc_name), "malloc_trim", None) if libc_name else None
+    if malloc_trim is None:
+        return lambda: None
+    return lambda: malloc_trim(0)
 
 
-def rss_bytes_per_entry(build: Callable[[int], tuple[object, Getter, Putter]], keys: list[int], values: list[Any], trim: Callable[[], None]) -> float:
-    """Resident-set growth per entry while filling the cache (sees Rust allocations too; page-granular)."""
+def rss_bytes_per_entry(build: Builder, keys: list[int], values: list[Any], trim_heap: Callable[[], None]) -> float:
+    """Resident-set growth per entry of a filled cache, after freeing what the fill itself discarded."""
     process = psutil.Process()
     gc.collect()
-    trim()
+    trim_heap()
     before_bytes = process.memory_info().rss
     cache, _ = fill(build, keys, values)
     gc.collect()
-    trim()
+    trim_heap()
     grown_bytes = process.memory_info().rss - before_bytes
     del cache
     return grown_bytes / len(keys)
 
 
-def main() -> None:
-    keys = zipf_keys(OPERATION_COUNT)
-    values = small_values(KEY_COUNT)
-    speed = measure_speed(keys, values)
-    baseline_ns = speed[BASELINE][0]
-    print(
-        f"read-through: {OPERATION_COUNT:,} ops, Zipf({ZIPF_EXPONENT}) over {KEY_COUNT:,} keys, capacity {CAPACITY_ENTRIES:,}, "
-        f"median of {SPEED_REPEATS} interleaved runs"
-    )
-    header = f"{'cache':30} {'ns/op':>7} {'hit rate':>8} {'vs baseline':>11}"
-    print(header)
-    print("-" * len(header))
-    for name, _ in CACHES:
-        ns_per_op, hit_ratio = speed[name]
-        print(f"{name:30} {ns_per_op:>7.0f} {hit_ratio:>8.1%} {ns_per_op / baseline_ns:>10.2f}x")
-    managed_ratio = speed["ManagedCache"][0] / baseline_ns
-    print(f"ManagedCache {managed_ratio:.2f}x the baseline (target <= {TARGET_SPEED_RATIO}x): {'met' if managed_ratio <= TARGET_SPEED_RATIO else 'NOT met'}")
+def measure_overhead() -> dict[str, tuple[float, float, float]]:
+    """Per cache: traced bytes per entry filled, traced after a get of every key, RSS bytes per entry."""
+    keys = list(range(OVERHEAD_ENTRIES))
+    values = quotes(OVERHEAD_ENTRIES)
+    trim_heap = heap_trimmer()
+    # RSS first, while the heap is still free of what the other measurements leave behind.
+    rss = {name: rss_bytes_per_entry(build, keys, values, trim_heap) for name, build in CACHES}
+    return {name: (*traced_bytes_per_entry(build, keys, values), rss[name]) for name, build in CACHES}
 
-    overhead_keys = list(range(OVERHEAD_ENTRIES))
-    overhead_values = small_values(OVERHEAD_ENTRIES)
-    trim = _trim_heap()
-    print(f"\nbookkeeping bytes per entry, {OVERHEAD_ENTRIES:,} entries (keys and values allocated beforehand)")
-    header = f"{'cache':30} {'traced B':>9} {'traced B after get':>18} {'RSS B':>7}"
-    print(header)
-    print("-" * len(header))
-    for name, build in CACHES:
-        filled_bytes, read_bytes = traced_bytes_per_entry(build, overhead_keys, overhead_values)
-        rss_bytes = rss_bytes_per_entry(build, overhead_keys, overhead_values, trim)
-        print(f"{name:30} {filled_bytes:>9.0f} {read_bytes:>18.0f} {rss_bytes:>7.0f}")
+
+def verdict(value: float, target: float) -> str:
+    return "met" if value <= target else "NOT met"
+
+
+def print_table(title: str, header: str, rows: list[str]) -> None:
+    print(f"\n{title}\n{header}\n{'-' * len(header)}")
+    print("\n".join(rows))
+
+
+def main() -> None:
+    overhead = measure_overhead()
+    keys = zipf_keys(OPERATION_COUNT)
+    values = quotes(KEY_COUNT)
+    read_through_results = measure_read_through(keys, values)
+    split = measure_split(keys, values)
+    value_sizing_ns = sizeof_ns(values[0])
+
+    baseline_ns = read_through_results[BASELINE][0]
+    print_table(
+        f"read-through: {OPERATION_COUNT:,} ops (get; put on a miss), Zipf({ZIPF_EXPONENT}) over {KEY_COUNT:,} keys, "
+        f"capacity {CAPACITY_ENTRIES:,}, value a 3-float tuple; CPU ns, median of {SPEED_REPEATS} interleaved runs",
+        f"{'cache':30} {'ns/op':>7} {'hit rate':>8} {'vs baseline':>11}",
+        [
+            f"{name:30} {ns:>7.0f} {hit_ratio:>8.1%} {ns / baseline_ns:>10.2f}x"
+            for name, (ns, hit_ratio) in read_through_results.items()
+        ],
+    )
+    managed_ratio = read_through_results[MANAGED][0] / baseline_ns
+    print(f"ManagedCache {managed_ratio:.2f}x the baseline (target <= {TARGET_SPEED_RATIO}x): {verdict(managed_ratio, TARGET_SPEED_RATIO)}")
+
+    baseline_hit_ns, baseline_put_ns = split[BASELINE]
+    print_table(
+        f"cost split: get that hits, put of a new key into a full cache (evicts one); CPU ns, median of {SPEED_REPEATS}",
+        f"{'cache':30} {'hit get':>7} {'vs base':>7} {'new put':>7} {'vs base':>7}",
+        [
+            f"{name:30} {hit_ns:>7.0f} {hit_ns / baseline_hit_ns:>6.2f}x {put_ns:>7.0f} {put_ns / baseline_put_ns:>6.2f}x"
+            for name, (hit_ns, put_ns) in split.items()
+        ],
+    )
+    print(f"of ManagedCache's put, the default sizer on the 3-float tuple takes {value_sizing_ns:.0f} ns")
+
+    print_table(
+        f"bookkeeping bytes per entry, {OVERHEAD_ENTRIES:,} entries, keys and values allocated beforehand "
+        "(cachebox allocates in Rust: tracemalloc sees ~0, use RSS)",
+        f"{'cache':30} {'traced':>7} {'traced, each key read':>21} {'RSS':>5}",
+        [f"{name:30} {filled:>7.0f} {read:>21.0f} {rss:>5.0f}" for name, (filled, read, rss) in overhead.items()],
+    )
+    managed_read_bytes = overhead[MANAGED][1]
+    print(
+        f"ManagedCache {managed_read_bytes:.0f} B/entry once entries have been read "
+        f"(goal <= {TARGET_OVERHEAD_BYTES} B): {verdict(managed_read_bytes, TARGET_OVERHEAD_BYTES)}"
+    )
 
 
 if __name__ == "__main__":

@@ -115,7 +115,8 @@ def pympler_result(value: object, truth_bytes: int, sizeof_ms: float) -> str:
         pympler_bytes, pympler_ms = timed_ms(lambda: asizeof.asizeof(value), 1)
     except ValueError as error:
         return f"{'raises':>11} {type(error).__name__}: {error}"
-    return f"{pympler_bytes:>11,} {error_percent(pympler_bytes, truth_bytes):>7} {pympler_ms:>7.2f} {pympler_ms / sizeof_ms:>7.0f}x"
+    error = error_percent(pympler_bytes, truth_bytes)
+    return f"{pympler_bytes:>11,} {error:>7} {pympler_ms:>7.2f} {pympler_ms / sizeof_ms:>7.0f}x"
 
 
 def error_percent(estimate: int, truth: int) -> str:
@@ -123,7 +124,10 @@ def error_percent(estimate: int, truth: int) -> str:
 
 
 def main() -> None:
-    header = f"{'case':35} {'truth B':>11} {'sizeof B':>11} {'err':>7} {'ms':>6} | {'pandas deep B':>13} {'err':>7} | {'pympler B':>11} {'err':>7} {'ms':>7} {'x slower':>8}"
+    header = (
+        f"{'case':35} {'truth B':>11} {'sizeof B':>11} {'err':>7} {'ms':>6} | {'pandas deep B':>13} {'err':>7} | "
+        f"{'pympler B':>11} {'err':>7} {'ms':>7} {'x slower':>8}"
+    )
     print(header)
     print("-" * len(header))
     worst_error_ratio = 0.0
@@ -134,15 +138,19 @@ def main() -> None:
         estimate_bytes, sizeof_ms = timed_ms(lambda: sizeof(value), TIMING_REPEATS)
         pympler_columns = pympler_result(value, truth_bytes, sizeof_ms)
         deep_bytes = pandas_deep_bytes(value)
-        deep_columns = f"{deep_bytes:>13,} {error_percent(deep_bytes, truth_bytes):>7}" if deep_bytes is not None else f"{'-':>13} {'-':>7}"
-        print(
-            f"{name:35} {truth_bytes:>11,} {estimate_bytes:>11,} {error_percent(estimate_bytes, truth_bytes):>7} {sizeof_ms:>6.3f} | "
-            f"{deep_columns} | {pympler_columns}"
-        )
+        deep_columns = f"{'-':>13} {'-':>7}"
+        if deep_bytes is not None:
+            deep_columns = f"{deep_bytes:>13,} {error_percent(deep_bytes, truth_bytes):>7}"
+        error = error_percent(estimate_bytes, truth_bytes)
+        sizeof_columns = f"{truth_bytes:>11,} {estimate_bytes:>11,} {error:>7} {sizeof_ms:>6.3f}"
+        print(f"{name:35} {sizeof_columns} | {deep_columns} | {pympler_columns}")
         worst_error_ratio = max(worst_error_ratio, abs(estimate_bytes - truth_bytes) / truth_bytes)
         slowest_ms = max(slowest_ms, sizeof_ms)
         del value
-    print(f"\nworst sizeof error {worst_error_ratio * 100:.1f}% (target 10%), slowest sizeof {slowest_ms:.3f} ms (target 2 ms)")
+    print(
+        f"\nworst sizeof error {worst_error_ratio * 100:.1f}% (target 10%), "
+        f"slowest sizeof {slowest_ms:.3f} ms (target 2 ms)"
+    )
 
 
 if __name__ == "__main__":

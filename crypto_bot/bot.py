@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from crypto_bot.execution import PaperBroker, RiskManager, TradeJournal
@@ -27,14 +28,15 @@ from crypto_bot.phase_runner import BotContext, PhaseRunner
 from crypto_bot.settings import Settings
 from crypto_bot.strategy import (
     ModelLoadError,
+    analyse_latest,
     classify_regime,
     compute_indicators,
     load_model,
-    predict_up_probability,
     required_candles,
     save_model,
     score_signal,
     train_signal_model,
+    up_probabilities,
 )
 
 logger = logging.getLogger(__name__)
@@ -246,20 +248,23 @@ class TradingBot:
     async def analyse_batch(self, ctx: BotContext) -> None:
         """Indicators, regime and the model's probability produce scored signals, best first."""
         series = ctx.df_cache.get(self._analysis_timeframe) or {}
-        candidates = [(s, series.get(s)) for s in ctx.current_batch]
-        candidates = [(s, df.iloc[-ANALYSIS_CANDLES:]) for s, df in candidates if df is not None and len(df) >= self._min_candles]
+        analysed = []
+        for symbol in ctx.current_batch:
+            frame = series.get(symbol)
+            if frame is not None and len(frame) >= self._min_candles:
+                snapshot, features = analyse_latest(frame.iloc[-ANALYSIS_CANDLES:], **self._spans())
+                analysed.append((symbol, snapshot, features))
         signals = []
-        if candidates:
+        if analysed:
             with self._model_in_use() as model:
-                for symbol, frame in candidates:
-                    snapshot = compute_indicators(frame, **self._spans())
-                    regime = ctx.regime_cache.get(symbol) or classify_regime(snapshot)
-                    probability = predict_up_probability(model, frame)
-                    signal = score_signal(
-                        symbol, snapshot, regime, probability, min_score=self.settings.strategy["min_score"]
-                    )
-                    if signal is not None:
-                        signals.append(signal)
+                probabilities = up_probabilities(model, np.vstack([features for *_, features in analysed]))
+            for (symbol, snapshot, _), probability in zip(analysed, probabilities):
+                regime = ctx.regime_cache.get(symbol) or classify_regime(snapshot)
+                signal = score_signal(
+                    symbol, snapshot, regime, float(probability), min_score=self.settings.strategy["min_score"]
+                )
+                if signal is not None:
+                    signals.append(signal)
         ctx.analysis_results = sorted(signals, key=lambda s: s.score, reverse=True)
 
     def _model_in_use(self):

@@ -4,6 +4,7 @@ from crypto_bot.strategy.indicators import (
     FEATURE_NAMES,
     IndicatorSnapshot,
     adx,
+    analyse_latest,
     atr,
     bollinger_width,
     compute_indicators,
@@ -22,6 +23,7 @@ from crypto_bot.strategy.signal_model import (
     predict_up_probability,
     save_model,
     train_signal_model,
+    up_probabilities,
 )
 from crypto_bot.strategy.signals import SIDES, Side, Signal, score_signal
 
@@ -34,6 +36,7 @@ __all__ = [
     "Side",
     "Signal",
     "adx",
+    "analyse_latest",
     "atr",
     "bollinger_width",
     "classify_regime",
@@ -50,4 +53,5 @@ __all__ = [
     "save_model",
     "score_signal",
     "train_signal_model",
+    "up_probabilities",
 ]

@@ -210,8 +210,27 @@ def compute_indicators(
     df: pd.DataFrame, *, fast: int = DEFAULT_FAST_SPAN, slow: int = DEFAULT_SLOW_SPAN
 ) -> IndicatorSnapshot:
     """Indicator values at the latest candle; ValueError if the frame is too short or malformed."""
-    latest = _indicator_frame(df, fast, slow).iloc[-1]
+    return _snapshot(_indicator_frame(df, fast, slow))
+
+
+def _snapshot(indicators: pd.DataFrame) -> IndicatorSnapshot:
+    latest = indicators.iloc[-1]
     return IndicatorSnapshot(**{field.name: float(latest[field.name]) for field in fields(IndicatorSnapshot)})
+
+
+def analyse_latest(
+    df: pd.DataFrame, *, fast: int = DEFAULT_FAST_SPAN, slow: int = DEFAULT_SLOW_SPAN
+) -> tuple[IndicatorSnapshot, np.ndarray]:
+    """The latest snapshot and the model's latest feature row (shape (1, features)) in one pass.
+
+    The indicators are computed once when the spans are the model's own (the default).
+    """
+    indicators = _indicator_frame(df, fast, slow)
+    if (fast, slow) != (DEFAULT_FAST_SPAN, DEFAULT_SLOW_SPAN):
+        model_indicators = _indicator_frame(df, DEFAULT_FAST_SPAN, DEFAULT_SLOW_SPAN)
+    else:
+        model_indicators = indicators
+    return _snapshot(indicators), _features(model_indicators).iloc[-1:].to_numpy(dtype="float64")
 
 
 def feature_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -220,7 +239,10 @@ def feature_frame(df: pd.DataFrame) -> pd.DataFrame:
     Every feature is a ratio, so a model trained on one symbol or price level applies to another.
     The index is kept so labels can be aligned to exactly these rows.
     """
-    indicators = _indicator_frame(df, DEFAULT_FAST_SPAN, DEFAULT_SLOW_SPAN)
+    return _features(_indicator_frame(df, DEFAULT_FAST_SPAN, DEFAULT_SLOW_SPAN))
+
+
+def _features(indicators: pd.DataFrame) -> pd.DataFrame:
     close = indicators["close"]
     features = pd.DataFrame(
         {

@@ -20,6 +20,7 @@ import joblib
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
+from threadpoolctl import threadpool_limits
 
 from crypto_bot.strategy.indicators import FEATURE_NAMES, feature_frame
 
@@ -127,7 +128,15 @@ def ensure_model(
 
 def predict_up_probability(model: Any, df: pd.DataFrame) -> float:
     """P(close rises over the trained horizon) for the latest candle of df."""
-    latest_features = feature_frame(df).to_numpy(dtype="float64")[-1:]
+    return float(up_probabilities(model, feature_frame(df).to_numpy(dtype="float64")[-1:])[0])
+
+
+def up_probabilities(model: Any, feature_rows: np.ndarray) -> np.ndarray:
+    """P(up) for each row of features, in one call.
+
+    One thread: for a handful of rows, OpenMP's start-up per tree costs far more than the
+    prediction itself (about 0.6 ms a tree on 2 busy cores, against microseconds of work).
+    """
     up_column = list(model.classes_).index(1)
-    probabilities = model.predict_proba(latest_features)
-    return float(probabilities[0, up_column])
+    with threadpool_limits(limits=1):
+        return model.predict_proba(feature_rows)[:, up_column]

@@ -523,17 +523,24 @@ def test_rss_bytes_alone_comes_from_statm(tmp_path: Path, host: SimpleNamespace)
 
 
 def test_forked_child_reads_its_own_rss_not_the_parents() -> None:
+    """After a fork the probe must re-open /proc/self/statm: the child sees its own growth.
+
+    The child compares its own readings before and after touching a ballast; comparing with the
+    parent would be fragile (the child does not count the parent's mapped pages until it touches them).
+    """
     ballast_bytes = 64 * MIB
     with MemoryProbe() as probe:
-        parent_rss_bytes = probe.rss_bytes()
+        probe.rss_bytes()
         read_end, write_end = os.pipe()
         pid = os.fork()
-        if pid == 0:  # child: touch the ballast so it is resident, report, leave without cleanup
+        if pid == 0:  # child: report its RSS before and after making the ballast resident
+            before = probe.rss_bytes()
             ballast = b"\x01" * ballast_bytes
-            os.write(write_end, str(probe.rss_bytes()).encode())
+            after = probe.rss_bytes()
+            os.write(write_end, f"{before} {after}".encode())
             os._exit(0 if ballast else 1)
         os.close(write_end)
-        child_rss_bytes = int(os.read(read_end, 64))
+        before_bytes, after_bytes = map(int, os.read(read_end, 64).split())
         os.close(read_end)
         os.waitpid(pid, 0)
-    assert child_rss_bytes - parent_rss_bytes > ballast_bytes // 2
+    assert after_bytes - before_bytes > ballast_bytes // 2
