@@ -28,6 +28,7 @@ from crypto_bot.phase_runner import BotContext, PhaseRunner
 from crypto_bot.settings import Settings
 from crypto_bot.strategy import (
     ModelLoadError,
+    Regime,
     analyse_latest,
     classify_regime,
     compute_indicators,
@@ -54,6 +55,14 @@ def build_market(settings: Settings) -> MarketDataSource:
     if market["source"] == "ccxt":
         return CcxtMarket(market["exchange"], symbols=settings.symbols, timeframes=settings.timeframes)
     return SimulatedMarket(settings.symbols, timeframes=settings.timeframes, seed=market["seed"])
+
+
+@dataclass(frozen=True, slots=True)
+class RegimeResult:
+    """A symbol's regime on the regime timeframe, as of that timeframe's latest closed candle."""
+
+    regime: Regime
+    as_of: pd.Timestamp
 
 
 class LogNotifier:
@@ -217,9 +226,13 @@ class TradingBot:
         jobs = [(symbol, tf) for symbol in ctx.current_batch for tf in self.settings.timeframes]
         frames = await asyncio.gather(*(self._refresh_series(ctx, symbol, tf) for symbol, tf in jobs))
         for (symbol, timeframe), frame in zip(jobs, frames):
-            if timeframe == self._regime_timeframe and frame is not None and len(frame) >= self._min_candles:
+            if timeframe != self._regime_timeframe or frame is None or len(frame) < self._min_candles:
+                continue
+            as_of = frame.index[-1]
+            known = ctx.regime_cache.get(symbol)
+            if known is None or known.as_of != as_of:  # a regime changes only with a new candle
                 snapshot = compute_indicators(frame.iloc[-ANALYSIS_CANDLES:], **self._spans())
-                ctx.regime_cache[symbol] = classify_regime(snapshot)
+                ctx.regime_cache[symbol] = RegimeResult(classify_regime(snapshot), as_of)
 
     async def _refresh_series(self, ctx: BotContext, symbol: str, timeframe: str) -> pd.DataFrame | None:
         window = self.settings.strategy["history_candles"]
@@ -236,6 +249,8 @@ class TradingBot:
             logger.warning("no %s candles for %s: %s", timeframe, symbol, error)
             return cached
         if cached is not None and not cached.empty:
+            if fresh.empty or fresh.index[-1] <= cached.index[-1]:
+                return cached  # no candle closed since the last fetch
             fresh = pd.concat([cached, fresh])
             fresh = fresh[~fresh.index.duplicated(keep="last")]
         frame = fresh.iloc[-window:].copy()  # a copy, so the window does not pin the concatenated buffer
@@ -259,7 +274,8 @@ class TradingBot:
             with self._model_in_use() as model:
                 probabilities = up_probabilities(model, np.vstack([features for *_, features in analysed]))
             for (symbol, snapshot, _), probability in zip(analysed, probabilities):
-                regime = ctx.regime_cache.get(symbol) or classify_regime(snapshot)
+                known = ctx.regime_cache.get(symbol)
+                regime = known.regime if known is not None else classify_regime(snapshot)
                 signal = score_signal(
                     symbol, snapshot, regime, float(probability), min_score=self.settings.strategy["min_score"]
                 )

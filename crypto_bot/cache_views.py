@@ -104,6 +104,35 @@ class CacheView(MutableMapping):
     def __contains__(self, key: object) -> bool:
         return key in self._timeframes or key in self.cache
 
+    def setdefault(self, key: Hashable, default: Any = None) -> Any:
+        """As dict.setdefault, but a mapping default comes back as the stored timeframe's view.
+
+        So `view.setdefault(tf, {})[symbol] = df` writes into the cache, as it would into a dict of dicts.
+        """
+        try:
+            return self[key]
+        except KeyError:
+            self[key] = default
+        return self[key] if isinstance(default, Mapping) else default
+
+    def pop(self, key: Hashable, default: Any = _MISSING) -> Any:
+        """As dict.pop; a timeframe comes back as a plain `{symbol: value}` dict (its view would be empty)."""
+        if key in self._timeframes:
+            entries = dict(TimeframeView(self.cache, key))
+            del self[key]
+            return entries
+        value = self.cache.pop(key, _MISSING)
+        if value is _MISSING:
+            if default is _MISSING:
+                raise KeyError(key)
+            return default
+        return value
+
+    def popitem(self) -> tuple[Hashable, Any]:
+        for key in self:
+            return key, self.pop(key)
+        raise KeyError("popitem(): the cache view is empty")
+
     def _flat_keys(self) -> list[Hashable]:
         return [key for key in self.cache.keys() if not (isinstance(key, tuple) and len(key) == 2 and key[0] in self._timeframes)]
 

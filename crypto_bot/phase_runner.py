@@ -6,7 +6,11 @@ every DataFrame is held once and evicted by budget, TTL and pressure. Positions 
 that no memory tier ever touches.
 
 The runner times each phase, records its RSS change and the pressure level after it, and keeps
-memory maintenance off the event loop: the inline part is one cheap probe reading.
+memory maintenance off the event loop. Inline it reads the RSS once per phase (one statm read);
+a full reading (host, cgroup, PSI: 0.1-0.2 ms) is taken when the RSS has grown enough to
+reach the next pressure threshold, and otherwise only as often as keeps full readings under
+`READING_COST_RATIO` of wall time, so the level after a phase may come from a reading up to
+about 0.1 s old.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import inspect
 import itertools
 import logging
+import math
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -22,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crypto_bot.cache_views import CacheView
-from crypto_bot.memory import ManagedCache, PressureLevel
+from crypto_bot.memory import ManagedCache, MemoryReading, PressureLevel, PressurePolicy
 from crypto_bot.memory.config import KEYS as MEMORY_KEYS
 from crypto_bot.utils.enhanced_memory_manager import EnhancedMemoryManager, MemoryConfig, get_enhanced_memory_manager
 
@@ -31,9 +36,10 @@ logger = logging.getLogger(__name__)
 Phase = Callable[["BotContext"], Awaitable[Any]]
 PressureCallback = Callable[["BotContext", "PhaseReport"], Any]
 
-# (attribute, max entries, ttl seconds, shrink priority: lower goes first under pressure)
+# (attribute, max entries (capped by max_cache_entries), ttl seconds, shrink priority: lower goes first under pressure)
 MANAGED_CACHES = (("df_cache", 1000, 3600, 1), ("regime_cache", 500, 1800, 0))
 _context_ids = itertools.count(1)
+READING_COST_RATIO = 0.002  # full memory readings take at most this share of the runner's wall time
 
 
 def memory_config_from(config: Mapping[str, Any]) -> MemoryConfig:
@@ -84,6 +90,7 @@ class BotContext:
         context_id = next(_context_ids)
         for attribute, max_size, ttl_seconds, priority in MANAGED_CACHES:
             name = attribute if self.memory_manager.get_cache(attribute) is None else f"{attribute}-{context_id}"
+            max_size = min(max_size, self.memory_manager.config.max_cache_entries)
             cache = self.memory_manager.register_cache(name, max_size, ttl_seconds, priority=priority)
             weakref.finalize(self, self.memory_manager.unregister_cache, name)
             view = CacheView(cache)
@@ -102,13 +109,16 @@ class BotContext:
 
     @staticmethod
     def _move_into(view: CacheView, source: Any) -> None:
-        """Move entries into the managed cache; the source dict is emptied so nothing is held twice."""
+        """Move entries into the managed cache; the source dicts (nested ones too) are emptied so nothing is held twice."""
         if not source:
             return
         if not isinstance(source, Mapping):
             raise TypeError(f"a cache must be a mapping, got {type(source).__name__}")
         view.load(source)
         if isinstance(source, dict):
+            for value in source.values():
+                if isinstance(value, dict):
+                    value.clear()
             source.clear()
 
     # ------------------------------------------------------------ memory
@@ -144,13 +154,13 @@ class BotContext:
         return len(self.positions)
 
     def get_position_symbols(self) -> list[str]:
-        return [getattr(p, "symbol", None) or (p.get("symbol") if isinstance(p, Mapping) else key)
+        return [getattr(p, "symbol", None) or (p.get("symbol", key) if isinstance(p, Mapping) else key)
                 for key, p in self.positions.items()]
 
 
 @dataclass(slots=True)
 class PhaseReport:
-    """One phase of one cycle: duration, RSS change and the pressure level after it."""
+    """One phase of one cycle: duration, RSS change, and the pressure level and usage of the latest reading after it."""
 
     name: str
     seconds: float
@@ -170,16 +180,23 @@ class PhaseRunner:
         continue_on_error: bool = False,
         on_pressure: PressureCallback | None = None,
         monitor_memory: bool = True,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        if not phases or not all(callable(p) for p in phases):
-            raise ValueError("phases must be a non-empty sequence of async callables taking the context")
         self.phases = list(phases)
+        if not self.phases or not all(callable(p) for p in self.phases):
+            raise ValueError("phases must be a non-empty sequence of async callables taking the context")
         self.continue_on_error = continue_on_error
         self.on_pressure = on_pressure
         self.monitor_memory = monitor_memory
+        self._clock = clock
         self.last_report: list[PhaseReport] = []
         self._maintenance: asyncio.Future[Any] | None = None
         self._next_maintenance = 0.0
+        self._last_level = PressureLevel.NORMAL  # after the latest phase, across cycles: alerts fire on a rise
+        self._reading: MemoryReading | None = None  # the latest full reading, its level, and when to take another
+        self._reading_level = PressureLevel.NORMAL
+        self._rising_rss_bytes = -math.inf
+        self._next_reading = 0.0
         self.stop_requested = False
 
     def request_stop(self) -> None:
@@ -191,23 +208,23 @@ class PhaseRunner:
         timings: dict[str, float] = {}
         reports: list[PhaseReport] = []
         manager = ctx.memory_manager if self.monitor_memory and ctx.manage_memory else None
+        rss_bytes = manager.probe.rss_bytes() if manager is not None else None  # then each phase's RSS after it
         try:
             for phase in self.phases:
                 if self.stop_requested:
                     break
                 name = getattr(phase, "__name__", type(phase).__name__)
-                rss_before = manager.probe.rss_bytes() if manager is not None else None
-                started = time.perf_counter()
+                started = self._clock()
                 error: BaseException | None = None
                 try:
                     await phase(ctx)
                 except Exception as exc:
                     error = exc
-                seconds = time.perf_counter() - started
+                seconds = self._clock() - started
                 timings[name] = ctx.timing[name] = seconds
                 report = PhaseReport(name, seconds, 0, PressureLevel.NORMAL, None, None if error is None else repr(error))
                 if manager is not None:
-                    await self._observe(ctx, manager, report, rss_before, reports[-1] if reports else None)
+                    rss_bytes = await self._observe(ctx, manager, report, rss_bytes)
                 reports.append(report)
                 if error is not None:
                     if not self.continue_on_error:
@@ -224,27 +241,53 @@ class PhaseRunner:
         manager: EnhancedMemoryManager,
         report: PhaseReport,
         rss_before: int | None,
-        previous: PhaseReport | None,
-    ) -> None:
-        """Cheap inline reading; real maintenance goes to a worker thread when due or under pressure."""
-        reading = manager.read_memory()
-        if rss_before is not None and reading.rss_bytes is not None:
-            report.rss_delta_bytes = reading.rss_bytes - rss_before
+    ) -> int | None:
+        """Cheap inline reading; real maintenance goes to a worker thread when due or under pressure.
+
+        Returns the RSS after the phase, which is the next phase's RSS before it.
+        """
+        rss_bytes = manager.probe.rss_bytes()
+        if rss_before is not None and rss_bytes is not None:
+            report.rss_delta_bytes = rss_bytes - rss_before
+        reading = self._latest_reading(manager, rss_bytes)
         report.usage_ratio = reading.usage_ratio
-        report.pressure_level = max(manager.policy.level, manager.policy.classify(reading.usage_ratio))
-        now = time.monotonic()
+        report.pressure_level = max(manager.policy.level, self._reading_level)
+        now = self._clock()
         under_pressure = report.pressure_level >= PressureLevel.GC
-        due = not manager.running and now >= self._next_maintenance
-        if (under_pressure or due) and (self._maintenance is None or self._maintenance.done()):
+        if (self._maintenance is None or self._maintenance.done()) and (
+            under_pressure or (now >= self._next_maintenance and not manager.running)
+        ):
             self._next_maintenance = now + manager.config.maintenance_interval_seconds
             self._maintenance = asyncio.get_running_loop().run_in_executor(None, manager.perform_maintenance)
-        rising = previous is None or report.pressure_level > previous.pressure_level
+        rising = report.pressure_level > self._last_level
+        self._last_level = report.pressure_level
         if report.pressure_level >= PressureLevel.PRESSURE and rising:
             await self._alert(ctx, manager, report, reading)
+        return rss_bytes
+
+    def _latest_reading(self, manager: EnhancedMemoryManager, rss_bytes: int | None) -> MemoryReading:
+        """A full reading when one is due or RSS grew enough to reach the next threshold; else the last one."""
+        started = self._clock()
+        if (
+            self._reading is not None
+            and started < self._next_reading
+            and rss_bytes is not None
+            and rss_bytes < self._rising_rss_bytes
+        ):
+            return self._reading
+        reading = self._reading = manager.read_memory()
+        policy = manager.policy
+        # None: no source readable; the policy's own level stands.
+        self._reading_level = PressureLevel.NORMAL if reading.usage_ratio is None else policy.classify(reading.usage_ratio)
+        self._rising_rss_bytes = _rss_at_next_threshold(policy, reading)
+        finished = self._clock()
+        self._next_reading = finished + (finished - started) / READING_COST_RATIO
+        return reading
 
     async def _alert(self, ctx: BotContext, manager: EnhancedMemoryManager, report: PhaseReport, reading: Any) -> None:
+        usage = "n/a" if reading.usage_ratio is None else f"{reading.usage_ratio:.0%}"
         message = (
-            f"memory {report.pressure_level.name} after phase {report.name}: {reading.usage_ratio:.0%} of "
+            f"memory {report.pressure_level.name} after phase {report.name}: {usage} of "
             f"{_mib(reading.limit_bytes)} limit, rss {_mib(reading.rss_bytes)}, caches {_mib(manager.cache_bytes)}"
         )
         logger.warning(message)
@@ -262,6 +305,15 @@ class PhaseRunner:
         """Wait for a maintenance pass still running in the worker thread (call at shutdown)."""
         if self._maintenance is not None:
             await self._maintenance
+
+
+def _rss_at_next_threshold(policy: PressurePolicy, reading: MemoryReading) -> float:
+    """The RSS at which growth alone would lift `reading`'s usage to the next threshold up (-inf: unknown)."""
+    if reading.usage_ratio is None or reading.rss_bytes is None or not reading.limit_bytes:
+        return -math.inf
+    thresholds = (policy.gc_threshold, policy.memory_threshold, policy.critical_threshold)
+    next_ratio = min((ratio for ratio in thresholds if ratio > reading.usage_ratio), default=math.inf)
+    return reading.rss_bytes + (next_ratio - reading.usage_ratio) * reading.limit_bytes
 
 
 def _mib(value: int | None) -> str:

@@ -135,7 +135,7 @@ def parse_settings(raw: Any) -> Settings:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"the config must be a mapping of sections, got {type(raw).__name__}")
     allowed_top = set(SECTIONS) | {"symbols", "timeframes", "memory", "risk"} | MEMORY_KEYS
-    unknown = sorted(set(raw) - allowed_top)
+    unknown = sorted(set(raw) - allowed_top, key=str)
     if unknown:
         raise ConfigError(f"unknown config key(s) {', '.join(map(str, unknown))}; allowed: {', '.join(sorted(allowed_top))}")
     memory_section = raw.get("memory")
@@ -150,7 +150,9 @@ def parse_settings(raw: Any) -> Settings:
         raise ConfigError("strategy.ema_fast must be smaller than strategy.ema_slow")
     if sections["market"]["source"] == "csv" and not sections["market"]["csv_directory"]:
         raise ConfigError("market.csv_directory is required when market.source is csv")
-    risk_section = raw.get("risk") or {}
+    risk_section = raw.get("risk")
+    if risk_section is None:
+        risk_section = {}
     if not isinstance(risk_section, Mapping):
         raise ConfigError("risk must be a mapping of risk settings")
     try:
@@ -172,7 +174,7 @@ def _section(name: str, values: Any, rules: dict[str, Rule]) -> dict[str, Any]:
         values = {}
     if not isinstance(values, Mapping):
         raise ConfigError(f"{name} must be a mapping with keys {', '.join(rules)}")
-    unknown = sorted(set(values) - set(rules))
+    unknown = sorted(set(values) - set(rules), key=str)
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; allowed: {', '.join(rules)}")
     result = {}

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import time
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +109,10 @@ async def run_soak(settings: Settings, args: argparse.Namespace, out: Path) -> d
     bot = TradingBot(settings, manage_memory=managed, notifier=_Quiet())
     probe = bot.ctx.memory_manager.probe if managed else MemoryProbe()
     detector = LeakDetector(unit="cycle")
+    warmup = args.warmup_cycles if args.warmup_cycles is not None else args.cycles // 5
     leak_bytes = int(args.inject_leak_kib * _KIB)
-    rows: list[dict[str, Any]] = []
+    rss = array("q")  # the soak's own record must not grow much: 8 bytes a cycle per figure
+    cache = array("q")
     started = time.perf_counter()
     await bot.prepare_model()
     with open(out / "soak.csv", "w", newline="") as handle, tqdm(total=args.cycles, unit="cycle", disable=None) as bar:
@@ -120,16 +123,17 @@ async def run_soak(settings: Settings, args: argparse.Namespace, out: Path) -> d
             if leak_bytes:
                 _injected_leak.append(bytes(leak_bytes))
             row = _row(bot, probe, cycle, time.perf_counter() - started)
-            detector.observe(cycle, row["rss_bytes"], row["cache_bytes"])
-            row["leak_suspected"] = int(detector.report().suspected)
+            if cycle > warmup:  # caches still filling would read as growth
+                row["leak_suspected"] = int(detector.observe(cycle, row["rss_bytes"], row["cache_bytes"]))
             writer.writerow(row)
             handle.flush()
-            rows.append(row)
+            rss.append(row["rss_bytes"])
+            cache.append(row["cache_bytes"])
             bar.update()
     await bot.close()
     if managed:
         bot.ctx.memory_manager.stop()
-    summary = summarise(rows, args, bot, detector)
+    summary = summarise(rss, cache, warmup, time.perf_counter() - started, bot, detector)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -175,29 +179,29 @@ def _plain_cache_bytes(cache: dict) -> int:
     return total
 
 
-def summarise(rows: list[dict[str, Any]], args: argparse.Namespace, bot: Any, detector: LeakDetector) -> dict[str, Any]:
+def summarise(
+    rss: array, cache: array, warmup: int, seconds: float, bot: Any, detector: LeakDetector
+) -> dict[str, Any]:
     """Slope after warm-up by least squares, peak and final RSS, evictions by cause, leak verdict."""
-    warmup = args.warmup_cycles if args.warmup_cycles is not None else len(rows) // 5
-    tail = rows[warmup:] if len(rows) - warmup >= 3 else rows
-    cycles = np.array([r["cycle"] for r in tail], dtype=float)
-    rss = np.array([r["rss_bytes"] for r in tail], dtype=float)
-    slope = float(np.polyfit(cycles, rss, 1)[0]) if len(tail) >= 3 else float("nan")
+    start = warmup if len(rss) - warmup >= 3 else 0
+    cycles = np.arange(start + 1, len(rss) + 1, dtype=float)
+    slope = float(np.polyfit(cycles, np.asarray(rss[start:], dtype=float), 1)[0]) if len(cycles) >= 3 else float("nan")
     evictions: dict[str, int] = {}
     manager = bot.ctx.memory_manager if bot.manage_memory else None
     if manager is not None:
-        for cache in manager.caches.values():
-            for cause, count in cache.stats()["evictions"].items():
+        for cache_stats in (c.stats() for c in manager.caches.values()):
+            for cause, count in cache_stats["evictions"].items():
                 evictions[cause] = evictions.get(cause, 0) + count
     report = detector.report()
     return {
         "mode": "managed" if manager is not None else "unmanaged",
-        "cycles": len(rows),
-        "warmup_cycles": warmup,
-        "seconds": rows[-1]["seconds"] if rows else 0.0,
+        "cycles": len(rss),
+        "warmup_cycles": start,
+        "seconds": round(seconds, 1),
         "rss_slope_kib_per_cycle": slope / _KIB,
-        "rss_peak_mib": max(r["rss_bytes"] for r in rows) / _MIB,
-        "rss_final_mib": rows[-1]["rss_bytes"] / _MIB,
-        "cache_peak_mib": max(r["cache_bytes"] for r in rows) / _MIB,
+        "rss_peak_mib": max(rss) / _MIB,
+        "rss_final_mib": rss[-1] / _MIB,
+        "cache_peak_mib": max(cache) / _MIB,
         "evictions": evictions,
         "trades": bot.broker.trades_count,
         "leak_suspected": report.suspected,

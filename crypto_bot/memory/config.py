@@ -88,13 +88,29 @@ class MemoryConfig:
             self._fail(message)
             for name in ("gc_threshold", "memory_threshold", "aggressive_cleanup_threshold"):
                 setattr(self, name, DEFAULTS[name])
-        if self.pressure_target_ratio >= self.gc_threshold:
+        # Both must stay below gc_threshold; when lenient, the fallback is scaled down to fit a low gc_threshold.
+        gc_threshold = self.gc_threshold
+        if self.pressure_target_ratio >= gc_threshold:
             self._reject(
-                "pressure_target_ratio", self.pressure_target_ratio, f"a number below gc_threshold ({self.gc_threshold})"
+                "pressure_target_ratio",
+                self.pressure_target_ratio,
+                f"a number below gc_threshold ({gc_threshold})",
+                fallback=min(
+                    DEFAULTS["pressure_target_ratio"],
+                    gc_threshold * DEFAULTS["pressure_target_ratio"] / DEFAULTS["gc_threshold"],
+                ),
+            )
+        # A margin as wide as gc_threshold would make the GC level impossible to leave (PressurePolicy refuses it).
+        if self.hysteresis_margin_ratio >= gc_threshold:
+            self._reject(
+                "hysteresis_margin_ratio",
+                self.hysteresis_margin_ratio,
+                f"a number in [0, 0.5) below gc_threshold ({gc_threshold})",
+                fallback=min(DEFAULTS["hysteresis_margin_ratio"], gc_threshold / 2),
             )
 
-    def _reject(self, name: str, value: Any, allowed: str) -> None:
-        default = DEFAULTS[name]
+    def _reject(self, name: str, value: Any, allowed: str, fallback: Any = None) -> None:
+        default = DEFAULTS[name] if fallback is None else fallback
         self._fail(f"invalid memory setting {name}={value!r}: allowed {allowed}", default=(name, default))
         setattr(self, name, default)
 

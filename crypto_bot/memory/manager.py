@@ -12,6 +12,7 @@ See also: `pressure.py` (the tier decisions, pure logic), `probe.py` (the readin
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -69,6 +70,7 @@ class _CacheSlot:
     cache: ManagedCache
     priority: int
     evictable: bool
+    listener: Callable[[Any, Any, RemovalCause], None]
 
 
 class MemoryManager:
@@ -97,7 +99,11 @@ class MemoryManager:
         self._slots: dict[str, _CacheSlot] = {}
         self.budget = SharedBudget(self.config.cache_size_limit_bytes)
         self.models = ModelRegistry(idle_seconds=self.config.model_idle_seconds, clock=clock, on_leak=self._on_model_leak)
-        self.probe = probe if probe is not None else MemoryProbe(process_limit_bytes=self.config.process_memory_limit_bytes)
+        # Only a probe built here follows process_memory_limit_mb; a probe given is the caller's to configure.
+        self._own_probe: MemoryProbe | None = None
+        if probe is None:
+            probe = self._own_probe = MemoryProbe(process_limit_bytes=self.config.process_memory_limit_bytes)
+        self.probe = probe
         self.policy = self._build_policy()
         self.leaks = self._build_leak_detector()
         self.release_watch = ReleaseWatch()
@@ -142,9 +148,14 @@ class MemoryManager:
             self.config = config
             self.budget.set_limit(config.cache_size_limit_bytes)
             self.models.idle_seconds = config.model_idle_seconds
-            self.probe = MemoryProbe(process_limit_bytes=config.process_memory_limit_bytes)
+            if self.probe is self._own_probe:
+                self.probe.process_limit_bytes = config.process_memory_limit_bytes
             self.policy = self._build_policy()
             self.leaks = self._build_leak_detector()
+            # A shorter interval takes effect now, not after the pass scheduled under the old one.
+            now = self._clock()
+            self._next_cache_cleanup = min(self._next_cache_cleanup, now + config.cache_cleanup_interval)
+            self._next_model_cleanup = min(self._next_model_cleanup, now + config.model_cleanup_interval)
 
     # ---------------------------------------------------------------- caches
 
@@ -187,10 +198,10 @@ class MemoryManager:
             self._adopt(cache.name, cache, priority, evictable)
 
     def _adopt(self, name: str, cache: ManagedCache, priority: int, evictable: bool) -> None:
-        self._slots[name] = _CacheSlot(cache, priority, evictable)
+        listener = functools.partial(self._watch_evicted, name)
+        self._slots[name] = _CacheSlot(cache, priority, evictable, listener)
         self.budget.attach(cache)
-        if self.config.track_evicted_values:
-            cache.add_listener(self._watch_evicted)
+        cache.add_listener(listener)
 
     def unregister_cache(self, name: str) -> bool:
         with self._lock:
@@ -198,7 +209,7 @@ class MemoryManager:
         if slot is None:
             return False
         self.budget.detach(slot.cache)
-        slot.cache.remove_listener(self._watch_evicted)
+        slot.cache.remove_listener(slot.listener)
         return True
 
     def get_cache(self, name: str) -> ManagedCache | None:
@@ -214,9 +225,10 @@ class MemoryManager:
     def cache_bytes(self) -> int:
         return self.budget.used_bytes
 
-    def _watch_evicted(self, key: Any, value: Any, cause: RemovalCause) -> None:
-        if cause is not RemovalCause.REPLACED:
-            self.release_watch.watch(f"evicted {key!r} ({cause.value})", value)
+    def _watch_evicted(self, cache_name: str, key: Any, value: Any, cause: RemovalCause) -> None:
+        # Read at every eviction so that apply_config can switch tracking on and off.
+        if self.config.track_evicted_values and cause is not RemovalCause.REPLACED:
+            self.release_watch.watch(f"cache {cache_name!r}: evicted {key!r} ({cause.value})", value)
 
     # -------------------------------------------------------------- readings
 
@@ -241,10 +253,17 @@ class MemoryManager:
         now = self._clock()
         reading = self.read_memory()
         managed = self.cache_bytes + self.models.loaded_bytes
-        decision = self.policy.assess(reading.usage_ratio, limit_bytes=reading.limit_bytes, managed_bytes=managed)
-        report = MaintenanceReport(timestamp=time.time(), level=decision.level, usage_ratio=reading.usage_ratio)
+        # Without a usage figure there is no tier to act on; the cadence work below still runs.
+        decision = (
+            None
+            if reading.usage_ratio is None
+            else self.policy.assess(reading.usage_ratio, limit_bytes=reading.limit_bytes, managed_bytes=managed)
+        )
+        level = self.policy.level if decision is None else decision.level
+        report = MaintenanceReport(timestamp=time.time(), level=level, usage_ratio=reading.usage_ratio)
         with self._lock:
-            self._apply_decision(decision, reading, report)
+            if decision is not None:
+                self._apply_decision(decision, reading, report)
             if now >= self._next_cache_cleanup:
                 self._next_cache_cleanup = now + self.config.cache_cleanup_interval
                 report.expired_entries = self.cleanup_expired()
@@ -408,13 +427,13 @@ class MemoryManager:
     def memory_monitoring(self, label: str) -> Iterator[None]:
         """Record the duration and RSS change of the block in the bounded `history`."""
         rss_before = self.probe.rss_bytes()
-        started_at, started = time.time(), time.perf_counter()
+        started_at, started = time.time(), self._clock()
         try:
             yield
         finally:
             rss_after = self.probe.rss_bytes()
             delta = 0 if rss_before is None or rss_after is None else rss_after - rss_before
-            self.history.append(MonitoringRecord(label, started_at, time.perf_counter() - started, delta))
+            self.history.append(MonitoringRecord(label, started_at, self._clock() - started, delta))
 
 
 def _mib(value: int | None) -> str:

@@ -14,6 +14,7 @@ indicator is not yet defined are NaN rather than a biased guess.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from itertools import accumulate
 
 import numpy as np
 import pandas as pd
@@ -75,70 +76,26 @@ def ema(close: pd.Series, span: int) -> pd.Series:
     The first span-1 values are NaN: the seed's weight is still too large to trust them.
     """
     _check_period("span", span)
-    return close.ewm(span=span, adjust=False, min_periods=span).mean()
-
-
-def _wilder_mean(values: pd.Series, period: int) -> pd.Series:
-    """Wilder's smoothing: the mean of the first `period` valid values, then avg += (x - avg)/period."""
-    result = pd.Series(np.nan, index=values.index, dtype="float64")
-    valid = values.notna().to_numpy()
-    first_valid = int(valid.argmax())
-    seed_at = first_valid + period - 1
-    if not valid.any() or seed_at >= len(values):
-        return result
-    seeded = values.iloc[seed_at:].astype("float64")
-    seeded.iloc[0] = values.iloc[first_valid : seed_at + 1].mean()
-    result.iloc[seed_at:] = seeded.ewm(alpha=1.0 / period, adjust=False).mean().to_numpy()
-    return result
+    return pd.Series(_ema(close.to_numpy(dtype="float64"), span), index=close.index, name=close.name)
 
 
 def rsi(close: pd.Series, period: int = RSI_PERIOD) -> pd.Series:
     """Wilder's relative strength index in [0, 100]; 100 when no loss in the window, 50 when flat."""
     _check_period("period", period)
-    delta = close.diff()
-    average_gain = _wilder_mean(delta.clip(lower=0.0), period).to_numpy()
-    average_loss = _wilder_mean(-delta.clip(upper=0.0), period).to_numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        values = 100.0 - 100.0 / (1.0 + average_gain / average_loss)
-    values = np.where((average_loss == 0.0) & (average_gain > 0.0), 100.0, values)
-    values = np.where((average_loss == 0.0) & (average_gain == 0.0), 50.0, values)
-    return pd.Series(values, index=close.index, name="rsi")
-
-
-def _true_range(df: pd.DataFrame) -> pd.Series:
-    """max(high-low, |high-prev close|, |low-prev close|); the first candle has only high-low."""
-    previous_close = df["close"].shift(1)
-    ranges = pd.concat(
-        [df["high"] - df["low"], (df["high"] - previous_close).abs(), (df["low"] - previous_close).abs()],
-        axis=1,
-    )
-    return ranges.max(axis=1, skipna=True)
+    return pd.Series(_rsi(close.to_numpy(dtype="float64"), period), index=close.index, name="rsi")
 
 
 def atr(df: pd.DataFrame, period: int = ATR_PERIOD) -> pd.Series:
     """Wilder's average true range, in price units."""
     _check_period("period", period)
-    return _wilder_mean(_true_range(df), period).rename("atr")
+    high, low, close = _prices(df)
+    return pd.Series(_wilder_mean(_true_range(high, low, close), period), index=df.index, name="atr")
 
 
 def adx(df: pd.DataFrame, period: int = ADX_PERIOD) -> pd.Series:
     """Wilder's average directional index in [0, 100]; defined from candle 2*period-1 on."""
     _check_period("period", period)
-    up_move = df["high"].diff()
-    down_move = -df["low"].diff()
-    plus_dm = up_move.where((up_move > down_move) & (up_move > 0.0), 0.0).where(up_move.notna())
-    minus_dm = down_move.where((down_move > up_move) & (down_move > 0.0), 0.0).where(down_move.notna())
-    true_range = _true_range(df).where(up_move.notna())
-    smoothed_range = _wilder_mean(true_range, period).to_numpy()
-    moving = smoothed_range > 0.0
-    # A window without any price movement has no direction: its DI and DX are 0, not 0/0.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        plus_di = np.where(moving, 100.0 * _wilder_mean(plus_dm, period).to_numpy() / smoothed_range, 0.0)
-        minus_di = np.where(moving, 100.0 * _wilder_mean(minus_dm, period).to_numpy() / smoothed_range, 0.0)
-        di_sum = plus_di + minus_di
-        dx = np.where(di_sum > 0.0, 100.0 * np.abs(plus_di - minus_di) / di_sum, 0.0)
-    dx = np.where(np.isnan(smoothed_range), np.nan, dx)
-    return _wilder_mean(pd.Series(dx, index=df.index), period).rename("adx")
+    return pd.Series(_adx(*_prices(df), period), index=df.index, name="adx")
 
 
 def bollinger_width(close: pd.Series, period: int = BOLLINGER_PERIOD, num_std: float = 2.0) -> pd.Series:
@@ -146,8 +103,115 @@ def bollinger_width(close: pd.Series, period: int = BOLLINGER_PERIOD, num_std: f
     _check_period("period", period)
     if not np.isfinite(num_std) or num_std <= 0.0:
         raise ValueError(f"num_std must be a finite number > 0, got {num_std!r}")
-    rolling = close.rolling(period, min_periods=period)
-    return (2.0 * num_std * rolling.std(ddof=0) / rolling.mean()).rename("bb_width")
+    width = _bollinger_width(close.to_numpy(dtype="float64"), period, num_std)
+    return pd.Series(width, index=close.index, name="bb_width")
+
+
+# The indicators below work on float64 arrays: a bot analyses many short frames per cycle, and
+# pandas' per-operation overhead (tens of microseconds) would dominate the arithmetic ~20 times.
+
+
+def _prices(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return tuple(df[column].to_numpy(dtype="float64") for column in _PRICE_COLUMNS)  # type: ignore[return-value]
+
+
+def _recursive_mean(values: np.ndarray, start: int, seed: float, alpha: float) -> np.ndarray:
+    """out[start] = seed, then out[t] = out[t-1] + alpha * (x[t] - out[t-1]); NaN before start."""
+    out = np.full(len(values), np.nan)
+    if start >= len(values):
+        return out
+    tail = values[start:].tolist()
+    tail[0] = seed
+    out[start:] = list(accumulate(tail, lambda average, x: average + alpha * (x - average)))
+    return out
+
+
+def _ema(values: np.ndarray, span: int) -> np.ndarray:
+    if not len(values):
+        return values.copy()
+    out = _recursive_mean(values, 0, values[0], 2.0 / (span + 1))
+    out[: span - 1] = np.nan
+    return out
+
+
+def _wilder_mean(values: np.ndarray, period: int) -> np.ndarray:
+    """Wilder's smoothing: the mean of the first `period` valid values, then avg += (x - avg)/period."""
+    valid = ~np.isnan(values)
+    if not valid.any():
+        return np.full(len(values), np.nan)
+    first_valid = int(valid.argmax())
+    seed_at = first_valid + period - 1
+    if seed_at >= len(values):
+        return np.full(len(values), np.nan)
+    if not valid[first_valid:].all():  # a gap inside the data: pandas' NaN-aware recursion
+        seeded = pd.Series(values[seed_at:])
+        seeded.iloc[0] = np.nanmean(values[first_valid : seed_at + 1])
+        out = np.full(len(values), np.nan)
+        out[seed_at:] = seeded.ewm(alpha=1.0 / period, adjust=False).mean().to_numpy()
+        return out
+    return _recursive_mean(values, seed_at, values[first_valid : seed_at + 1].mean(), 1.0 / period)
+
+
+def _diff(values: np.ndarray, lag: int = 1) -> np.ndarray:
+    out = np.full(len(values), np.nan)
+    out[lag:] = values[lag:] - values[:-lag]
+    return out
+
+
+def _rsi(close: np.ndarray, period: int) -> np.ndarray:
+    delta = _diff(close)
+    average_gain = _wilder_mean(np.where(np.isnan(delta), np.nan, np.maximum(delta, 0.0)), period)
+    average_loss = _wilder_mean(np.where(np.isnan(delta), np.nan, np.maximum(-delta, 0.0)), period)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = 100.0 - 100.0 / (1.0 + average_gain / average_loss)
+    values = np.where((average_loss == 0.0) & (average_gain > 0.0), 100.0, values)
+    return np.where((average_loss == 0.0) & (average_gain == 0.0), 50.0, values)
+
+
+def _true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
+    """max(high-low, |high-prev close|, |low-prev close|); the first candle has only high-low."""
+    previous_close = np.concatenate(([np.nan], close[:-1]))
+    ranges = np.vstack([high - low, np.abs(high - previous_close), np.abs(low - previous_close)])
+    return np.fmax(np.fmax(ranges[0], ranges[1]), ranges[2])
+
+
+def _adx(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int) -> np.ndarray:
+    up_move = _diff(high)
+    down_move = -_diff(low)
+    known = ~np.isnan(up_move)
+    plus_dm = np.where(known, np.where((up_move > down_move) & (up_move > 0.0), up_move, 0.0), np.nan)
+    minus_dm = np.where(known, np.where((down_move > up_move) & (down_move > 0.0), down_move, 0.0), np.nan)
+    smoothed_range = _wilder_mean(np.where(known, _true_range(high, low, close), np.nan), period)
+    moving = smoothed_range > 0.0
+    # A window without any price movement has no direction: its DI and DX are 0, not 0/0.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plus_di = np.where(moving, 100.0 * _wilder_mean(plus_dm, period) / smoothed_range, 0.0)
+        minus_di = np.where(moving, 100.0 * _wilder_mean(minus_dm, period) / smoothed_range, 0.0)
+        di_sum = plus_di + minus_di
+        dx = np.where(di_sum > 0.0, 100.0 * np.abs(plus_di - minus_di) / di_sum, 0.0)
+    return _wilder_mean(np.where(np.isnan(smoothed_range), np.nan, dx), period)
+
+
+def _bollinger_width(close: np.ndarray, period: int, num_std: float) -> np.ndarray:
+    return 2.0 * num_std * _rolling_std(close, period, ddof=0) / _rolling_mean(close, period)
+
+
+def _windows(values: np.ndarray, window: int) -> np.ndarray:
+    return np.lib.stride_tricks.sliding_window_view(values, window)
+
+
+def _rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
+    out = np.full(len(values), np.nan)
+    if len(values) >= window:
+        out[window - 1 :] = _windows(values, window).mean(axis=1)
+    return out
+
+
+def _rolling_std(values: np.ndarray, window: int, *, ddof: int) -> np.ndarray:
+    out = np.full(len(values), np.nan)
+    if len(values) >= window:
+        out[window - 1 :] = _windows(values, window).std(axis=1, ddof=ddof)
+    return out
 
 
 def required_candles(*, fast: int = DEFAULT_FAST_SPAN, slow: int = DEFAULT_SLOW_SPAN) -> int:
@@ -188,21 +252,21 @@ def _indicator_frame(df: pd.DataFrame, fast: int, slow: int) -> pd.DataFrame:
     if fast >= slow:
         raise ValueError(f"fast span must be < slow span, got fast={fast}, slow={slow}")
     _validate_frame(df, required_candles(fast=fast, slow=slow))
-    close = df["close"].astype("float64")
+    high, low, close = _prices(df)
     log_close = np.log(close)
-    log_return_1 = log_close.diff()
+    log_return_1 = _diff(log_close)
     columns = {
         "close": close,
-        "ema_fast": ema(close, fast),
-        "ema_slow": ema(close, slow),
-        "rsi": rsi(close),
-        "atr": atr(df),
-        "adx": adx(df),
-        "bb_width": bollinger_width(close),
-        "volatility": log_return_1.rolling(VOLATILITY_WINDOW, min_periods=VOLATILITY_WINDOW).std(),
+        "ema_fast": _ema(close, fast),
+        "ema_slow": _ema(close, slow),
+        "rsi": _rsi(close, RSI_PERIOD),
+        "atr": _wilder_mean(_true_range(high, low, close), ATR_PERIOD),
+        "adx": _adx(high, low, close, ADX_PERIOD),
+        "bb_width": _bollinger_width(close, BOLLINGER_PERIOD, 2.0),
+        "volatility": _rolling_std(log_return_1, VOLATILITY_WINDOW, ddof=1),
     }
     for lag in RETURN_LAGS:
-        columns[f"log_return_{lag}"] = log_close.diff(lag)
+        columns[f"log_return_{lag}"] = _diff(log_close, lag)
     return pd.DataFrame(columns, index=df.index)
 
 

@@ -12,11 +12,12 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psutil
 
-from crypto_bot.memory import CacheEntry, ManagedCache, MemoryManager
+from crypto_bot.memory import CacheEntry, ManagedCache, MemoryManager, MemoryProbe
 from crypto_bot.memory import MemoryConfig as StrictMemoryConfig
 from crypto_bot.memory.reclaim import collect_garbage
 
@@ -43,17 +44,18 @@ class MemoryConfig(StrictMemoryConfig):
 class EnhancedMemoryManager(MemoryManager):
     """The seed's manager API on top of `MemoryManager`."""
 
-    def __init__(self, config: StrictMemoryConfig | None = None) -> None:
-        super().__init__(config if config is not None else MemoryConfig())
+    def __init__(
+        self,
+        config: StrictMemoryConfig | None = None,
+        *,
+        probe: MemoryProbe | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(config if config is not None else MemoryConfig(), probe=probe, clock=clock)
         self.ml_models: dict[str, dict[str, Any]] = {}
         self.cleanup_count = 0
         self.memory_pressure_events = 0
-        self._last_gc_monotonic = time.monotonic()
-
-    # ------------------------------------------------------------- caches
-
-    def register_cache(self, name: str, max_size: int = 1000, ttl_seconds: float = 3600, **kwargs: Any) -> ManagedCache:
-        return super().register_cache(name, max_size, ttl_seconds, **kwargs)
+        self._last_gc_at = clock()
 
     # ------------------------------------------------------------- models
 
@@ -100,7 +102,7 @@ class EnhancedMemoryManager(MemoryManager):
         """Drop expired entries; when aggressive also shrink every evictable cache to half. Returns entries removed."""
         removed = self.cleanup_expired()
         if aggressive:
-            for cache in self.caches.values():
+            for cache in [slot.cache for slot in list(self._slots.values()) if slot.evictable]:
                 before = len(cache)
                 cache.shrink_to(cache.total_bytes // 2)
                 removed += before - len(cache)
@@ -115,13 +117,13 @@ class EnhancedMemoryManager(MemoryManager):
 
     def should_force_gc(self) -> bool:
         """True at most once per model_cleanup_interval, or whenever memory is above gc_threshold."""
-        if time.monotonic() - self._last_gc_monotonic >= self.config.model_cleanup_interval:
+        if self._clock() - self._last_gc_at >= self.config.model_cleanup_interval:
             return True
         reading = self.last_reading
         return reading is not None and reading.usage_ratio is not None and reading.usage_ratio > self.config.gc_threshold
 
     def force_garbage_collection(self) -> int:
-        self._last_gc_monotonic = time.monotonic()
+        self._last_gc_at = self._clock()
         return collect_garbage().collected
 
     # -------------------------------------------------------- maintenance

@@ -1,0 +1,138 @@
+"""Shared fixtures for the bot tests: small fast configs, one trained model per session, the memory singleton.
+
+Anything that builds a BotContext with a manager depends on `memory_singleton`, which stops and
+forgets the process-wide manager at teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psutil
+import pytest
+import yaml
+from threadpoolctl import threadpool_limits
+
+from crypto_bot.market import SimulatedMarket, generated_symbols
+from crypto_bot.settings import Settings, parse_settings
+from crypto_bot.strategy import save_model, train_signal_model
+from crypto_bot.utils.enhanced_memory_manager import reset_enhanced_memory_manager
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REPOSITORY_CONFIG = REPO_ROOT / "production_config_enhanced.yaml"
+
+
+def small_config(journal_path: Path, model_path: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+    """A config that trades within a cycle or two and runs a cycle in well under 0.1 s; `sections` update it."""
+    config: dict[str, Any] = {
+        "enable_background_cleanup": False,
+        "symbols": ["BTC/USDT", "ETH/USDT", "SOL/USDT", "ADA/USDT"],
+        "timeframes": ["1m", "15m"],
+        "market": {"seed": 42},
+        "strategy": {
+            "batch_size": 4,
+            "history_candles": 100,
+            "fetch_limit": 5,
+            "model_path": str(model_path),
+            "model_training_candles": 600,
+            "model_training_symbols": 2,
+        },
+        "storage": {"journal_path": str(journal_path)},
+    }
+    for name, values in sections.items():
+        if isinstance(values, dict) and isinstance(config.get(name), dict):
+            config[name] = {**config[name], **values}
+        else:
+            config[name] = values
+    return config
+
+
+@pytest.fixture(scope="session")
+def trained_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One signal model trained on simulated history and saved for the whole session.
+
+    One OpenMP thread: on busy cores the default team spins at every barrier, turning a 0.1 s fit
+    into tens of seconds.
+    """
+    model_path = tmp_path_factory.mktemp("model") / "signal_model.joblib"
+    market = SimulatedMarket(
+        generated_symbols(2, quote="TRAIN"), timeframes=["1m"], base_timeframe="1m", seed=43, history_candles=600
+    )
+
+    async def history() -> list[pd.DataFrame]:
+        return [await market.fetch_ohlcv(symbol, "1m", limit=600) for symbol in market.universe()]
+
+    frames = asyncio.run(history())
+    with threadpool_limits(limits=1):
+        save_model(train_signal_model(frames, horizon=5), model_path)
+    return model_path
+
+
+@pytest.fixture
+def memory_singleton() -> Iterator[None]:
+    """Stops and forgets the process-wide memory manager after the test."""
+    reset_enhanced_memory_manager()
+    yield
+    reset_enhanced_memory_manager()
+
+
+@pytest.fixture
+def config_dict(tmp_path: Path, trained_model_path: Path) -> Callable[..., dict[str, Any]]:
+    """`config_dict(**sections)`: the small config with its journal under tmp_path and the session's model."""
+
+    def build(**sections: dict[str, Any]) -> dict[str, Any]:
+        return small_config(tmp_path / "journal.sqlite", trained_model_path, **sections)
+
+    return build
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, config_dict: Callable[..., dict[str, Any]]) -> Callable[..., Path]:
+    """`config_file(**sections)`: the small config written to tmp_path/config.yaml."""
+
+    def write(**sections: dict[str, Any]) -> Path:
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(config_dict(**sections)), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def bot_settings(config_dict: Callable[..., dict[str, Any]]) -> Settings:
+    return parse_settings(config_dict())
+
+
+class RecordingNotifier:
+    """A notifier that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def notify(self, message: str) -> None:
+        self.messages.append(message)
+
+
+@pytest.fixture
+def notifier() -> RecordingNotifier:
+    return RecordingNotifier()
+
+
+@pytest.fixture
+def system_memory_used(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
+    """`system_memory_used(95.0)`: psutil reports the host that full from now on (readings call it each time)."""
+    real = psutil.virtual_memory()
+
+    def set_percent(percent: float) -> None:
+        used = int(real.total * percent / 100)
+        fake = types.SimpleNamespace(
+            total=real.total, available=real.total - used, percent=percent, used=used, free=real.total - used
+        )
+        monkeypatch.setattr(psutil, "virtual_memory", lambda: fake)
+
+    return set_percent

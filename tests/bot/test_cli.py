@@ -1,0 +1,195 @@
+"""The `crypto-bot` command: config check, run (as a real subprocess, SIGTERM included) and memory stats."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from crypto_bot.cli import main
+from tests.bot.conftest import REPO_ROOT, REPOSITORY_CONFIG
+
+SUBPROCESS_TIMEOUT_SECONDS = 120
+
+
+def crypto_bot(*args: str, cwd: Path, **options: object) -> subprocess.Popen:
+    """`python -m crypto_bot.cli ARGS` in cwd, importing this checkout."""
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "crypto_bot.cli", *args], cwd=cwd, env=environment, text=True, **options
+    )
+
+
+def write_yaml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "candidate.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ----------------------------------------------------------------- config check
+
+
+def test_config_check_accepts_the_repository_config(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "check", str(REPOSITORY_CONFIG)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("colour: red\n", ["colour", "allowed", "strategy"]),
+        ("strategy:\n  batch: 3\n", ["strategy.batch", "batch_size"]),
+        ("strategy:\n  batch_size: 0\n", ["strategy.batch_size", "[1, 1000]"]),
+        ("memory_threshold: 1.5\n", ["memory_threshold", "(0, 1]"]),
+        ("strategy:\n  batch_size: many\n", ["strategy.batch_size", "an integer"]),
+        ("memory_threshold: high\n", ["memory_threshold", "a number"]),
+        ("metrics:\n  enabled: yes please\n", ["metrics.enabled", "true or false"]),
+        ("risk:\n  max_open_positions: 0\n", ["max_open_positions", "[1, 1000]"]),
+        ("market:\n  source: binance\n", ["market.source", "simulated, csv, ccxt"]),
+        ("timeframes: [1m, 7m]\n", ["timeframes", "1m, 5m, 15m, 1h, 4h, 1d"]),
+        ("strategy: [oops\n", ["not valid YAML"]),
+    ],
+    ids=[
+        "unknown-key",
+        "unknown-section-key",
+        "out-of-range",
+        "memory-out-of-range",
+        "wrong-type",
+        "memory-wrong-type",
+        "flag-wrong-type",
+        "risk-out-of-range",
+        "bad-choice",
+        "bad-timeframe",
+        "bad-yaml",
+    ],
+)
+def test_config_check_rejects_a_bad_file_naming_the_key_and_allowed_values(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, fragments: list[str]
+) -> None:
+    path = write_yaml(tmp_path, text)
+    assert main(["config", "check", str(path)]) != 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    for fragment in fragments:
+        assert fragment in captured.err
+
+
+def test_config_check_of_a_missing_file_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "check", str(tmp_path / "absent.yaml")]) != 0
+    assert "cannot read config file" in capsys.readouterr().err
+
+
+def test_a_bad_file_fails_the_command_with_a_non_zero_exit(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path, "strategy:\n  batch_size: 0\n")
+    process = crypto_bot("config", "check", str(path), cwd=tmp_path, stderr=subprocess.PIPE)
+    _, err = process.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS)
+    assert process.returncode == 1 and "strategy.batch_size" in err
+
+
+# ------------------------------------------------------------------------- run
+
+
+def test_run_trades_for_the_given_cycles_and_prints_a_summary(tmp_path: Path, config_file: Callable[..., Path]) -> None:
+    config = config_file()
+    process = crypto_bot(
+        "run", "--config", str(config), "--cycles", "3", "--interval", "0",
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    out, err = process.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS)
+    assert process.returncode == 0, err
+    assert "PAPER TRADING" in out.splitlines()[1]
+    status_lines = [line for line in out.splitlines() if line.startswith("cycle ")]
+    assert [line.split("|")[0].split() for line in status_lines] == [["cycle", "1"], ["cycle", "2"], ["cycle", "3"]]
+    assert "Summary" in out and "cycles          3" in out and "df_cache" in out
+
+
+def test_run_stops_cleanly_on_sigterm(tmp_path: Path, config_file: Callable[..., Path]) -> None:
+    config = config_file()
+    journal = tmp_path / "journal.sqlite"
+    with open(tmp_path / "stderr.log", "w", encoding="utf-8") as stderr:
+        process = crypto_bot(
+            "run", "--config", str(config), "--interval", "0",
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=stderr, bufsize=1,
+        )
+        try:
+            seen = []
+            for line in process.stdout:
+                seen.append(line)
+                if line.startswith("cycle "):
+                    break
+            assert seen and seen[-1].startswith("cycle "), "".join(seen)
+            process.send_signal(signal.SIGTERM)
+            rest, _ = process.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == 0, (tmp_path / "stderr.log").read_text()
+    assert "Summary" in rest
+    open_positions = int(next(line for line in rest.splitlines() if "open positions" in line).split()[-1])
+    connection = sqlite3.connect(journal)
+    try:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert connection.execute("SELECT COUNT(*) FROM positions").fetchone() == (open_positions,)
+    finally:
+        connection.close()
+
+
+def test_run_with_a_bad_config_exits_non_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_yaml(tmp_path, "colour: red\n")
+    assert main(["run", "--config", str(path), "--cycles", "1"]) == 1
+    assert "colour" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", [["--cycles", "0"], ["--interval", "-1"]], ids=["cycles", "interval"])
+def test_run_rejects_bad_numbers(option: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", *option])
+    assert exit_info.value.code == 2
+    assert option[0] in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------- memory stats
+
+
+def test_memory_stats_prints_json_with_the_expected_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["memory", "stats"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    expected = {
+        "timestamp",
+        "pressure_level",
+        "usage_ratio",
+        "limit_bytes",
+        "caches",
+        "cache_bytes",
+        "models",
+        "process_memory_mb",
+        "system_memory_percent",
+        "total_cache_size_mb",
+        "ml_models_count",
+        "leak_suspected",
+        "reading",
+    }
+    assert expected <= set(stats)
+    assert stats["pressure_level"] == "NORMAL" and stats["process_memory_mb"] > 0
+    assert stats["reading"]["rss_bytes"] > 0
+
+
+def test_memory_stats_uses_the_configured_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_yaml(tmp_path, yaml.safe_dump({"memory": {"cache_size_limit_mb": 32}}))
+    assert main(["memory", "stats", "--config", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["cache_budget_bytes"] == 32 * 1024 * 1024
+
+
+def test_memory_stats_with_a_bad_config_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_yaml(tmp_path, "memory_threshold: 2\n")
+    assert main(["memory", "stats", "--config", str(path)]) == 1
+    assert "memory_threshold" in capsys.readouterr().err

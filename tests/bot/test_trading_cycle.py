@@ -1,0 +1,211 @@
+"""The six-phase paper-trading cycle end to end, with real parts: simulated market, model, SQLite journal, memory manager."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crypto_bot.bot import MODEL_NAME, TradingBot
+from crypto_bot.cache_views import CacheView
+from crypto_bot.memory import PressureLevel
+from crypto_bot.settings import Settings, parse_settings
+from tests.bot.conftest import RecordingNotifier
+
+PHASES = ["fetch_candidates", "update_caches", "analyse_batch", "execute_signals", "handle_exits", "monitor"]
+
+
+class Session:
+    """A TradingBot driven on one event loop, cycle by cycle."""
+
+    def __init__(self, settings: Settings, **options: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.bot = TradingBot(settings, **options)
+        self.loop.run_until_complete(self.bot.prepare_model())
+
+    def cycle(self) -> dict[str, float]:
+        return self.loop.run_until_complete(self.bot.run_cycle())
+
+    def until_a_position_opens(self, max_cycles: int = 10) -> None:
+        for _ in range(max_cycles):
+            self.cycle()
+            if self.bot.broker.positions:
+                return
+        pytest.fail(f"no position opened in {max_cycles} cycles")
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.run_until_complete(self.bot.close())
+        self.loop.close()
+
+
+@pytest.fixture
+def start(memory_singleton: None) -> Iterator[Callable[..., Session]]:
+    """`start(settings, **TradingBot options)`: a prepared bot; all are closed at teardown."""
+    sessions: list[Session] = []
+
+    def build(settings: Settings, **options: Any) -> Session:
+        sessions.append(Session(settings, **options))
+        return sessions[-1]
+
+    yield build
+    for session in sessions:
+        session.close()
+
+
+def journal_rows(path: Path, query: str) -> list[tuple]:
+    connection = sqlite3.connect(path)
+    try:
+        return connection.execute(query).fetchall()
+    finally:
+        connection.close()
+
+
+def test_a_cycle_runs_all_phases_and_writes_positions_to_sqlite(
+    start: Callable[..., Session], bot_settings: Settings
+) -> None:
+    session = start(bot_settings)
+    session.until_a_position_opens()
+    bot = session.bot
+    assert [report.name for report in bot.runner.last_report] == PHASES
+    assert all(report.error is None for report in bot.runner.last_report)
+    journal = Path(bot_settings.storage["journal_path"])
+    rows = journal_rows(journal, "SELECT id, symbol, quantity FROM positions")
+    assert sorted(rows) == sorted((p.id, p.symbol, p.quantity) for p in bot.broker.positions.values())
+    assert journal_rows(journal, "SELECT cash FROM account") == [(pytest.approx(bot.broker.cash),)]
+    assert journal_rows(journal, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_a_cycle_fills_the_managed_caches(start: Callable[..., Session], bot_settings: Settings) -> None:
+    session = start(bot_settings)
+    session.cycle()
+    ctx = session.bot.ctx
+    assert isinstance(ctx.df_cache, CacheView) and isinstance(ctx.regime_cache, CacheView)
+    expected = {(tf, symbol) for tf in bot_settings.timeframes for symbol in ctx.current_batch}
+    assert set(ctx.get_managed_cache("df_cache").keys()) == expected
+    assert set(ctx.regime_cache) == set(ctx.current_batch)
+    caches = ctx.get_memory_stats()["caches"]
+    assert caches["df_cache"]["entries"] == len(expected) and caches["df_cache"]["total_bytes"] > 0
+
+
+def test_the_model_is_registered_in_the_manager_and_used(start: Callable[..., Session], bot_settings: Settings) -> None:
+    session = start(bot_settings)
+    models = session.bot.ctx.memory_manager.models
+    assert MODEL_NAME in models and models.record(MODEL_NAME).loaded
+    registered_at = models.record(MODEL_NAME).last_used
+    session.cycle()
+    record = models.record(MODEL_NAME)
+    assert record.last_used > registered_at and record.in_use == 0
+
+
+def test_an_unloaded_model_is_reloaded_through_its_loader(start: Callable[..., Session], bot_settings: Settings) -> None:
+    session = start(bot_settings)
+    session.cycle()
+    models = session.bot.ctx.memory_manager.models
+    assert models.unload_all() > 0
+    assert not models.record(MODEL_NAME).loaded
+    session.cycle()
+    record = models.record(MODEL_NAME)
+    assert record.loaded and record.loads == 1
+    assert session.bot.runner.last_report[2].error is None
+
+
+def test_pressure_during_trading_keeps_trading_and_never_drops_a_position(
+    start: Callable[..., Session],
+    bot_settings: Settings,
+    notifier: RecordingNotifier,
+    system_memory_used: Callable[[float], None],
+) -> None:
+    session = start(bot_settings, notifier=notifier)
+    session.until_a_position_opens()
+    bot = session.bot
+    held_before = set(bot.broker.positions)
+    system_memory_used(95.0)
+    for _ in range(4):
+        session.cycle()
+        assert [r.error for r in bot.runner.last_report] == [None] * 6
+        assert bot.runner.last_report[-1].pressure_level is PressureLevel.CRITICAL
+    session.loop.run_until_complete(bot.runner.drain())
+    journal = Path(bot_settings.storage["journal_path"])
+    closed = {row[0] for row in journal_rows(journal, "SELECT position_id FROM trades")}
+    assert held_before <= set(bot.broker.positions) | closed
+    assert set(bot.ctx.positions) == {row[0] for row in journal_rows(journal, "SELECT id FROM positions")}
+    assert bot.cycle >= 5 and bot.last_status.pressure_level == "CRITICAL"
+    df_stats = bot.ctx.get_managed_cache("df_cache").stats()
+    assert df_stats["evictions"]["pressure"] > 0
+    assert any("CRITICAL" in message for message in notifier.messages)
+
+
+def test_cache_cleanup_keeps_df_cache_within_its_limits_with_a_rotating_universe(
+    start: Callable[..., Session], config_dict: Callable[..., dict[str, Any]]
+) -> None:
+    max_entries = 16
+    settings = parse_settings(
+        config_dict(
+            max_cache_entries=max_entries,
+            market={"scanner_new_symbols_per_cycle": 3, "max_universe": 8},
+            strategy={"batch_size": 3},
+        )
+    )
+    session = start(settings)
+    cache = session.bot.ctx.get_managed_cache("df_cache")
+    position_ids: set[str] = set()
+    for _ in range(12):
+        session.cycle()
+        assert len(cache) <= max_entries and len(session.bot.ctx.regime_cache) <= max_entries
+        assert all(report.error is None for report in session.bot.runner.last_report)
+        position_ids |= set(session.bot.broker.positions)
+    assert cache.stats()["evictions"]["size"] > 0
+    assert len(session.bot.market.universe()) <= 8
+    journal = Path(settings.storage["journal_path"])
+    closed = {row[0] for row in journal_rows(journal, "SELECT position_id FROM trades")}
+    assert position_ids <= set(session.bot.broker.positions) | closed
+
+
+def test_a_restarted_bot_resumes_the_open_positions(start: Callable[..., Session], bot_settings: Settings) -> None:
+    first = start(bot_settings)
+    first.until_a_position_opens()
+    positions = dict(first.bot.broker.positions)
+    cash = first.bot.broker.cash
+    first.close()
+    second = start(bot_settings)
+    assert dict(second.bot.broker.positions) == positions
+    assert second.bot.broker.cash == pytest.approx(cash)
+    assert second.bot.ctx.get_position_count() == len(positions)
+    second.cycle()
+    journal = Path(bot_settings.storage["journal_path"])
+    closed = {row[0] for row in journal_rows(journal, "SELECT position_id FROM trades")}
+    assert set(positions) <= set(second.bot.broker.positions) | closed
+
+
+def test_a_held_symbol_stays_in_the_batch(start: Callable[..., Session], config_dict: Callable[..., dict[str, Any]]) -> None:
+    settings = parse_settings(config_dict(strategy={"batch_size": 1}))
+    session = start(settings)
+    session.until_a_position_opens()
+    session.cycle()
+    held = {p.symbol for p in session.bot.broker.positions.values()}
+    assert held <= set(session.bot.ctx.current_batch)
+
+
+def test_unmanaged_mode_trades_without_a_manager(start: Callable[..., Session], bot_settings: Settings) -> None:
+    session = start(bot_settings, manage_memory=False)
+    session.until_a_position_opens()
+    bot = session.bot
+    assert bot.ctx.memory_manager is None and isinstance(bot.ctx.df_cache, dict)
+    assert bot.summary()["memory"] == {"managed": False}
+    assert bot.last_status.pressure_level == "unmanaged"
+
+
+def test_summary_reports_trading_and_memory(start: Callable[..., Session], bot_settings: Settings) -> None:
+    session = start(bot_settings)
+    for _ in range(2):
+        session.cycle()
+    summary = session.bot.summary()
+    assert summary["cycles"] == 2
+    assert summary["open_positions"] == len(session.bot.broker.positions)
+    assert set(summary["memory"]["caches"]) == {"df_cache", "regime_cache"}
