@@ -80,7 +80,10 @@ async def no_op_microseconds_per_phase(ctx: BotContext) -> dict[bool, float]:
     return {flag: total / (NO_OP_RUNS * NO_OP_PHASES) * 1e6 for flag, total in totals.items()}
 
 
-def report(samples: dict[bool, list[tuple[float, float]]], no_op_us: dict[bool, float], cycles: int, warmup: int) -> None:
+def report(
+    samples: dict[bool, list[tuple[float, float]]], no_op_us: dict[bool, float], cycles: int, warmup: int
+) -> None:
+    """Print the side-by-side table and the verdict against the 1% target."""
     cycle_ms = {flag: statistics.median(s[0] for s in rows) * 1e3 for flag, rows in samples.items()}
     outside_us = {flag: statistics.median(s[1] for s in rows) * 1e6 for flag, rows in samples.items()}
     paired_ms = statistics.median((on[0] - off[0]) * 1e3 for on, off in zip(samples[True], samples[False]))
@@ -88,7 +91,12 @@ def report(samples: dict[bool, list[tuple[float, float]]], no_op_us: dict[bool, 
     outside_delta_us = outside_us[True] - outside_us[False]
     overhead_ratio = outside_delta_us / 1e3 / base_ms
     rows = [
-        ("median cycle (ms)", f"{cycle_ms[True]:.2f}", f"{base_ms:.2f}", f"{paired_ms:+.2f} ms = {paired_ms / base_ms:+.2%} (paired, noisy)"),
+        (
+            "median cycle (ms)",
+            f"{cycle_ms[True]:.2f}",
+            f"{base_ms:.2f}",
+            f"{paired_ms:+.2f} ms = {paired_ms / base_ms:+.2%} (paired, noisy)",
+        ),
         (
             "runner time outside phases (us/cycle)",
             f"{outside_us[True]:.0f}",

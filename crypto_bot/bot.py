@@ -318,7 +318,11 @@ class TradingBot:
     async def handle_exits(self, ctx: BotContext) -> None:
         """Stop loss, take profit and trailing stop on the latest candle; only triggered positions close."""
         for symbol in sorted({p.symbol for p in self.broker.positions.values()}):
-            candle = await self._latest_candle(ctx, symbol)
+            try:
+                candle = await self._latest_candle(ctx, symbol)
+            except (KeyError, ValueError) as error:  # one symbol's missing data must not block the others' exits
+                logger.warning("no %s candle for %s; its exits wait a cycle: %s", self._analysis_timeframe, symbol, error)
+                continue
             if candle is None:
                 continue
             at_ms = int(candle.name.timestamp() * 1000)

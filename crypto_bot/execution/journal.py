@@ -98,6 +98,9 @@ CREATE TABLE IF NOT EXISTS trades (
 """
 
 
+_PAGE_CACHE_KIB = 256
+
+
 class JournalError(RuntimeError):
     """The journal file cannot be opened, has an unknown schema, or a write contradicts its state."""
 
@@ -136,6 +139,9 @@ class TradeJournal:
         if str(mode).lower() != "wal":
             raise JournalError(f"trade journal at {self.path} cannot use WAL mode (got {mode!r})")
         connection.execute("PRAGMA synchronous=FULL")
+        # SQLite's page cache defaults to 2 MiB and fills slowly as the journal grows; an
+        # append-mostly journal needs little of it, and a small cap keeps the bot's memory flat.
+        connection.execute(f"PRAGMA cache_size=-{_PAGE_CACHE_KIB}")
         connection.execute("BEGIN IMMEDIATE")
         try:
             for statement in _SCHEMA.split(";"):

@@ -27,6 +27,7 @@ from enum import Enum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from .flight import Flight
 from .sizing import sizeof
 
 if TYPE_CHECKING:
@@ -73,23 +74,6 @@ class CacheEntry:
 
     def __repr__(self) -> str:
         return f"CacheEntry(key={self.key!r}, size_bytes={self.size_bytes}, access_count={self.access_count})"
-
-
-class _Flight:
-    """A load in progress that other threads wait for (single flight)."""
-
-    __slots__ = ("done", "value", "error")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.value: Any = None
-        self.error: BaseException | None = None
-
-    def result(self) -> Any:
-        self.done.wait()
-        if self.error is not None:
-            raise self.error
-        return self.value
 
 
 def _expired(entry: CacheEntry, now: float) -> bool:
@@ -162,7 +146,7 @@ class ManagedCache:
         self._custom_heap: list[tuple[float, int, CacheEntry]] = []  # (expires_at, seq, entry)
         self._custom_live = 0
         self._seq = 0
-        self._flights: dict[Hashable, _Flight] = {}
+        self._flights: dict[Hashable, Flight] = {}
         self._async_flights: dict[Hashable, asyncio.Future[Any]] = {}
         self._budget: SharedBudget | None = None
         self.total_bytes = 0
@@ -347,7 +331,7 @@ class ManagedCache:
             flight = self._flights.get(key)
             leader = flight is None
             if leader:
-                flight = self._flights[key] = _Flight()
+                flight = self._flights[key] = Flight()
         if not leader:
             return flight.result()
         try:

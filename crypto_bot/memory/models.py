@@ -28,6 +28,7 @@ from typing import Any
 
 import psutil
 
+from .flight import Flight
 from .leaks import ReleaseWatch
 from .sizing import sizeof
 
@@ -59,23 +60,6 @@ class ModelRecord:
     load_seconds: float = 0.0
 
 
-class _LoadInFlight:
-    """A load in progress that other callers of `get` wait for (single flight)."""
-
-    __slots__ = ("done", "model", "error")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.model: Any = None
-        self.error: BaseException | None = None
-
-    def result(self) -> Any:
-        self.done.wait()
-        if self.error is not None:
-            raise self.error
-        return self.model
-
-
 class _Entry:
     """A registration: the live record, the model while loaded, and how to load it again."""
 
@@ -86,7 +70,7 @@ class _Entry:
         self.model = model
         self.loader = loader
         self.given_size_bytes = given_size_bytes
-        self.in_flight: _LoadInFlight | None = None
+        self.in_flight: Flight | None = None
 
 
 class _ByteCounter:
@@ -339,12 +323,12 @@ class ModelRegistry:
             in_flight = entry.in_flight
             leads = in_flight is None
             if leads:
-                in_flight = entry.in_flight = _LoadInFlight()
+                in_flight = entry.in_flight = Flight()
         if not leads:
             return in_flight.result()
         return self._load(entry, in_flight)
 
-    def _load(self, entry: _Entry, in_flight: _LoadInFlight) -> Any:
+    def _load(self, entry: _Entry, in_flight: Flight) -> Any:
         """Run the loader (outside the lock), install the model, and hand the outcome to the waiters."""
         name = entry.record.name
         measure_rss = entry.given_size_bytes is None
@@ -381,7 +365,7 @@ class ModelRegistry:
                 record.size_bytes = size_bytes
                 record.last_used = self._clock()
                 self._loaded_bytes += size_bytes
-        in_flight.model = model
+        in_flight.value = model
         in_flight.done.set()
         logger.info("loaded model %r (%.1f MiB) in %.2f s", name, size_bytes / _MIB, load_seconds)
         return model

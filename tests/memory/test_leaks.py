@@ -11,17 +11,10 @@ import tracemalloc
 import pytest
 
 from crypto_bot.memory.leaks import GrowthTracker, LeakDetector, LeakReport, ReleaseWatch, diagnose
+from tests.fakes import FakeClock
 
 KIB = 1024
 MIB = 1024 * 1024
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Model:

@@ -22,21 +22,12 @@ from crypto_bot.memory.config import MemoryConfig
 from crypto_bot.memory.manager import MaintenanceReport, MemoryManager
 from crypto_bot.memory.pressure import PressureLevel
 from crypto_bot.memory.probe import MemoryReading
+from tests.fakes import FakeClock
 
 KIB = 1024
 MIB = 1024 * KIB
 LIMIT_BYTES = 100 * MIB
 THREAD_WAIT_SECONDS = 10.0  # an upper bound for a real thread to be observed, never an assertion on time
-
-
-class FakeClock:
-    """Monotonic time that moves only when a test sets `now`."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FakeProbe:

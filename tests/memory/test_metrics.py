@@ -15,18 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from crypto_bot.memory import MemoryConfig, MemoryManager, MemoryReading
 from crypto_bot.memory.metrics import MemoryCollector, MetricsServer, register_collector, start_metrics_server
 from crypto_bot.utils.enhanced_memory_manager import EnhancedMemoryManager
+from tests.fakes import FakeClock
 
 MIB = 1024 * 1024
 # Scrapes never go through a proxy from the environment.
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FakeProbe:

@@ -13,17 +13,10 @@ import pytest
 
 from crypto_bot.memory.models import ModelRecord, ModelRegistry, ModelUnavailableError
 from crypto_bot.memory.sizing import sizeof
+from tests.fakes import FakeClock
 
 MIB = 1024 * 1024
 THREADS = 8
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Model:

@@ -14,6 +14,7 @@ import pytest
 from crypto_bot.memory import reclaim
 from crypto_bot.memory.pressure import PressureLevel, PressurePolicy
 from crypto_bot.memory.reclaim import collect_garbage
+from tests.fakes import FakeClock
 
 MIB = 1024**2
 NORMAL, GC, PRESSURE, CRITICAL = (
@@ -22,14 +23,6 @@ NORMAL, GC, PRESSURE, CRITICAL = (
     PressureLevel.PRESSURE,
     PressureLevel.CRITICAL,
 )
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
