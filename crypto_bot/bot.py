@@ -66,10 +66,13 @@ class RegimeResult:
 
 
 class LogNotifier:
-    """Notifications to the log (a Telegram or Slack notifier would have the same `notify`)."""
+    """Notifications to the debug log: the broker and the runner already log fills and alerts.
+
+    A Telegram or Slack notifier would have the same `notify(message)`.
+    """
 
     def notify(self, message: str) -> None:
-        logger.info("notify: %s", message)
+        logger.debug("notify: %s", message)
 
 
 @dataclass(slots=True)

@@ -43,6 +43,9 @@ FIELDS = (
 )
 _KIB = 1024
 _MIB = 1024 * 1024
+# After warm-up, the allocator's own creep (fragmentation, native caches filling) measured up to
+# ~4.5 KiB/cycle over 100-cycle windows on a healthy run, with no growth of Python objects.
+LEAK_THRESHOLD_BYTES_PER_CYCLE = 6 * _KIB
 _injected_leak: list[bytes] = []  # --inject-leak-kib appends here and never lets go
 
 
@@ -92,6 +95,7 @@ def _soak(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm"):
         (out / stale).unlink(missing_ok=True)
+    logging.getLogger("crypto_bot.execution").setLevel(logging.WARNING)  # a soak does not print every fill
     summary = asyncio.run(run_soak(soak_settings(settings, args, out), args, out))
     print_summary(summary)
     if not args.no_plot:
@@ -106,9 +110,9 @@ async def run_soak(settings: Settings, args: argparse.Namespace, out: Path) -> d
     from crypto_bot.bot import TradingBot
 
     managed = not args.unmanaged
-    bot = TradingBot(settings, manage_memory=managed, notifier=_Quiet())
+    bot = TradingBot(settings, manage_memory=managed)
     probe = bot.ctx.memory_manager.probe if managed else MemoryProbe()
-    detector = LeakDetector(unit="cycle")
+    detector = LeakDetector(unit="cycle", slope_threshold=LEAK_THRESHOLD_BYTES_PER_CYCLE)
     warmup = args.warmup_cycles if args.warmup_cycles is not None else args.cycles // 5
     leak_bytes = int(args.inject_leak_kib * _KIB)
     rss = array("q")  # the soak's own record must not grow much: 8 bytes a cycle per figure
@@ -257,10 +261,3 @@ def plot(out: Path, *, compare: Path | None = None) -> None:
 def _read_rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
-
-
-class _Quiet:
-    """Soaks do not notify; trades are still journalled."""
-
-    def notify(self, message: str) -> None:
-        logger.debug("notify: %s", message)

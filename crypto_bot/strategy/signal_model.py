@@ -69,7 +69,8 @@ def train_signal_model(
     model = HistGradientBoostingClassifier(
         max_iter=100, max_depth=3, learning_rate=0.05, early_stopping=False, random_state=seed
     )
-    model.fit(features, labels)
+    with threadpool_limits(limits=1):  # see up_probabilities: OpenMP start-up dominates on small data
+        model.fit(features, labels)
     logger.info("trained signal model on %d candles from %d frames", len(labels), len(per_frame))
     return model
 

@@ -16,7 +16,6 @@ import pandas as pd
 import psutil
 import pytest
 import yaml
-from threadpoolctl import threadpool_limits
 
 from crypto_bot.market import SimulatedMarket, generated_symbols
 from crypto_bot.settings import Settings, parse_settings
@@ -54,11 +53,7 @@ def small_config(journal_path: Path, model_path: Path, **sections: dict[str, Any
 
 @pytest.fixture(scope="session")
 def trained_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One signal model trained on simulated history and saved for the whole session.
-
-    One OpenMP thread: on busy cores the default team spins at every barrier, turning a 0.1 s fit
-    into tens of seconds.
-    """
+    """One signal model trained on simulated history and saved for the whole session."""
     model_path = tmp_path_factory.mktemp("model") / "signal_model.joblib"
     market = SimulatedMarket(
         generated_symbols(2, quote="TRAIN"), timeframes=["1m"], base_timeframe="1m", seed=43, history_candles=600
@@ -68,8 +63,7 @@ def trained_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return [await market.fetch_ohlcv(symbol, "1m", limit=600) for symbol in market.universe()]
 
     frames = asyncio.run(history())
-    with threadpool_limits(limits=1):
-        save_model(train_signal_model(frames, horizon=5), model_path)
+    save_model(train_signal_model(frames, horizon=5), model_path)
     return model_path
 
 
