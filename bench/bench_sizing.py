@@ -135,7 +135,7 @@ def main() -> None:
     for name, build in CASES:
         truth_bytes = released_bytes(build)
         value = build()
-        estimate_bytes, sizeof_ms = timed_ms(lambda: sizeof(value), TIMING_REPEATS)
+        estimate_bytes, sizeof_ms = timed_ms(lambda value=value: sizeof(value), TIMING_REPEATS)
         pympler_columns = pympler_result(value, truth_bytes, sizeof_ms)
         deep_bytes = pandas_deep_bytes(value)
         deep_columns = f"{'-':>13} {'-':>7}"

@@ -24,6 +24,7 @@ import pandas as pd
 
 from crypto_bot.execution import PaperBroker, RiskManager, TradeJournal
 from crypto_bot.market import CcxtMarket, CsvMarket, MarketDataSource, SimulatedMarket, generated_symbols
+from crypto_bot.memory.units import MIB as _MIB
 from crypto_bot.phase_runner import BotContext, PhaseRunner
 from crypto_bot.settings import Settings
 from crypto_bot.strategy import (
@@ -44,7 +45,6 @@ logger = logging.getLogger(__name__)
 
 MODEL_NAME = "signal_model"
 ANALYSIS_CANDLES = 300  # indicators and the model look at this many recent candles, however long the window
-_MIB = 1024 * 1024
 
 
 def build_market(settings: Settings) -> MarketDataSource:

@@ -29,6 +29,7 @@ from typing import Any
 from crypto_bot.cache_views import CacheView
 from crypto_bot.memory import ManagedCache, MemoryReading, PressureLevel, PressurePolicy
 from crypto_bot.memory.config import KEYS as MEMORY_KEYS
+from crypto_bot.memory.units import format_mib as _mib
 from crypto_bot.utils.enhanced_memory_manager import EnhancedMemoryManager, MemoryConfig, get_enhanced_memory_manager
 
 logger = logging.getLogger(__name__)
@@ -314,7 +315,3 @@ def _rss_at_next_threshold(policy: PressurePolicy, reading: MemoryReading) -> fl
     thresholds = (policy.gc_threshold, policy.memory_threshold, policy.critical_threshold)
     next_ratio = min((ratio for ratio in thresholds if ratio > reading.usage_ratio), default=math.inf)
     return reading.rss_bytes + (next_ratio - reading.usage_ratio) * reading.limit_bytes
-
-
-def _mib(value: int | None) -> str:
-    return "n/a" if value is None else f"{value / (1024 * 1024):.1f} MiB"

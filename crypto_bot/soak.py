@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from crypto_bot.memory import LeakDetector, MemoryProbe
+from crypto_bot.memory.units import KIB as _KIB
+from crypto_bot.memory.units import MIB as _MIB
 from crypto_bot.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -41,8 +43,6 @@ FIELDS = (
     "unmanaged_bytes",
     "leak_suspected",
 )
-_KIB = 1024
-_MIB = 1024 * 1024
 # After warm-up, the allocator's own creep (fragmentation, native caches filling) measured up to
 # ~4.5 KiB/cycle over 100-cycle windows on a healthy run, with no growth of Python objects.
 LEAK_THRESHOLD_BYTES_PER_CYCLE = 6 * _KIB

@@ -12,11 +12,13 @@ from .manager import MaintenanceReport, MemoryManager
 from .models import ModelRecord, ModelRegistry, ModelUnavailableError
 from .pressure import PressureDecision, PressureLevel, PressurePolicy
 from .probe import MemoryProbe, MemoryReading, read_memory
+from .reclaim import GcResult, collect_garbage
 from .sizing import sizeof
 
 __all__ = [
     "CacheEntry",
     "ConfigError",
+    "GcResult",
     "LeakDetector",
     "LeakReport",
     "MaintenanceReport",
@@ -31,8 +33,11 @@ __all__ = [
     "PressureDecision",
     "PressureLevel",
     "PressurePolicy",
+    "ReleaseWatch",
     "RemovalCause",
     "SharedBudget",
+    "collect_garbage",
+    "diagnose",
     "read_memory",
     "sizeof",
 ]

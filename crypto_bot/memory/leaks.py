@@ -25,10 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from .units import KIB as _KIB
+from .units import MIB as _MIB
+
 logger = logging.getLogger(__name__)
 
-_KIB = 1024
-_MIB = 1024 * 1024
 _MIN_SAMPLES = 3
 _MAX_DIAGNOSE_SECONDS = 600.0
 # Below this share of sum((x - origin)^2), the x variance is rounding noise: treat it as zero.

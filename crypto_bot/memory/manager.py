@@ -30,10 +30,11 @@ from .models import ModelRegistry
 from .pressure import PressureDecision, PressureLevel, PressurePolicy
 from .probe import MemoryProbe, MemoryReading
 from .reclaim import collect_garbage
+from .units import MIB as _MIB
+from .units import format_mib as _mib
 
 logger = logging.getLogger(__name__)
 
-_MIB = 1024 * 1024
 AlertCallback = Callable[[str, dict[str, Any]], None]
 
 
@@ -434,7 +435,3 @@ class MemoryManager:
             rss_after = self.probe.rss_bytes()
             delta = 0 if rss_before is None or rss_after is None else rss_after - rss_before
             self.history.append(MonitoringRecord(label, started_at, self._clock() - started, delta))
-
-
-def _mib(value: int | None) -> str:
-    return "n/a" if value is None else f"{value / _MIB:.1f} MiB"

@@ -31,10 +31,10 @@ import psutil
 from .flight import Flight
 from .leaks import ReleaseWatch
 from .sizing import sizeof
+from .units import MIB as _MIB
 
 logger = logging.getLogger(__name__)
 
-_MIB = 1024 * 1024
 
 Loader = Callable[[], Any]
 LeakCallback = Callable[[str, int], None]

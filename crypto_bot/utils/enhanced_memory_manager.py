@@ -20,6 +20,7 @@ import psutil
 from crypto_bot.memory import CacheEntry, ManagedCache, MemoryManager, MemoryProbe
 from crypto_bot.memory import MemoryConfig as StrictMemoryConfig
 from crypto_bot.memory.reclaim import collect_garbage
+from crypto_bot.memory.units import MIB as _MIB
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +32,6 @@ __all__ = [
     "get_enhanced_memory_manager",
     "reset_enhanced_memory_manager",
 ]
-
-_MIB = 1024 * 1024
 
 
 class MemoryConfig(StrictMemoryConfig):

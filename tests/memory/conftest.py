@@ -5,9 +5,15 @@ from __future__ import annotations
 import gc
 import sys
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
+
+from crypto_bot.memory import manager as manager_module
+from crypto_bot.memory.config import MemoryConfig
+from crypto_bot.memory.manager import MemoryManager
+from tests.fakes import FakeClock
+from tests.memory.support import FakeProbe, ManagerFactory
 
 
 def released_bytes(build: Callable[[], object]) -> int:
@@ -38,3 +44,49 @@ def released_bytes(build: Callable[[], object]) -> int:
 def measure_released_bytes() -> Callable[[Callable[[], object]], int]:
     """The tracemalloc truth: bytes a freshly built value frees when dropped."""
     return released_bytes
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def probe() -> FakeProbe:
+    return FakeProbe()
+
+
+@pytest.fixture
+def alerts() -> list[tuple[str, dict]]:
+    return []
+
+
+@pytest.fixture
+def make_manager(clock: FakeClock, probe: FakeProbe, alerts: list) -> Iterator[ManagerFactory]:
+    """Builds managers on the fake clock and probe (no thread unless a test starts one); stops them all."""
+    managers: list[MemoryManager] = []
+
+    def make(manager_class: type[MemoryManager] = MemoryManager, **settings) -> MemoryManager:
+        config = MemoryConfig(**{"enable_background_cleanup": False, **settings})
+        manager = manager_class(config, probe=probe, clock=clock, on_alert=lambda *alert: alerts.append(alert))
+        managers.append(manager)
+        return manager
+
+    yield make
+    for manager in managers:
+        manager.stop()
+
+
+@pytest.fixture
+def gc_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the manager's collections (each still runs the real collect_garbage)."""
+    calls: list[int] = []
+    real_collect_garbage = manager_module.collect_garbage
+
+    def counting_collect_garbage():
+        result = real_collect_garbage()
+        calls.append(result.collected)
+        return result
+
+    monkeypatch.setattr(manager_module, "collect_garbage", counting_collect_garbage)
+    return calls

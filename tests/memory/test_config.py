@@ -18,7 +18,7 @@ from crypto_bot.memory.manager import MemoryManager
 from crypto_bot.memory.pressure import PressureLevel
 from crypto_bot.memory.reclaim import GcResult
 from crypto_bot.utils.enhanced_memory_manager import get_enhanced_memory_manager, reset_enhanced_memory_manager
-from tests.memory.test_manager import (  # fixtures and fakes shared with the manager tests
+from tests.memory.support import (
     KIB,
     MIB,
     THREAD_WAIT_SECONDS,
@@ -27,11 +27,7 @@ from tests.memory.test_manager import (  # fixtures and fakes shared with the ma
     ManagerFactory,
     PassCountingManager,
     Payload,
-    alerts,  # noqa: F401
-    clock,  # noqa: F401
     fill,
-    make_manager,  # noqa: F401
-    probe,  # noqa: F401
 )
 
 THRESHOLDS = ("gc_threshold", "memory_threshold", "aggressive_cleanup_threshold")

@@ -28,7 +28,7 @@ from crypto_bot.utils.enhanced_memory_manager import (
     get_enhanced_memory_manager,
     reset_enhanced_memory_manager,
 )
-from tests.memory.test_manager import MIB, FakeClock, FakeProbe, Payload, fill
+from tests.memory.support import MIB, FakeClock, FakeProbe, Payload, fill
 
 GIB = 1024 * MIB
 SEED_STATS_KEYS = {

@@ -2,7 +2,7 @@
 
 Memory readings come from FakeProbe and time from FakeClock, so every tier is reached on demand and
 nothing sleeps; only the background-thread tests run a real thread (always stopped in teardown).
-FakeClock, FakeProbe and the manager factory are shared with test_config.py and test_facade.py.
+The fakes live in support.py and the fixtures in conftest.py, shared with test_config.py and test_facade.py.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import dataclasses
 import gc
 import logging
 import random
-import threading
-from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -21,112 +19,19 @@ from crypto_bot.memory.cache import ManagedCache
 from crypto_bot.memory.config import MemoryConfig
 from crypto_bot.memory.manager import MaintenanceReport, MemoryManager
 from crypto_bot.memory.pressure import PressureLevel
-from crypto_bot.memory.probe import MemoryReading
 from tests.fakes import FakeClock
-
-KIB = 1024
-MIB = 1024 * KIB
-LIMIT_BYTES = 100 * MIB
-THREAD_WAIT_SECONDS = 10.0  # an upper bound for a real thread to be observed, never an assertion on time
-
-
-class FakeProbe:
-    """Stands in for MemoryProbe: the test sets `usage_ratio`, `limit_bytes` and `rss`."""
-
-    def __init__(self, usage_ratio: float | None = 0.3, limit_bytes: int | None = LIMIT_BYTES, rss: int = 50 * MIB):
-        self.usage_ratio = usage_ratio
-        self.limit_bytes = limit_bytes
-        self.rss = rss
-
-    def read(self) -> MemoryReading:
-        return MemoryReading(
-            rss_bytes=self.rss,
-            system_total_bytes=None,
-            system_available_bytes=None,
-            system_percent=None,
-            cgroup_limit_bytes=None,
-            cgroup_high_bytes=None,
-            cgroup_usage_bytes=None,
-            working_set_bytes=None,
-            oom_kills=None,
-            psi_some_avg10=None,
-            limit_bytes=self.limit_bytes,
-            usage_ratio=self.usage_ratio,
-            cgroup_version=None,
-        )
-
-    def rss_bytes(self) -> int:
-        return self.rss
-
-
-class Payload:
-    """A weakly referenceable value, so release checks can see whether it died."""
-
-
-ManagerFactory = Callable[..., MemoryManager]
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def probe() -> FakeProbe:
-    return FakeProbe()
-
-
-@pytest.fixture
-def alerts() -> list[tuple[str, dict]]:
-    return []
-
-
-@pytest.fixture
-def make_manager(clock: FakeClock, probe: FakeProbe, alerts: list) -> Iterator[ManagerFactory]:
-    """Builds managers on the fake clock and probe (no thread unless a test starts one); stops them all."""
-    managers: list[MemoryManager] = []
-
-    def make(manager_class: type[MemoryManager] = MemoryManager, **settings) -> MemoryManager:
-        config = MemoryConfig(**{"enable_background_cleanup": False, **settings})
-        manager = manager_class(config, probe=probe, clock=clock, on_alert=lambda *alert: alerts.append(alert))
-        managers.append(manager)
-        return manager
-
-    yield make
-    for manager in managers:
-        manager.stop()
-
-
-@pytest.fixture
-def gc_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the manager's collections (each still runs the real collect_garbage)."""
-    calls: list[int] = []
-    real_collect_garbage = manager_module.collect_garbage
-
-    def counting_collect_garbage():
-        result = real_collect_garbage()
-        calls.append(result.collected)
-        return result
-
-    monkeypatch.setattr(manager_module, "collect_garbage", counting_collect_garbage)
-    return calls
-
-
-def forbidden(name: str) -> Callable[..., None]:
-    """A stand-in that fails the test if called."""
-
-    def call(*args, **kwargs) -> None:
-        raise AssertionError(f"{name} was called")
-
-    return call
-
-
-def fill(cache: ManagedCache, clock: FakeClock, keys: list[str], size_bytes: int) -> None:
-    """Put one entry per key, one clock second apart, so their recency is unambiguous."""
-    for key in keys:
-        clock.now += 1
-        cache.put(key, Payload(), size_bytes=size_bytes)
-
+from tests.memory.support import (
+    KIB,
+    LIMIT_BYTES,
+    MIB,
+    THREAD_WAIT_SECONDS,
+    FakeProbe,
+    ManagerFactory,
+    PassCountingManager,
+    Payload,
+    fill,
+    forbidden,
+)
 
 # ------------------------------------------------------------------ caches and the global budget
 
@@ -473,27 +378,6 @@ def test_manager_can_start_again_after_stop(make_manager: ManagerFactory) -> Non
     manager.stop()
     manager.start()
     assert manager.running
-
-
-class PassCountingManager(MemoryManager):
-    """Fails its first `failures` passes, then signals `enough` once `wanted` passes have succeeded."""
-
-    failures = 0
-    wanted = 2
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.calls = 0
-        self.enough = threading.Event()
-
-    def perform_maintenance(self) -> MaintenanceReport:
-        self.calls += 1
-        if self.calls <= self.failures:
-            raise RuntimeError(f"pass {self.calls} broke")
-        report = super().perform_maintenance()
-        if self.maintenance_runs >= self.wanted:
-            self.enough.set()
-        return report
 
 
 class FailingOnceManager(PassCountingManager):

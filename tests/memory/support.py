@@ -1,0 +1,89 @@
+"""Fakes and helpers shared by the manager, config and facade tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from crypto_bot.memory.cache import ManagedCache
+from crypto_bot.memory.manager import MaintenanceReport, MemoryManager
+from crypto_bot.memory.probe import MemoryReading
+from tests.fakes import FakeClock
+
+KIB = 1024
+MIB = 1024 * KIB
+LIMIT_BYTES = 100 * MIB
+THREAD_WAIT_SECONDS = 10.0  # an upper bound for a real thread to be observed, never an assertion on time
+
+
+class FakeProbe:
+    """Stands in for MemoryProbe: the test sets `usage_ratio`, `limit_bytes` and `rss`."""
+
+    def __init__(self, usage_ratio: float | None = 0.3, limit_bytes: int | None = LIMIT_BYTES, rss: int = 50 * MIB):
+        self.usage_ratio = usage_ratio
+        self.limit_bytes = limit_bytes
+        self.rss = rss
+
+    def read(self) -> MemoryReading:
+        return MemoryReading(
+            rss_bytes=self.rss,
+            system_total_bytes=None,
+            system_available_bytes=None,
+            system_percent=None,
+            cgroup_limit_bytes=None,
+            cgroup_high_bytes=None,
+            cgroup_usage_bytes=None,
+            working_set_bytes=None,
+            oom_kills=None,
+            psi_some_avg10=None,
+            limit_bytes=self.limit_bytes,
+            usage_ratio=self.usage_ratio,
+            cgroup_version=None,
+        )
+
+    def rss_bytes(self) -> int:
+        return self.rss
+
+
+class Payload:
+    """A weakly referenceable value, so release checks can see whether it died."""
+
+
+ManagerFactory = Callable[..., MemoryManager]
+
+
+def forbidden(name: str) -> Callable[..., None]:
+    """A stand-in that fails the test if called."""
+
+    def call(*args, **kwargs) -> None:
+        raise AssertionError(f"{name} was called")
+
+    return call
+
+
+def fill(cache: ManagedCache, clock: FakeClock, keys: list[str], size_bytes: int) -> None:
+    """Put one entry per key, one clock second apart, so their recency is unambiguous."""
+    for key in keys:
+        clock.now += 1
+        cache.put(key, Payload(), size_bytes=size_bytes)
+
+
+class PassCountingManager(MemoryManager):
+    """Fails its first `failures` passes, then signals `enough` once `wanted` passes have succeeded."""
+
+    failures = 0
+    wanted = 2
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+        self.enough = threading.Event()
+
+    def perform_maintenance(self) -> MaintenanceReport:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise RuntimeError(f"pass {self.calls} broke")
+        report = super().perform_maintenance()
+        if self.maintenance_runs >= self.wanted:
+            self.enough.set()
+        return report
