@@ -15,10 +15,10 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from crypto_bot.memory import ConfigError
-from crypto_bot.settings import Settings, load_settings
+if TYPE_CHECKING:  # the settings pull in the trading stack; `memory stats` alone does not need it
+    from crypto_bot.settings import Settings
 
 logger = logging.getLogger("crypto_bot")
 
@@ -81,6 +81,9 @@ def _non_negative_float(text: str) -> float:
 
 def load_or_report(path: str) -> Settings | None:
     """Strictly load a config; print the problem and return None when it is wrong."""
+    from crypto_bot.memory import ConfigError
+    from crypto_bot.settings import load_settings
+
     try:
         return load_settings(path)
     except ConfigError as error:

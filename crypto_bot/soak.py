@@ -19,14 +19,16 @@ import math
 import time
 from array import array
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from crypto_bot.memory import LeakDetector, MemoryProbe
 from crypto_bot.memory.units import KIB as _KIB
 from crypto_bot.memory.units import MIB as _MIB
-from crypto_bot.settings import Settings
+
+if TYPE_CHECKING:
+    from crypto_bot.settings import Settings
 
 logger = logging.getLogger(__name__)
 
