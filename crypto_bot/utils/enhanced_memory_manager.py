@@ -55,6 +55,7 @@ class EnhancedMemoryManager(MemoryManager):
         self.cleanup_count = 0
         self.memory_pressure_events = 0
         self._last_gc_at = clock()
+        self._last_gc_seconds = 0.0
 
     # ------------------------------------------------------------- models
 
@@ -112,18 +113,28 @@ class EnhancedMemoryManager(MemoryManager):
         self.memory_pressure_events += 1
         results["cache_cleanup"] = results.get("cache_cleanup", 0) + self._cleanup_caches(aggressive=True)
         results["ml_cleanup"] = results.get("ml_cleanup", 0) + self._cleanup_ml_models(aggressive=True)
-        results["gc_collected"] = results.get("gc_collected", 0) + self.force_garbage_collection()
+        if self.should_force_gc():
+            results["gc_collected"] = results.get("gc_collected", 0) + self.force_garbage_collection()
 
     def should_force_gc(self) -> bool:
-        """True at most once per model_cleanup_interval, or whenever memory is above gc_threshold."""
-        if self._clock() - self._last_gc_at >= self.config.model_cleanup_interval:
+        """True at most once per model_cleanup_interval, or whenever memory is above gc_threshold.
+
+        Never more often than the GC time budget allows (`gc_time_fraction` of wall time): under
+        steady pressure a full collection on every pass would take the CPU from trading.
+        """
+        since_last = self._clock() - self._last_gc_at
+        if since_last < self._last_gc_seconds / self.config.gc_time_fraction:
+            return False
+        if since_last >= self.config.model_cleanup_interval:
             return True
         reading = self.last_reading
         return reading is not None and reading.usage_ratio is not None and reading.usage_ratio > self.config.gc_threshold
 
     def force_garbage_collection(self) -> int:
         self._last_gc_at = self._clock()
-        return collect_garbage().collected
+        result = collect_garbage()
+        self._last_gc_seconds = result.seconds
+        return result.collected
 
     # -------------------------------------------------------- maintenance
 

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 import crypto_bot.memory as memory
-from crypto_bot.memory import MemoryManager
+from crypto_bot.memory import GcResult, MemoryManager
 from crypto_bot.memory.config import DEFAULTS
 from crypto_bot.utils import enhanced_memory_manager as facade_module
 from crypto_bot.utils.enhanced_memory_manager import (
@@ -348,6 +348,19 @@ def test_should_force_gc_once_per_model_cleanup_interval(manager: EnhancedMemory
     assert manager.should_force_gc() is True
     manager.force_garbage_collection()
     assert manager.should_force_gc() is False
+
+
+def test_forced_collections_stay_within_the_gc_time_budget(
+    manager: EnhancedMemoryManager, probe: FakeProbe, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(facade_module, "collect_garbage", lambda: GcResult(collected=7, seconds=2.0, trimmed=False))
+    probe.usage_ratio = 0.95
+    manager.read_memory()
+    assert manager.force_garbage_collection() == 7
+    clock.now += 39  # a 2 s collection may run again only after 2 / gc_time_fraction (0.05) = 40 s
+    assert manager.should_force_gc() is False
+    clock.now += 1
+    assert manager.should_force_gc() is True
 
 
 def test_force_garbage_collection_returns_the_objects_it_collected(manager: EnhancedMemoryManager) -> None:
