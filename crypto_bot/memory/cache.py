@@ -162,7 +162,6 @@ class ManagedCache:
 
     def get(self, key: Hashable, default: Any = None) -> Any:
         """Return the value for `key` and mark it most recently used; `default` on a miss."""
-        expired = None
         with self._lock:
             try:
                 entry = self._entries.get(key)
@@ -216,13 +215,15 @@ class ManagedCache:
         A value larger than `max_bytes` (or than a shared budget) is refused with ValueError and
         the cache is left unchanged.
         """
-        _check_hashable(key)
+        try:
+            hash(key)
+        except TypeError:
+            _check_hashable(key)
         size = self._sizer(value) if size_bytes is None else _check_size_bytes(size_bytes)
         ttl = self.ttl_seconds if ttl_seconds is None else _check_seconds("ttl_seconds", ttl_seconds, allow_none=False)
-        if self.max_bytes is not None and size > self.max_bytes:
-            raise ValueError(
-                f"value for key {key!r} is {size} bytes, more than cache {self.name!r} max_bytes={self.max_bytes}"
-            )
+        max_bytes = self.max_bytes
+        if max_bytes is not None and size > max_bytes:
+            raise ValueError(f"value for key {key!r} is {size} bytes, more than cache {self.name!r} max_bytes={max_bytes}")
         budget = self._budget
         if budget is None:
             removed = self._put_locked(key, value, size, ttl)
@@ -230,29 +231,40 @@ class ManagedCache:
             with budget.lock:
                 budget.make_room(size, self)
                 removed = self._put_locked(key, value, size, ttl)
-        self._notify(removed)
+        if removed:
+            self._notify(removed)
 
     def _put_locked(self, key: Hashable, value: Any, size: int, ttl: float | None) -> list[tuple[Hashable, Any, RemovalCause]]:
         removed: list[tuple[Hashable, Any, RemovalCause]] = []
         with self._lock:
             now = self._clock()
-            old = self._entries.get(key)
+            entries = self._entries
+            old = entries.pop(key, None)
             if old is not None:
-                removed.append(self._remove_locked(old, RemovalCause.REPLACED))
-            entry = CacheEntry(key, value, size, now, ttl)
-            self._entries[key] = entry
+                removed.append(self._unlink(old, RemovalCause.REPLACED))
+            entry = entries[key] = CacheEntry(key, value, size, now, ttl)
             self.total_bytes += size
             self._puts += 1
+            fifo = self._fifo_default
             if ttl == self.ttl_seconds:
-                self._fifo_default.append(entry)
+                fifo.append(entry)
             else:
                 self._fifo_custom.append(entry)
                 self._seq += 1
                 heapq.heappush(self._custom_heap, (now + ttl, self._seq, entry))
                 self._custom_live += 1
-            self._expire_locked(now, removed)
-            self._evict_over_limits_locked(removed)
-            self._compact_locked()
+            head = fifo[0] if fifo else None
+            if (head is not None and (entries.get(head.key) is not head or _expired(head, now))) or (
+                self._custom_heap and self._custom_heap[0][0] <= now
+            ):
+                self._expire_locked(now, removed)
+            max_bytes = self.max_bytes
+            if len(entries) > self.max_size or (max_bytes is not None and self.total_bytes > max_bytes):
+                self._evict_over_limits_locked(removed)
+            if len(fifo) + len(self._fifo_custom) > 2 * len(entries) + _COMPACT_SLACK or (
+                len(self._custom_heap) > 2 * self._custom_live + _COMPACT_SLACK
+            ):
+                self._compact_locked()
         return removed
 
     def pop(self, key: Hashable, default: Any = None) -> Any:
@@ -474,8 +486,12 @@ class ManagedCache:
     # -------------------------------------------------------------- internals
 
     def _remove_locked(self, entry: CacheEntry, cause: RemovalCause) -> tuple[Hashable, Any, RemovalCause]:
-        """Unlink `entry` (must be live); the queues drop it lazily. Returns the listener triple."""
+        """Remove live `entry`; the queues drop it lazily. Returns the listener triple."""
         del self._entries[entry.key]
+        return self._unlink(entry, cause)
+
+    def _unlink(self, entry: CacheEntry, cause: RemovalCause) -> tuple[Hashable, Any, RemovalCause]:
+        """Account for an entry already taken out of the mapping and let go of its value."""
         self.total_bytes -= entry.size_bytes
         self._evictions[cause] += 1
         if entry.ttl_seconds != self.ttl_seconds:
@@ -512,7 +528,7 @@ class ManagedCache:
         entries = self._entries
         max_bytes = self.max_bytes
         while len(entries) > self.max_size or (max_bytes is not None and self.total_bytes > max_bytes):
-            removed.append(self._remove_locked(next(iter(entries.values())), RemovalCause.SIZE))
+            removed.append(self._unlink(entries.popitem(last=False)[1], RemovalCause.SIZE))
 
     def _compact_locked(self) -> None:
         """Drop removed entries from the queues once they outnumber the live ones (amortised O(1))."""

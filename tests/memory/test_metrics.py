@@ -80,11 +80,6 @@ def scrape(server: MetricsServer) -> Scrape:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def probe() -> FakeProbe:
     return FakeProbe()
 
