@@ -99,12 +99,17 @@ class MemoryManager:
         self._lock = threading.RLock()
         self._slots: dict[str, _CacheSlot] = {}
         self.budget = SharedBudget(self.config.cache_size_limit_bytes)
-        self.models = ModelRegistry(idle_seconds=self.config.model_idle_seconds, clock=clock, on_leak=self._on_model_leak)
         # Only a probe built here follows process_memory_limit_mb; a probe given is the caller's to configure.
         self._own_probe: MemoryProbe | None = None
         if probe is None:
             probe = self._own_probe = MemoryProbe(process_limit_bytes=self.config.process_memory_limit_bytes)
         self.probe = probe
+        self.models = ModelRegistry(
+            idle_seconds=self.config.model_idle_seconds,
+            clock=clock,
+            on_leak=self._on_model_leak,
+            rss_probe=self.probe.rss_bytes,
+        )
         self.policy = self._build_policy()
         self.leaks = self._build_leak_detector()
         self.release_watch = ReleaseWatch()

@@ -18,7 +18,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import os
 import pickle
 import threading
 import time
@@ -108,16 +107,10 @@ def pickled_size_bytes(model: Any) -> int | None:
 
 
 def _process_rss_bytes() -> int | None:
-    """Resident set size of this process (psutil, else /proc/self/statm); None where unreadable."""
+    """Resident set size of this process; None where unreadable (the manager passes its probe's instead)."""
     try:
         return psutil.Process().memory_info().rss
     except psutil.Error:
-        pass
-    try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            resident_pages = int(statm.read().split()[1])
-        return resident_pages * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
         return None
 
 
