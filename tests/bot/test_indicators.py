@@ -11,7 +11,6 @@ import pytest
 
 from crypto_bot.strategy import (
     FEATURE_NAMES,
-    IndicatorSnapshot,
     Regime,
     adx,
     atr,
@@ -24,6 +23,7 @@ from crypto_bot.strategy import (
     required_candles,
     rsi,
 )
+from tests.bot.support import snapshot
 
 
 def ohlcv(close: np.ndarray, *, half_range_ratio: float = 0.002) -> pd.DataFrame:
@@ -77,22 +77,6 @@ def sine_range() -> pd.DataFrame:
 def wild_swings() -> pd.DataFrame:
     rng = np.random.default_rng(3)
     return ohlcv(100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.05, len(STEPS)))), half_range_ratio=0.03)
-
-
-def snapshot(**overrides: float) -> IndicatorSnapshot:
-    calm = IndicatorSnapshot(
-        close=100.0,
-        ema_fast=100.0,
-        ema_slow=100.0,
-        rsi=50.0,
-        atr=1.0,
-        adx=15.0,
-        bb_width=0.04,
-        log_return_1=0.0,
-        log_return_5=0.0,
-        volatility=0.01,
-    )
-    return dataclasses.replace(calm, **overrides)
 
 
 # --- EMA ---------------------------------------------------------------------------------

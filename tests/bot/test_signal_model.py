@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import joblib
@@ -12,7 +11,6 @@ import pytest
 
 from crypto_bot.strategy import (
     FEATURE_NAMES,
-    IndicatorSnapshot,
     ModelLoadError,
     Regime,
     ensure_model,
@@ -25,6 +23,7 @@ from crypto_bot.strategy import (
     score_signal,
     train_signal_model,
 )
+from tests.bot.support import snapshot
 from tests.bot.test_indicators import ohlcv
 
 
@@ -172,27 +171,11 @@ def test_missing_model_file_error_names_the_path(tmp_path: Path) -> None:
 # --- signal scoring ----------------------------------------------------------------------
 
 
-def snapshot(**overrides: float) -> IndicatorSnapshot:
-    neutral = IndicatorSnapshot(
-        close=100.0,
-        ema_fast=100.0,
-        ema_slow=100.0,
-        rsi=50.0,
-        atr=1.5,
-        adx=15.0,
-        bb_width=0.04,
-        log_return_1=0.0,
-        log_return_5=0.0,
-        volatility=0.01,
-    )
-    return dataclasses.replace(neutral, **overrides)
-
-
 def test_confident_model_in_an_uptrend_gives_a_long_signal() -> None:
     # 0.5 * 0.8 + 0.3 * 1 (trend aligned) + 0.2 * 0.5 (RSI 50 is neutral) = 0.8
     signal = score_signal("BTC/USDT", snapshot(), Regime.TRENDING_UP, 0.8)
     assert signal is not None
-    assert (signal.symbol, signal.side, signal.price, signal.atr) == ("BTC/USDT", "long", 100.0, 1.5)
+    assert (signal.symbol, signal.side, signal.price, signal.atr) == ("BTC/USDT", "long", 100.0, 1.0)
     assert signal.score == pytest.approx(0.8)
     assert signal.regime is Regime.TRENDING_UP
 
