@@ -9,8 +9,13 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
 if [ ! -f "$stamp" ]; then
-    "$venv/bin/python" -m pip install --quiet --upgrade pip
-    "$venv/bin/python" -m pip install --quiet -e ".[$extras]"
+    echo "setting up $venv (crypto-bot[$extras]); the log is $venv/install.log" >&2
+    if ! { "$venv/bin/python" -m pip install --upgrade pip &&
+           "$venv/bin/python" -m pip install -e ".[$extras]"; } > "$venv/install.log" 2>&1; then
+        tail -n 40 "$venv/install.log" >&2
+        echo "installation failed; see $venv/install.log" >&2
+        exit 1
+    fi
     find "$venv" -maxdepth 1 -name '.installed-*' ! -name ".installed-$hash-*" -delete
     touch "$stamp"
 fi
