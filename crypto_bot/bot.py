@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import pandas as pd
 from crypto_bot.execution import PaperBroker, RiskManager, TradeJournal
 from crypto_bot.market import CcxtMarket, CsvMarket, MarketDataSource, SimulatedMarket, generated_symbols
 from crypto_bot.memory.units import MIB as _MIB
-from crypto_bot.phase_runner import BotContext, PhaseRunner
+from crypto_bot.phase_runner import BotContext, PhaseRunner, notify
 from crypto_bot.settings import Settings
 from crypto_bot.strategy import (
     ModelLoadError,
@@ -290,7 +291,7 @@ class TradingBot:
         manager = self.ctx.memory_manager
         if self.manage_memory and manager is not None:
             return manager.models.use(MODEL_NAME)
-        return _Holding(self._model)
+        return nullcontext(self._model)
 
     async def execute_signals(self, ctx: BotContext) -> None:
         """Risk checks and sizing, then paper fills for the signals that pass."""
@@ -315,7 +316,7 @@ class TradingBot:
             except ValueError as error:
                 logger.info("order for %s refused: %s", signal.symbol, error)
                 continue
-            await _notify(ctx, f"opened {position.side} {position.symbol} {position.quantity:.6g} @ {position.entry_price:.6g}")
+            await notify(ctx, f"opened {position.side} {position.symbol} {position.quantity:.6g} @ {position.entry_price:.6g}")
         ctx.balance = self.broker.cash
 
     async def handle_exits(self, ctx: BotContext) -> None:
@@ -330,7 +331,7 @@ class TradingBot:
                 continue
             at_ms = int(candle.name.timestamp() * 1000)
             for trade in self.broker.process_candle(symbol, candle["high"], candle["low"], candle["close"], at_ms):
-                await _notify(ctx, f"closed {trade.symbol} ({trade.exit_reason}): pnl {trade.pnl:.2f}")
+                await notify(ctx, f"closed {trade.symbol} ({trade.exit_reason}): pnl {trade.pnl:.2f}")
         ctx.balance = self.broker.cash
 
     async def _latest_candle(self, ctx: BotContext, symbol: str) -> pd.Series | None:
@@ -397,27 +398,3 @@ class TradingBot:
             "open_positions": len(self.broker.positions),
             "memory": self.ctx.get_memory_stats() if manager is not None else {"managed": False},
         }
-
-
-class _Holding:
-    """`with` over a model held directly (unmanaged mode)."""
-
-    __slots__ = ("model",)
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def __enter__(self) -> Any:
-        return self.model
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-async def _notify(ctx: BotContext, message: str) -> None:
-    notify = getattr(ctx.notifier, "notify", None)
-    if notify is None:
-        return
-    result = notify(message)
-    if asyncio.iscoroutine(result):
-        await result

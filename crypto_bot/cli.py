@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the bot (paper trading)")
     run.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config file (default: %(default)s)")
-    run.add_argument("--cycles", type=_positive_int, default=None, help="stop after N cycles (default: run until stopped)")
+    run.add_argument("--cycles", type=positive_int, default=None, help="stop after N cycles (default: run until stopped)")
     run.add_argument("--interval", type=_non_negative_float, default=1.0, help="seconds between cycles (default: %(default)s)")
     run.add_argument("--verbose", action="store_true")
     run.set_defaults(handler=_run)
@@ -65,10 +65,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+def positive_int(text: str) -> int:
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text}")
     return value
 
 

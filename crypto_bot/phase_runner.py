@@ -292,13 +292,12 @@ class PhaseRunner:
             f"{_mib(reading.limit_bytes)} limit, rss {_mib(reading.rss_bytes)}, caches {_mib(manager.cache_bytes)}"
         )
         logger.warning(message)
-        for target in (getattr(ctx.notifier, "notify", None), self.on_pressure):
-            if target is None:
-                continue
+        deliveries = [notify(ctx, message)]
+        if self.on_pressure is not None:
+            deliveries.append(_awaited(self.on_pressure, ctx, report))
+        for delivery in deliveries:  # one failing target does not silence the other
             try:
-                result = target(message) if target is not self.on_pressure else target(ctx, report)
-                if inspect.isawaitable(result):
-                    await result
+                await delivery
             except Exception:
                 logger.exception("pressure alert delivery failed")
 
@@ -306,6 +305,18 @@ class PhaseRunner:
         """Wait for a maintenance pass still running in the worker thread (call at shutdown)."""
         if self._maintenance is not None:
             await self._maintenance
+
+
+async def notify(ctx: BotContext, message: str) -> None:
+    """Send `message` through the context's notifier, if it has one (sync or async `notify`)."""
+    send = getattr(ctx.notifier, "notify", None)
+    if send is not None:
+        await _awaited(send, message)
+
+
+async def _awaited(callback: Callable[..., Any], *args: Any) -> None:
+    if inspect.isawaitable(result := callback(*args)):
+        await result
 
 
 def _rss_at_next_threshold(policy: PressurePolicy, reading: MemoryReading) -> float:

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from crypto_bot.memory import LeakDetector, MemoryProbe
+from crypto_bot.cli import load_or_report, non_negative_int, positive_int
+from crypto_bot.memory import LeakDetector, MemoryProbe, sizeof
 from crypto_bot.memory.units import KIB as _KIB
 from crypto_bot.memory.units import MIB as _MIB
 
@@ -48,30 +49,24 @@ FIELDS = (
 # After warm-up, the allocator's own creep (fragmentation, native caches filling) measured up to
 # ~4.5 KiB/cycle over 100-cycle windows on a healthy run, with no growth of Python objects.
 LEAK_THRESHOLD_BYTES_PER_CYCLE = 6 * _KIB
-_injected_leak: list[bytes] = []  # --inject-leak-kib appends here and never lets go
+_injected_leak: list[bytes] = []
+PLAIN_SIZING_EVERY = 25  # sizing every plain dict entry costs O(entries): done every 25 cycles, carried between  # --inject-leak-kib appends here and never lets go
 
 
 def add_soak_command(commands: Any) -> None:
     soak = commands.add_parser("soak", help="run cycles back to back and record memory (see README)")
     soak.add_argument("--config", default="production_config_enhanced.yaml")
-    soak.add_argument("--cycles", type=_positive_int, required=True)
+    soak.add_argument("--cycles", type=positive_int, required=True)
     soak.add_argument("--out", required=True, help="output directory (created)")
     soak.add_argument("--unmanaged", action="store_true", help="plain dict caches and no memory manager")
-    soak.add_argument("--symbols", type=_positive_int, default=200, help="universe size the scanner rotates through")
-    soak.add_argument("--new-symbols-per-cycle", type=_positive_int, default=6)
-    soak.add_argument("--history-candles", type=_positive_int, default=1000, help="window kept per series")
-    soak.add_argument("--warmup-cycles", type=int, default=None, help="cycles excluded from the slope (default: 20%%)")
+    soak.add_argument("--symbols", type=positive_int, default=200, help="universe size the scanner rotates through")
+    soak.add_argument("--new-symbols-per-cycle", type=positive_int, default=6)
+    soak.add_argument("--history-candles", type=positive_int, default=1000, help="window kept per series")
+    soak.add_argument("--warmup-cycles", type=non_negative_int, default=None, help="cycles excluded from the slope (default: 20%%)")
     soak.add_argument("--inject-leak-kib", type=float, default=0.0, help="leak this many KiB per cycle (detector demo)")
     soak.add_argument("--compare", default=None, help="another soak's output directory to draw beside this one")
     soak.add_argument("--no-plot", action="store_true")
     soak.set_defaults(handler=_soak)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def soak_settings(settings: Settings, args: argparse.Namespace, out: Path) -> Settings:
@@ -85,8 +80,6 @@ def soak_settings(settings: Settings, args: argparse.Namespace, out: Path) -> Se
 
 
 def _soak(args: argparse.Namespace) -> int:
-    from crypto_bot.cli import load_or_report
-
     settings = load_or_report(args.config)
     if settings is None:
         return 1
@@ -117,6 +110,7 @@ async def run_soak(settings: Settings, args: argparse.Namespace, out: Path) -> d
     detector = LeakDetector(unit="cycle", slope_threshold=LEAK_THRESHOLD_BYTES_PER_CYCLE)
     warmup = args.warmup_cycles if args.warmup_cycles is not None else args.cycles // 5
     leak_bytes = int(args.inject_leak_kib * _KIB)
+    plain_cache_bytes = 0
     rss = array("q")  # the soak's own record must not grow much: 8 bytes a cycle per figure
     cache = array("q")
     started = time.perf_counter()
@@ -128,7 +122,9 @@ async def run_soak(settings: Settings, args: argparse.Namespace, out: Path) -> d
             await bot.run_cycle()
             if leak_bytes:
                 _injected_leak.append(bytes(leak_bytes))
-            row = _row(bot, probe, cycle, time.perf_counter() - started)
+            if not managed and cycle % PLAIN_SIZING_EVERY == 1:
+                plain_cache_bytes = sum(_plain_cache_bytes(c) for c in (bot.ctx.df_cache, bot.ctx.regime_cache))
+            row = _row(bot, probe, cycle, time.perf_counter() - started, plain_cache_bytes)
             if cycle > warmup:  # caches still filling would read as growth
                 row["leak_suspected"] = int(detector.observe(cycle, row["rss_bytes"], row["cache_bytes"]))
             writer.writerow(row)
@@ -144,7 +140,7 @@ async def run_soak(settings: Settings, args: argparse.Namespace, out: Path) -> d
     return summary
 
 
-def _row(bot: Any, probe: MemoryProbe, cycle: int, seconds: float) -> dict[str, Any]:
+def _row(bot: Any, probe: MemoryProbe, cycle: int, seconds: float, plain_cache_bytes: int) -> dict[str, Any]:
     reading = probe.read()
     manager = bot.ctx.memory_manager if bot.manage_memory else None
     if manager is not None:
@@ -154,10 +150,8 @@ def _row(bot: Any, probe: MemoryProbe, cycle: int, seconds: float) -> dict[str, 
         models_loaded = sum(1 for r in manager.models.records() if r.loaded)
         level = manager.policy.level.name
         unmanaged = manager.unmanaged_bytes(reading)
-    else:  # sizing every plain dict entry costs O(entries): measured every 25 cycles, carried between
-        if cycle % 25 == 1 or not hasattr(bot, "_soak_cache_bytes"):
-            bot._soak_cache_bytes = sum(_plain_cache_bytes(c) for c in (bot.ctx.df_cache, bot.ctx.regime_cache))
-        cache_bytes = bot._soak_cache_bytes
+    else:
+        cache_bytes = plain_cache_bytes
         entries = sum(len(v) if isinstance(v, dict) else 1 for v in bot.ctx.df_cache.values()) + len(bot.ctx.regime_cache)
         models_loaded, level, unmanaged = 1, "UNMANAGED", None
     return {
@@ -177,8 +171,6 @@ def _row(bot: Any, probe: MemoryProbe, cycle: int, seconds: float) -> dict[str, 
 
 def _plain_cache_bytes(cache: dict) -> int:
     """What the unmanaged dict caches hold, by the same sizer the managed caches use."""
-    from crypto_bot.memory import sizeof
-
     total = 0
     for value in cache.values():
         total += sum(sizeof(v) for v in value.values()) if isinstance(value, dict) else sizeof(value)

@@ -67,11 +67,6 @@ class CacheEntry:
         self.last_accessed = timestamp
         self.access_count = 0
 
-    @property
-    def expires_at(self) -> float:
-        """Clock time at which the entry expires (infinity without a TTL)."""
-        return math.inf if self.ttl_seconds is None else self.timestamp + self.ttl_seconds
-
     def __repr__(self) -> str:
         return f"CacheEntry(key={self.key!r}, size_bytes={self.size_bytes}, access_count={self.access_count})"
 
