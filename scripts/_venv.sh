@@ -1,9 +1,10 @@
-# Sourced by scripts/run and scripts/test: create .venv and install the project once per pyproject change.
+# Sourced by scripts/run and scripts/test: create .venv and install the project once per change
+# to what the install builds from (pyproject.toml, setup.py, the C sources).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 extras="$1"
 venv=.venv
-hash=$(sha256sum pyproject.toml | cut -c1-16)
+hash=$(cat pyproject.toml setup.py crypto_bot/memory/*.c | sha256sum | cut -c1-16)
 stamp="$venv/.installed-$hash-$extras"
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"

@@ -1,0 +1,310 @@
+"""The C entry store under the hazards a C data structure has: hash collisions, key __eq__ and value
+destructors that run Python code (and touch the cache) mid-operation, reference cycles, a faulty
+clock, and memory that must come back when entries leave. `_verify()` walks the whole store."""
+
+from __future__ import annotations
+
+import gc
+import random
+import sys
+import threading
+import tracemalloc
+import weakref
+
+import pytest
+
+from crypto_bot.memory import ManagedCache, RemovalCause
+from tests.fakes import FakeClock
+
+
+class CollidingKey:
+    """Equal by `ident`; every instance hashes alike, so all of them share one probe run."""
+
+    def __init__(self, ident: int) -> None:
+        self.ident = ident
+
+    def __hash__(self) -> int:
+        return 7
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CollidingKey) and other.ident == self.ident
+
+
+def make(**kwargs) -> ManagedCache:
+    kwargs.setdefault("clock", FakeClock())
+    return ManagedCache(**kwargs)
+
+
+def test_colliding_keys_are_stored_found_and_removed_correctly():
+    cache = make(max_size=1000)
+    for i in range(200):
+        cache.put(CollidingKey(i), i, size_bytes=1)
+    for i in range(0, 200, 3):
+        assert cache.pop(CollidingKey(i)) == i
+    cache._verify()
+    for i in range(200):
+        assert cache.get(CollidingKey(i)) == (None if i % 3 == 0 else i)
+    assert len(cache) == 200 - len(range(0, 200, 3))
+
+
+def test_structured_integer_keys_spread_over_the_table():
+    # candle open times in ms: multiples of 60_000 share their low bits
+    cache = make(max_size=50_000)
+    keys = [1_700_000_000_000 + 60_000 * i for i in range(20_000)]
+    for key in keys:
+        cache.put(key, key, size_bytes=1)
+    for key in keys[::2]:
+        cache.delete(key)
+    cache._verify()
+    assert all(cache.get(key) == key for key in keys[1::2])
+    assert all(key not in cache for key in keys[::2])
+
+
+def test_random_operations_keep_the_store_intact():
+    clock = FakeClock()
+    cache = make(max_size=300, max_bytes=20_000, ttl_seconds=50, clock=clock)
+    rng = random.Random(3)
+    for step in range(30_000):
+        key = rng.randrange(600)
+        op = rng.random()
+        if op < 0.45:
+            cache.put(key, step, size_bytes=rng.randrange(0, 200), ttl_seconds=rng.choice([None, None, 5, 200]))
+        elif op < 0.8:
+            cache.get(key)
+        elif op < 0.88:
+            cache.delete(key)
+        elif op < 0.93:
+            clock.advance(rng.random() * 3)
+        elif op < 0.96:
+            cache.cleanup_expired()
+        elif op < 0.98:
+            cache.shrink_to(rng.randrange(20_000))
+        else:
+            cache.resize(max_size=rng.randrange(1, 400))
+        if step % 500 == 0:
+            cache._verify()
+    cache._verify()
+
+
+class MutatingKey(CollidingKey):
+    """A key whose first __eq__ call fills the cache it is being looked up in (a rehash mid-lookup)."""
+
+    __hash__ = CollidingKey.__hash__
+
+    def __init__(self, ident: int, cache: ManagedCache | None = None) -> None:
+        super().__init__(ident)
+        self.cache = cache
+
+    def __eq__(self, other: object) -> bool:
+        cache, self.cache = self.cache, None
+        if cache is not None:
+            for i in range(100):
+                cache.put(("filler", self.ident, i), i, size_bytes=1)
+        return super().__eq__(other)
+
+
+def test_a_lookup_survives_a_key_eq_that_rehashes_the_table():
+    cache = make(max_size=100_000)
+    for i in range(5):
+        cache.put(CollidingKey(i), i, size_bytes=1)
+    for i in range(5):
+        assert cache.get(MutatingKey(i, cache)) == i
+    assert len(cache) == 5 + 5 * 100
+    cache._verify()
+
+
+def test_a_key_eq_that_raises_reaches_the_caller_and_changes_nothing():
+    class BadKey(CollidingKey):
+        __hash__ = CollidingKey.__hash__
+
+        def __eq__(self, other: object) -> bool:
+            raise RuntimeError("broken __eq__")
+
+    cache = make()
+    cache.put(CollidingKey(1), "one", size_bytes=1)
+    with pytest.raises(RuntimeError, match="broken __eq__"):
+        cache.put(BadKey(2), "two", size_bytes=1)
+    with pytest.raises(RuntimeError, match="broken __eq__"):
+        cache.get(BadKey(2))
+    assert cache.keys() == [CollidingKey(1)]
+    assert cache.total_bytes == 1
+    cache._verify()
+
+
+def test_a_hash_error_other_than_unhashable_is_passed_through():
+    class Unlucky:
+        def __hash__(self) -> int:
+            raise ValueError("no hash today")
+
+    with pytest.raises(ValueError, match="no hash today"):
+        make().get(Unlucky())
+
+
+class Reentrant:
+    """A value whose destructor uses the cache that just dropped it."""
+
+    def __init__(self, cache: ManagedCache, ident: int) -> None:
+        self.cache = cache
+        self.ident = ident
+
+    def __del__(self) -> None:
+        self.cache.get(self.ident)
+        self.cache.put(("from __del__", self.ident), None, size_bytes=1)
+
+
+def test_value_destructors_may_use_the_cache_that_evicted_them():
+    cache = make(max_size=20)
+    for i in range(200):
+        cache.put(i, Reentrant(cache, i), size_bytes=1)
+    cache.shrink_to(5)
+    cache.clear()
+    cache._verify()
+    assert len(cache) <= 20
+
+
+def test_a_cache_in_a_reference_cycle_is_collected():
+    cache = make()
+    cache.put("self", cache)  # value -> cache -> value
+    cache.put("listener", [cache])
+    watch = weakref.ref(cache)
+    del cache
+    gc.collect()
+    assert watch() is None
+
+
+def test_a_cache_collected_as_garbage_drops_its_entries_without_calling_listeners():
+    collected = []
+
+    class Holder:
+        pass
+
+    holder = Holder()
+    cache = make(on_evict=lambda key, value, cause: collected.append(cause))
+    holder.cache = cache
+    cache.put("holder", holder)
+    del holder, cache
+    gc.collect()
+    # collected via tp_clear, which drops entries without calling listeners
+    assert collected == []
+
+
+def test_clock_failures_reach_the_caller_and_change_nothing():
+    class FailingClock:
+        fail = False
+
+        def __call__(self) -> float:
+            if self.fail:
+                raise OSError("clock unavailable")
+            return 5.0
+
+    clock = FailingClock()
+    cache = ManagedCache(clock=clock)
+    cache.put("a", 1, size_bytes=3)
+    clock.fail = True
+    with pytest.raises(OSError, match="clock unavailable"):
+        cache.get("a")
+    with pytest.raises(OSError, match="clock unavailable"):
+        cache.put("b", 2, size_bytes=3)
+    clock.fail = False
+    assert cache.keys() == ["a"] and cache.total_bytes == 3
+    assert cache.stats()["hits"] == 0 and cache.stats()["misses"] == 0
+
+
+def test_a_clock_returning_nan_is_a_clear_error():
+    cache = ManagedCache(clock=lambda: float("nan"))
+    with pytest.raises(ValueError, match="NaN"):
+        cache.get("a")
+
+
+def test_memory_comes_back_when_entries_leave():
+    cache = make(max_size=100_000)
+    keys = list(range(50_000))
+    values = [float(i) for i in keys]
+    tracemalloc.start()
+    try:
+        empty = tracemalloc.get_traced_memory()[0]
+        for key, value in zip(keys, values):
+            cache.put(key, value, size_bytes=1)
+        full = tracemalloc.get_traced_memory()[0]
+        cache.clear()
+        cleared = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert full - empty > 50_000 * 100  # entries and table were traced
+    # all of it returned, the table shrunk back; what stays is CPython's tuple free list refilled by
+    # the (key, value, cause) triples clear() reported: at most 2,000 tuples of 64 bytes
+    assert cleared - empty <= 2_000 * 64 + 1024
+
+
+def test_removed_values_are_released_at_once():
+    class Value:
+        pass
+
+    cache = make(max_size=2)
+    value = Value()
+    watch = weakref.ref(value)
+    cache.put("a", value, size_bytes=1)
+    del value
+    cache.put("b", 1, size_bytes=1)
+    cache.put("c", 1, size_bytes=1)  # evicts "a"
+    assert watch() is None
+
+
+def test_removal_listener_order_and_causes_come_from_the_store():
+    seen = []
+    clock = FakeClock()
+    cache = ManagedCache(max_size=2, ttl_seconds=10, clock=clock, on_evict=lambda k, v, c: seen.append((k, c)))
+    cache.put("a", 1, size_bytes=1)
+    cache.put("b", 2, size_bytes=1)
+    cache.put("a", 3, size_bytes=1)
+    cache.put("c", 4, size_bytes=1)
+    clock.advance(10)
+    cache.get("a")
+    assert seen == [("a", RemovalCause.REPLACED), ("b", RemovalCause.SIZE), ("a", RemovalCause.EXPIRED)]
+
+
+def test_threads_with_python_level_key_equality_never_break_the_store():
+    """Keys whose __eq__ is Python code let the GIL switch mid-lookup; the store must stay whole."""
+    cache = make(max_size=64, max_bytes=3_000, clock=FakeClock())
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            while not stop.is_set():
+                key = CollidingKey(rng.randrange(96)) if rng.random() < 0.5 else rng.randrange(96)
+                op = rng.random()
+                if op < 0.5:
+                    cache.put(key, key, size_bytes=rng.randrange(1, 100))
+                elif op < 0.85:
+                    value = cache.get(key)
+                    assert value is None or value == key
+                elif op < 0.95:
+                    cache.delete(key)
+                else:
+                    cache.shrink_to(rng.randrange(3_000))
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    def checker() -> None:
+        while not stop.is_set():
+            try:
+                cache._verify()
+            except AssertionError as error:
+                errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)] + [threading.Thread(target=checker)]
+    try:
+        for thread in threads:
+            thread.start()
+        stop.wait(1.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        sys.setswitchinterval(interval)
+    assert errors == []
+    cache._verify()
