@@ -7,8 +7,8 @@ reported with the ratio to the OrderedDict + Lock baseline. A second table split
 other load on a shared machine inflates them less than wall time would.
 
 Overhead: bookkeeping bytes per entry of a cache holding 100k keys and values allocated before the
-measurement, so only the cache's own memory counts. tracemalloc gives exact requested bytes but
-cannot see cachebox's Rust allocations; resident-set growth sees everything, includes allocator
+measurement, so only the cache's own memory counts. tracemalloc gives exact requested bytes (it
+sees ManagedCache's C store, which allocates through PyMem) but cannot see cachebox's Rust allocations; resident-set growth sees everything, includes allocator
 overhead and is only good to some 20 bytes per entry (freed memory gets reused).
 
 Run: .venv/bin/python bench/bench_cache.py

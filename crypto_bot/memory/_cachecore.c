@@ -436,6 +436,15 @@ static Py_hash_t hash_key(PyObject *key)
     return hash;
 }
 
+static int expect_args(const char *signature, Py_ssize_t nargs, Py_ssize_t expected)
+{
+    if (nargs == expected) {
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError, "%s takes %zd arguments, got %zd", signature, expected, nargs);
+    return -1;
+}
+
 static int read_clock(CacheCore *self, double *now)
 {
     if (self->clock == NULL) {
@@ -549,8 +558,7 @@ PyDoc_STRVAR(peek_doc, "_peek(key, default) -> the live value for key, or defaul
 
 static PyObject *core_peek(CacheCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_peek(key, default) takes 2 arguments");
+    if (expect_args("_peek(key, default)", nargs, 2) < 0) {
         return NULL;
     }
     Py_hash_t hash = hash_key(args[0]);
@@ -585,8 +593,7 @@ PyDoc_STRVAR(store_doc, "_store(key, value, size, ttl_or_None) -> removed triple
 
 static PyObject *core_store(CacheCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "_store(key, value, size, ttl) takes 4 arguments");
+    if (expect_args("_store(key, value, size, ttl)", nargs, 4) < 0) {
         return NULL;
     }
     PyObject *key = args[0], *value = args[1];
@@ -694,8 +701,7 @@ PyDoc_STRVAR(evict_doc, "_evict(target_bytes, cause) -> removed triples or None\
 
 static PyObject *core_evict(CacheCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_evict(target_bytes, cause) takes 2 arguments");
+    if (expect_args("_evict(target_bytes, cause)", nargs, 2) < 0) {
         return NULL;
     }
     long long target = PyLong_AsLongLong(args[0]);
@@ -733,8 +739,7 @@ PyDoc_STRVAR(set_limits_doc, "_set_limits(max_size, max_bytes_or_None) -> remove
 
 static PyObject *core_set_limits(CacheCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_set_limits(max_size, max_bytes) takes 2 arguments");
+    if (expect_args("_set_limits(max_size, max_bytes)", nargs, 2) < 0) {
         return NULL;
     }
     Py_ssize_t max_size = PyLong_AsSsize_t(args[0]);

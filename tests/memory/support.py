@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable
 
@@ -14,6 +15,20 @@ KIB = 1024
 MIB = 1024 * KIB
 LIMIT_BYTES = 100 * MIB
 THREAD_WAIT_SECONDS = 10.0  # an upper bound for a real thread to be observed, never an assertion on time
+
+
+class CollidingKey:
+    """Equal by `ident`; every instance hashes alike, so all of them share one probe run of the table
+    and every lookup among them runs this Python-level __eq__."""
+
+    def __init__(self, ident: int) -> None:
+        self.ident = ident
+
+    def __hash__(self) -> int:
+        return 7
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CollidingKey) and other.ident == self.ident
 
 
 class FakeProbe:
@@ -87,3 +102,29 @@ class PassCountingManager(MemoryManager):
         if self.maintenance_runs >= self.wanted:
             self.enough.set()
         return report
+
+
+def race(step: Callable[[random.Random], None], check: Callable[[], None], *, threads: int, seconds: float) -> list[BaseException]:
+    """Call `step(rng)` in a loop on `threads` real threads (each with its own seeded rng) and `check()`
+    in a loop on one more, for `seconds`; returns everything they raised."""
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def loop(action: Callable[[], None]) -> None:
+        try:
+            while not stop.is_set():
+                action()
+        except BaseException as error:  # reported to the test
+            errors.append(error)
+
+    workers = [threading.Thread(target=loop, args=(lambda rng=random.Random(seed): step(rng),)) for seed in range(threads)]
+    workers.append(threading.Thread(target=loop, args=(check,)))
+    try:
+        for worker in workers:
+            worker.start()
+        stop.wait(seconds)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(THREAD_WAIT_SECONDS)
+    return errors
