@@ -7,7 +7,8 @@
  * Python code while the structure is inconsistent. The clock and the key's hash are read before
  * anything changes; removed entries are parked on a local chain and become Python objects only
  * once the structure is whole again; a lookup that had to call a key's __eq__ (the one place
- * Python code can run mid-lookup) starts over if the table changed meanwhile. The module sets no
+ * Python code can run mid-lookup) starts over if the table changed meanwhile (as in a dict, a key
+ * whose __eq__ changes the cache on every call would start over for ever). The module sets no
  * Py_mod_gil slot, so a free-threaded interpreter keeps the GIL on while it is loaded.
  *
  * Layout: open addressing with linear probing over Entry pointers (Fibonacci hashing spreads the
@@ -76,6 +77,7 @@ typedef struct {
 typedef struct {
     Entry *head, *tail;
     Py_ssize_t count;
+    long long bytes;
 } Removed;
 
 static PyObject *notify_name;    /* "_notify": the subclass hook that hands removals to listeners */
@@ -327,6 +329,7 @@ static void detach(CacheCore *self, Entry *entry, int cause, Removed *removed)
     }
     removed->tail = entry;
     removed->count++;
+    removed->bytes += entry->size;
 }
 
 static inline Entry *removed_next(const Entry *entry)
@@ -368,6 +371,14 @@ static PyObject *removed_release(CacheCore *self, Removed *removed)
     removed->head = removed->tail = NULL;
     removed->count = 0;
     return list;
+}
+
+/* (bytes freed, removed triples or None): for the calls whose callers report what they freed. */
+static PyObject *removed_release_with_bytes(CacheCore *self, Removed *removed)
+{
+    long long bytes = removed->bytes;
+    PyObject *list = removed_release(self, removed);
+    return list == NULL ? NULL : Py_BuildValue("(LN)", bytes, list);
 }
 
 /* Give back table and heap memory after bulk removals; a failed allocation keeps the larger one. */
@@ -696,7 +707,7 @@ static PyObject *core_expire(CacheCore *self, PyObject *Py_UNUSED(ignored))
     return removed_release(self, &removed);
 }
 
-PyDoc_STRVAR(evict_doc, "_evict(target_bytes, cause) -> removed triples or None\n\n"
+PyDoc_STRVAR(evict_doc, "_evict(target_bytes, cause) -> (bytes freed, removed triples or None)\n\n"
                         "Remove least recently used entries until at most target_bytes remain (-1: all of them).");
 
 static PyObject *core_evict(CacheCore *self, PyObject *const *args, Py_ssize_t nargs)
@@ -715,10 +726,11 @@ static PyObject *core_evict(CacheCore *self, PyObject *const *args, Py_ssize_t n
         detach(self, entry, cause, &removed);
     }
     shrink_storage(self);
-    return removed_release(self, &removed);
+    return removed_release_with_bytes(self, &removed);
 }
 
-PyDoc_STRVAR(evict_coldest_doc, "_evict_coldest(cause) -> removed triples or None: remove the least recently used entry.");
+PyDoc_STRVAR(evict_coldest_doc, "_evict_coldest(cause) -> (bytes freed, removed triples or None): remove the least "
+                                "recently used entry.");
 
 static PyObject *core_evict_coldest(CacheCore *self, PyObject *cause_object)
 {
@@ -731,10 +743,10 @@ static PyObject *core_evict_coldest(CacheCore *self, PyObject *cause_object)
     if (entry != NULL) {
         detach(self, entry, cause, &removed);
     }
-    return removed_release(self, &removed);
+    return removed_release_with_bytes(self, &removed);
 }
 
-PyDoc_STRVAR(set_limits_doc, "_set_limits(max_size, max_bytes_or_None) -> removed triples or None\n\n"
+PyDoc_STRVAR(set_limits_doc, "_set_limits(max_size, max_bytes_or_None) -> (bytes freed, removed triples or None)\n\n"
                              "Change the limits and evict least recently used entries until they hold.");
 
 static PyObject *core_set_limits(CacheCore *self, PyObject *const *args, Py_ssize_t nargs)
@@ -756,7 +768,7 @@ static PyObject *core_set_limits(CacheCore *self, PyObject *const *args, Py_ssiz
     Removed removed = {0};
     evict_over_limits(self, &removed);
     shrink_storage(self);
-    return removed_release(self, &removed);
+    return removed_release_with_bytes(self, &removed);
 }
 
 PyDoc_STRVAR(keys_doc, "_keys(live_only) -> keys, least recently used first (live_only: unexpired ones).");

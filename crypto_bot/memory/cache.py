@@ -245,11 +245,9 @@ class ManagedCache(CacheCore):
         """Evict the least recently used entry; returns the bytes freed (0 when empty)."""
         return self._freed(self._evict_coldest, RemovalCause(cause))
 
-    def _freed(self, remove: Callable[..., Removed | None], *args: Any) -> int:
+    def _freed(self, remove: Callable[..., tuple[int, Removed | None]], *args: Any) -> int:
         """Run one removing store call; notify listeners and return the bytes it freed."""
-        before = self.total_bytes
-        removed = remove(*args)
-        freed = before - self.total_bytes
+        freed, removed = remove(*args)
         self._release(removed)
         return freed
 

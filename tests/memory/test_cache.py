@@ -501,7 +501,7 @@ def test_invariants_hold_under_many_threads_mixing_every_operation():
         elif op < 0.9:
             cache.cleanup_expired()
         elif op < 0.93:
-            cache.shrink_to(rng.randrange(3000))
+            assert cache.shrink_to(rng.randrange(3000)) >= 0  # what this call freed, whatever other threads do
         elif op < 0.96:
             cache.stats()
         else:
