@@ -35,6 +35,9 @@ from .units import format_mib as _mib
 
 logger = logging.getLogger(__name__)
 
+# Removals the cache decides itself; explicit ones (pop, delete, clear) and replacements are the caller's.
+_EVICTION_CAUSES = frozenset({RemovalCause.SIZE, RemovalCause.PRESSURE, RemovalCause.EXPIRED})
+
 AlertCallback = Callable[[str, dict[str, Any]], None]
 
 
@@ -232,8 +235,10 @@ class MemoryManager:
         return self.budget.used_bytes
 
     def _watch_evicted(self, cache_name: str, key: Any, value: Any, cause: RemovalCause) -> None:
-        # Read at every eviction so that apply_config can switch tracking on and off.
-        if self.config.track_evicted_values and cause is not RemovalCause.REPLACED:
+        # Only what the cache dropped on its own: a popped value goes back to its caller and a
+        # replaced one may be the new value again. The flag is read at every eviction so that
+        # apply_config can switch tracking on and off.
+        if self.config.track_evicted_values and cause in _EVICTION_CAUSES:
             self.release_watch.watch(f"cache {cache_name!r}: evicted {key!r} ({cause.value})", value)
 
     # -------------------------------------------------------------- readings

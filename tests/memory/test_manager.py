@@ -492,14 +492,20 @@ def test_evicted_values_are_not_watched_without_track_evicted_values(
     assert manager.perform_maintenance().not_released == []
 
 
-def test_replaced_values_are_not_reported(make_manager: ManagerFactory, clock: FakeClock) -> None:
+def test_replaced_and_explicitly_removed_values_are_not_reported(make_manager: ManagerFactory, clock: FakeClock) -> None:
     manager = make_manager(track_evicted_values=True, model_cleanup_interval=300)
     start = clock.now
     quotes = manager.register_cache("quotes")
-    held = Payload()
-    quotes.put("BTC/USD", held, size_bytes=100)
-    quotes.put("BTC/USD", Payload(), size_bytes=100)
+    held = [Payload() for _ in range(4)]
+    quotes.put("BTC/USD", held[0], size_bytes=100)
+    quotes.put("BTC/USD", held[1], size_bytes=100)  # replaced
+    popped = quotes.pop("BTC/USD")  # handed back to the caller, who keeps it
+    quotes.put("ETH/USD", held[2], size_bytes=100)
+    quotes.delete("ETH/USD")
+    quotes.put("SOL/USD", held[3], size_bytes=100)
+    quotes.clear()
     clock.now = start + 300
+    assert popped is held[1]
     assert manager.perform_maintenance().not_released == []
 
 
