@@ -139,19 +139,37 @@ _LEAF_SIZERS: dict[type, Callable[[Any], int]] = {
 }
 
 
+# Leaves whose size does not depend on the value: no sizer call for them on the small-tuple path.
+_FIXED_LEAF_BYTES: dict[type, int] = {float: _FLOAT_BYTES, bool: 0, type(None): 0}
+# sys.getsizeof adds the GC header to __sizeof__; calling __sizeof__ directly is cheaper.
+_TUPLE_GC_HEADER_BYTES = _getsizeof(()) - ().__sizeof__()
+
+
 def _small_tuple_size(value: tuple) -> int | None:
-    """Size of a short tuple of distinct scalars, or None when it needs the full walk."""
+    """Size of a short tuple of distinct scalars (a quote, a candle), or None when it needs the full walk."""
     if not value:
         return 0
-    total = _getsizeof(value)
+    total = value.__sizeof__() + _TUPLE_GC_HEADER_BYTES
     for item in value:
-        leaf = _LEAF_SIZERS.get(type(item))
+        item_type = type(item)
+        fixed = _FIXED_LEAF_BYTES.get(item_type)
+        if fixed is not None:
+            total += fixed
+            continue
+        leaf = _LEAF_SIZERS.get(item_type)
         if leaf is None:
             return None
         total += leaf(item)
-    if len(value) > 1 and len(set(map(id, value))) < len(value):
-        return None
-    return total
+    return None if _repeats_an_object(value) else total
+
+
+def _repeats_an_object(items: tuple) -> bool:
+    """True when one object occurs twice in `items` (it must be charged once); cheap for pairs and triples."""
+    if len(items) == 2:
+        return items[0] is items[1]
+    if len(items) == 3:
+        return items[0] is items[1] or items[0] is items[2] or items[1] is items[2]
+    return len(set(map(id, items))) < len(items)
 
 
 def _safe_getsizeof(value: object) -> int:

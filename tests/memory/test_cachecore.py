@@ -11,8 +11,7 @@ import weakref
 
 import pytest
 
-from crypto_bot.memory import ManagedCache, RemovalCause
-from crypto_bot.memory._cachecore import ENTRY_BYTES
+from crypto_bot.memory import ManagedCache, RemovalCause, _cachecore
 from tests.fakes import FakeClock
 from tests.memory.support import CollidingKey
 
@@ -241,7 +240,7 @@ def test_memory_comes_back_when_entries_leave():
         cleared = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
-    assert full - empty > 50_000 * ENTRY_BYTES  # entries and table were traced
+    assert full - empty > 50_000 * _cachecore.ENTRY_BYTES  # entries and table were traced
     # all of it returned, the table shrunk back; what stays is CPython's tuple free list refilled by
     # the (key, value, cause) triples clear() reported: at most 2,000 tuples of 64 bytes
     assert cleared - empty <= 2_000 * 64 + 1024

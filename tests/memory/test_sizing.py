@@ -184,9 +184,12 @@ def test_same_object_twice_in_a_list_is_counted_once():
     assert sizeof([payload, payload]) == sys.getsizeof([payload, payload]) + sys.getsizeof(payload)
 
 
-def test_same_string_in_a_small_tuple_is_counted_once():
-    payload = "p" * 10_000
-    assert sizeof((payload, payload)) == sys.getsizeof((payload, payload)) + sys.getsizeof(payload)
+@pytest.mark.parametrize("arrange", [lambda p, q: (p, p), lambda p, q: (p, q, p), lambda p, q: (q, p, p, q)])
+def test_an_object_repeated_in_a_small_tuple_is_counted_once(arrange):
+    payload, price = "p" * 10_000, 1.5
+    value = arrange(payload, price)
+    distinct = {id(item): item for item in value}.values()
+    assert sizeof(value) == sys.getsizeof(value) + sum(map(sys.getsizeof, distinct))
 
 
 def test_one_string_repeated_through_a_long_list_is_not_extrapolated():
