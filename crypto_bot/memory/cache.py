@@ -159,7 +159,6 @@ class ManagedCache(CacheCore):
         self._loads = 0
         self._load_failures = 0
         self._load_seconds = 0.0
-        self._view = EntryView(self)
 
     # ------------------------------------------------------------------ reads
 
@@ -177,7 +176,7 @@ class ManagedCache(CacheCore):
     @property
     def cache(self) -> Mapping[Hashable, CacheEntry]:
         """Read-only view of the entries as CacheEntry snapshots, LRU order (oldest first), for code written for the seed."""
-        return self._view
+        return EntryView(self)  # made per access: kept on the cache it would form a reference cycle
 
     # ----------------------------------------------------------------- writes
 

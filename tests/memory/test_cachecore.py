@@ -172,6 +172,19 @@ def test_value_destructors_may_use_the_cache_that_evicted_them():
     assert len(cache) <= 20
 
 
+def test_a_dropped_cache_is_freed_at_once_without_the_cycle_collector():
+    cache = make()
+    cache.put("a", 1, size_bytes=1)
+    _ = cache.cache["a"], cache.stats()
+    watch = weakref.ref(cache)
+    gc.disable()
+    try:
+        del cache
+        assert watch() is None
+    finally:
+        gc.enable()
+
+
 def test_a_cache_in_a_reference_cycle_is_collected():
     cache = make()
     cache.put("self", cache)  # value -> cache -> value
