@@ -511,6 +511,18 @@ static PyObject *optional_double(double value)
     return PyFloat_FromDouble(value);
 }
 
+/* Hash `key`, read the clock, then look the key up: in that order, because hashing and the clock
+ * may run Python code, which must happen before the caller starts changing anything.
+ * 1 and *entry when present, 0 when absent, -1 with an exception set. */
+static int lookup(CacheCore *self, PyObject *key, Py_hash_t *hash, double *now, Entry **entry)
+{
+    *hash = hash_key(key);
+    if (*hash == -1 || read_clock(self, now) < 0) {
+        return -1;
+    }
+    return table_find(self, key, *hash, entry);
+}
+
 /* ---------------------------------------------------------------- methods */
 
 static PyObject *core_get(CacheCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -535,13 +547,10 @@ static PyObject *core_get(CacheCore *self, PyObject *const *args, Py_ssize_t nar
         PyErr_SetString(PyExc_TypeError, "get() takes a key and an optional default");
         return NULL;
     }
-    Py_hash_t hash = hash_key(key);
+    Py_hash_t hash;
     double now;
     Entry *entry;
-    if (hash == -1 || read_clock(self, &now) < 0) {
-        return NULL;
-    }
-    int found = table_find(self, key, hash, &entry);
+    int found = lookup(self, key, &hash, &now, &entry);
     if (found < 0) {
         return NULL;
     }
@@ -572,13 +581,10 @@ static PyObject *core_peek(CacheCore *self, PyObject *const *args, Py_ssize_t na
     if (expect_args("_peek(key, default)", nargs, 2) < 0) {
         return NULL;
     }
-    Py_hash_t hash = hash_key(args[0]);
+    Py_hash_t hash;
     double now;
     Entry *entry;
-    if (hash == -1 || read_clock(self, &now) < 0) {
-        return NULL;
-    }
-    int found = table_find(self, args[0], hash, &entry);
+    int found = lookup(self, args[0], &hash, &now, &entry);
     if (found < 0) {
         return NULL;
     }
@@ -587,13 +593,10 @@ static PyObject *core_peek(CacheCore *self, PyObject *const *args, Py_ssize_t na
 
 static int core_contains(CacheCore *self, PyObject *key)
 {
-    Py_hash_t hash = hash_key(key);
+    Py_hash_t hash;
     double now;
     Entry *entry;
-    if (hash == -1 || read_clock(self, &now) < 0) {
-        return -1;
-    }
-    int found = table_find(self, key, hash, &entry);
+    int found = lookup(self, key, &hash, &now, &entry);
     return found <= 0 ? found : now < entry->expires;
 }
 
@@ -628,13 +631,10 @@ static PyObject *core_store(CacheCore *self, PyObject *const *args, Py_ssize_t n
         }
     }
     int custom = ttl != self->ttl;
-    Py_hash_t hash = hash_key(key);
+    Py_hash_t hash;
     double now;
     Entry *old;
-    if (hash == -1 || read_clock(self, &now) < 0) {
-        return NULL;
-    }
-    int found = table_find(self, key, hash, &old);
+    int found = lookup(self, key, &hash, &now, &old);
     /* everything that can fail comes before the first change */
     if (found < 0 || table_reserve_one(self) < 0 || (custom && heap_reserve_one(self) < 0)) {
         return NULL;
@@ -677,13 +677,10 @@ PyDoc_STRVAR(take_doc, "_take(key) -> [(key, value, cause)] or None\n\n"
 
 static PyObject *core_take(CacheCore *self, PyObject *key)
 {
-    Py_hash_t hash = hash_key(key);
+    Py_hash_t hash;
     double now;
     Entry *entry;
-    if (hash == -1 || read_clock(self, &now) < 0) {
-        return NULL;
-    }
-    int found = table_find(self, key, hash, &entry);
+    int found = lookup(self, key, &hash, &now, &entry);
     if (found <= 0) {
         return found < 0 ? NULL : Py_NewRef(Py_None);
     }
@@ -771,29 +768,49 @@ static PyObject *core_set_limits(CacheCore *self, PyObject *const *args, Py_ssiz
     return removed_release_with_bytes(self, &removed);
 }
 
+/* Lists of the keys (and, when `values` is given, the values) of entries unexpired at `now`, least
+ * recently used first. Both lists are allocated before the walk and filled without allocating, so
+ * no Python code can run and change the recency list under it. */
+static int collect(CacheCore *self, double now, PyObject **keys, PyObject **values)
+{
+    Py_ssize_t used = self->used, count = 0;
+    PyObject *value_list = values == NULL ? NULL : PyList_New(used);
+    *keys = PyList_New(used);
+    if (*keys == NULL || (values != NULL && value_list == NULL)) {
+        goto fail;
+    }
+    for (Link *link = self->recency.next; link != &self->recency; link = link->next) {
+        Entry *entry = ENTRY_OF(link, recency);
+        if (now < entry->expires) {
+            PyList_SET_ITEM(*keys, count, Py_NewRef(entry->key));
+            if (value_list != NULL) {
+                PyList_SET_ITEM(value_list, count, Py_NewRef(entry->value));
+            }
+            count++;
+        }
+    }
+    if (count < used && (PyList_SetSlice(*keys, count, used, NULL) < 0 ||
+                         (value_list != NULL && PyList_SetSlice(value_list, count, used, NULL) < 0))) {
+        goto fail;
+    }
+    if (values != NULL) {
+        *values = value_list;
+    }
+    return 0;
+fail:
+    Py_CLEAR(*keys);
+    Py_XDECREF(value_list);
+    return -1;
+}
+
 PyDoc_STRVAR(keys_doc, "_keys(live_only) -> keys, least recently used first (live_only: unexpired ones).");
 
 static PyObject *core_keys(CacheCore *self, PyObject *live_only_object)
 {
     int live_only = PyObject_IsTrue(live_only_object);
     double now = -INFINITY;
-    if (live_only < 0 || (live_only && read_clock(self, &now) < 0)) {
-        return NULL;
-    }
-    Py_ssize_t used = self->used, count = 0;
-    PyObject *keys = PyList_New(used);
-    if (keys == NULL) {
-        return NULL;
-    }
-    /* no allocation while walking: nothing can run and change the list under us */
-    for (Link *link = self->recency.next; link != &self->recency; link = link->next) {
-        Entry *entry = ENTRY_OF(link, recency);
-        if (now < entry->expires) {
-            PyList_SET_ITEM(keys, count++, Py_NewRef(entry->key));
-        }
-    }
-    if (count < used && PyList_SetSlice(keys, count, used, NULL) < 0) {
-        Py_DECREF(keys);
+    PyObject *keys;
+    if (live_only < 0 || (live_only && read_clock(self, &now) < 0) || collect(self, now, &keys, NULL) < 0) {
         return NULL;
     }
     return keys;
@@ -804,22 +821,12 @@ PyDoc_STRVAR(items_doc, "_items() -> [(key, value)] of unexpired entries, least 
 static PyObject *core_items(CacheCore *self, PyObject *Py_UNUSED(ignored))
 {
     double now;
-    if (read_clock(self, &now) < 0) {
+    PyObject *keys, *values;
+    if (read_clock(self, &now) < 0 || collect(self, now, &keys, &values) < 0) {
         return NULL;
     }
-    Py_ssize_t used = self->used, count = 0;
-    PyObject *keys = PyList_New(used), *values = PyList_New(used), *items = NULL;
-    if (keys == NULL || values == NULL) {
-        goto done;
-    }
-    for (Link *link = self->recency.next; link != &self->recency; link = link->next) {
-        Entry *entry = ENTRY_OF(link, recency);
-        if (now < entry->expires) {
-            PyList_SET_ITEM(keys, count, Py_NewRef(entry->key));
-            PyList_SET_ITEM(values, count++, Py_NewRef(entry->value));
-        }
-    }
-    items = PyList_New(count);
+    Py_ssize_t count = PyList_GET_SIZE(keys);
+    PyObject *items = PyList_New(count);
     for (Py_ssize_t i = 0; items != NULL && i < count; i++) {
         PyObject *pair = PyTuple_Pack(2, PyList_GET_ITEM(keys, i), PyList_GET_ITEM(values, i));
         if (pair == NULL) {
@@ -829,9 +836,8 @@ static PyObject *core_items(CacheCore *self, PyObject *Py_UNUSED(ignored))
             PyList_SET_ITEM(items, i, pair);
         }
     }
-done:
-    Py_XDECREF(keys);
-    Py_XDECREF(values);
+    Py_DECREF(keys);
+    Py_DECREF(values);
     return items;
 }
 
@@ -859,7 +865,7 @@ static PyObject *core_entry(CacheCore *self, PyObject *key)
 }
 
 PyDoc_STRVAR(counters_doc, "_counters() -> (hits, misses, puts, evictions by cause code, entries, total_bytes, "
-                           "oldest timestamp or None, coldest last_accessed or None), one consistent snapshot.");
+                           "oldest timestamp or None), one consistent snapshot.");
 
 static PyObject *core_counters(CacheCore *self, PyObject *Py_UNUSED(ignored))
 {
@@ -870,13 +876,11 @@ static PyObject *core_counters(CacheCore *self, PyObject *Py_UNUSED(ignored))
     if (!link_empty(&self->custom_queue)) {
         oldest = fmin(oldest, ENTRY_OF(self->custom_queue.next, queue)->timestamp);
     }
-    Entry *cold = coldest(self);
-    double coldest_access = cold == NULL ? INFINITY : cold->last_accessed;
     /* every field is read into a C value before the first allocation */
     CacheCore snapshot = *self;
-    return Py_BuildValue("(KKK(KKKKK)nLNN)", snapshot.hits, snapshot.misses, snapshot.puts, snapshot.evictions[0],
+    return Py_BuildValue("(KKK(KKKKK)nLN)", snapshot.hits, snapshot.misses, snapshot.puts, snapshot.evictions[0],
                          snapshot.evictions[1], snapshot.evictions[2], snapshot.evictions[3], snapshot.evictions[4],
-                         snapshot.used, snapshot.total_bytes, optional_double(oldest), optional_double(coldest_access));
+                         snapshot.used, snapshot.total_bytes, optional_double(oldest));
 }
 
 static PyObject *core_coldest_access_time(CacheCore *self, PyObject *Py_UNUSED(ignored))

@@ -366,7 +366,7 @@ class ManagedCache(CacheCore):
 
     def stats(self) -> dict[str, Any]:
         """Counters and gauges, O(1)."""
-        hits, misses, puts, evictions_by_code, entries, total_bytes, oldest, _ = self._counters()
+        hits, misses, puts, evictions_by_code, entries, total_bytes, oldest = self._counters()
         now = self._clock()
         evictions = {cause.value: count for cause, count in zip(_CAUSES, evictions_by_code)}
         with self._lock:

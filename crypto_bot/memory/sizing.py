@@ -108,10 +108,6 @@ def _int_size(value: int) -> int:
     return 0 if -5 <= value <= 256 else _getsizeof(value)
 
 
-def _float_size(value: float) -> int:
-    return _FLOAT_BYTES
-
-
 def _str_size(value: str) -> int:
     # "" and one-character Latin-1 strings are interpreter-wide singletons.
     if len(value) > 1 or (value and ord(value) > 255):
@@ -123,24 +119,24 @@ def _bytes_size(value: bytes) -> int:
     return _getsizeof(value) if len(value) > 1 else 0
 
 
-def _free(value: object) -> int:
-    return 0
+# Leaves whose size does not depend on the value (bool and None are singletons: dropping them frees nothing).
+_FIXED_LEAF_BYTES: dict[type, int] = {float: _FLOAT_BYTES, bool: 0, type(None): 0}
+
+
+def _fixed_size(size_bytes: int) -> Callable[[Any], int]:
+    return lambda value: size_bytes
 
 
 _LEAF_SIZERS: dict[type, Callable[[Any], int]] = {
     int: _int_size,
-    float: _float_size,
     complex: _getsizeof,
-    bool: _free,
-    type(None): _free,
     str: _str_size,
     bytes: _bytes_size,
     bytearray: _getsizeof,
+    **{leaf_type: _fixed_size(size_bytes) for leaf_type, size_bytes in _FIXED_LEAF_BYTES.items()},
 }
 
 
-# Leaves whose size does not depend on the value: no sizer call for them on the small-tuple path.
-_FIXED_LEAF_BYTES: dict[type, int] = {float: _FLOAT_BYTES, bool: 0, type(None): 0}
 # sys.getsizeof adds the GC header to __sizeof__; calling __sizeof__ directly is cheaper.
 _TUPLE_GC_HEADER_BYTES = _getsizeof(()) - ().__sizeof__()
 
@@ -152,7 +148,7 @@ def _small_tuple_size(value: tuple) -> int | None:
     total = value.__sizeof__() + _TUPLE_GC_HEADER_BYTES
     for item in value:
         item_type = type(item)
-        fixed = _FIXED_LEAF_BYTES.get(item_type)
+        fixed = _FIXED_LEAF_BYTES.get(item_type)  # no sizer call for these
         if fixed is not None:
             total += fixed
             continue
