@@ -3,13 +3,27 @@
  * Why C: a Python record per entry plus an OrderedDict costs ~250 bytes and ~2x the time of a
  * bare locked OrderedDict; here an entry is one 104-byte struct and a hit is one C call.
  *
- * Thread safety without a lock of its own: every method runs holding the GIL and never runs
- * Python code while the structure is inconsistent. The clock and the key's hash are read before
- * anything changes; removed entries are parked on a local chain and become Python objects only
- * once the structure is whole again; a lookup that had to call a key's __eq__ (the one place
- * Python code can run mid-lookup) starts over if the table changed meanwhile (as in a dict, a key
- * whose __eq__ changes the cache on every call would start over for ever). The module sets no
- * Py_mod_gil slot, so a free-threaded interpreter keeps the GIL on while it is loaded.
+ * Thread safety without a lock of its own: every method runs holding the GIL, and the GIL can only
+ * change hands where Python code runs. The rule of this file: no Python code runs while the
+ * structure is inconsistent, and every read of the structure made before Python could run is
+ * made again after it. Python code can run wherever an object is hashed or compared, a clock or
+ * __index__/__float__ is called, a reference is dropped (finalizers), or a GC-tracked object is
+ * allocated (a list, a tuple: the allocation may start a collection, which runs finalizers and
+ * gc.callbacks, and those may switch threads or call into this cache). So: the key's hash and
+ * the clock are read before anything changes; removed entries are parked on a local chain and
+ * become Python objects only once the structure is whole again; a lookup that had to call a
+ * key's __eq__ starts over if the table changed meanwhile (as in a dict); snapshots (keys, items)
+ * allocate their lists first and then walk the structure as it is after the allocation, growing
+ * the lists without allocating GC-tracked objects if it grew. The sanitizer step of .ci/run
+ * (scripts/sanitize) runs the cache tests, GC chaos included, under ASan and UBSan.
+ *
+ * Time never goes back: a clock reading below the last one is held at the last one (and counted
+ * in clock_regressions), so put order stays expiry order for default-TTL entries whatever the
+ * clock does.
+ *
+ * Free-threaded builds: the module declares that it needs the GIL (Py_MOD_GIL_USED), so
+ * importing it on a free-threaded interpreter turns the GIL on, deliberately; ManagedCache
+ * chooses the pure-Python store there by default.
  *
  * Layout: open addressing with linear probing over Entry pointers (Fibonacci hashing spreads the
  * structured integer keys trading code uses, such as candle open times), backward-shift deletion
@@ -68,6 +82,8 @@ typedef struct {
     Py_ssize_t max_size;
     long long max_bytes;      /* -1: no byte budget */
     double ttl;               /* default ttl; +inf: none */
+    double last_now;          /* the latest clock reading; time is held here if the clock goes back */
+    unsigned long long clock_regressions;  /* readings that were below last_now */
     long long total_bytes;
     unsigned long long hits, misses, puts, evictions[CAUSE_COUNT];
     unsigned long long expiry_checks;  /* entries looked at by expiry sweeps: shows their cost is what expired */
@@ -475,6 +491,11 @@ static int read_clock(CacheCore *self, double *now)
         PyErr_SetString(PyExc_ValueError, "the cache clock returned NaN");
         return -1;
     }
+    if (value < self->last_now) {
+        self->clock_regressions++;
+        value = self->last_now;
+    }
+    self->last_now = value;
     *now = value;
     return 0;
 }
@@ -512,7 +533,9 @@ static PyObject *optional_double(double value)
 }
 
 /* Hash `key`, read the clock, then look the key up: in that order, because hashing and the clock
- * may run Python code, which must happen before the caller starts changing anything.
+ * may run Python code, which must happen before the caller starts changing anything. A key's
+ * __eq__ may have read the clock again (a nested call), so `now` is raised to the latest reading:
+ * entries put later never carry an earlier timestamp.
  * 1 and *entry when present, 0 when absent, -1 with an exception set. */
 static int lookup(CacheCore *self, PyObject *key, Py_hash_t *hash, double *now, Entry **entry)
 {
@@ -520,7 +543,9 @@ static int lookup(CacheCore *self, PyObject *key, Py_hash_t *hash, double *now, 
     if (*hash == -1 || read_clock(self, now) < 0) {
         return -1;
     }
-    return table_find(self, key, *hash, entry);
+    int found = table_find(self, key, *hash, entry);
+    *now = fmax(*now, self->last_now);
+    return found;
 }
 
 /* ---------------------------------------------------------------- methods */
@@ -617,6 +642,10 @@ static PyObject *core_store(CacheCore *self, PyObject *const *args, Py_ssize_t n
     }
     if (size < 0) {
         PyErr_Format(PyExc_ValueError, "size_bytes must be a non-negative number of bytes, got %lld", size);
+        return NULL;
+    }
+    if (size > LLONG_MAX - self->total_bytes) {
+        PyErr_Format(PyExc_OverflowError, "size_bytes=%lld would take the cache past 2**63 bytes", size);
         return NULL;
     }
     double ttl = self->ttl;
@@ -769,29 +798,42 @@ static PyObject *core_set_limits(CacheCore *self, PyObject *const *args, Py_ssiz
 }
 
 /* Lists of the keys (and, when `values` is given, the values) of entries unexpired at `now`, least
- * recently used first. Both lists are allocated before the walk and filled without allocating, so
- * no Python code can run and change the recency list under it. */
+ * recently used first. The lists are allocated first, sized for the entries counted then; the
+ * allocations may run Python code that changes the cache, so the walk reads the structure only
+ * afterwards, fills the slots it has, appends (no GC-tracked allocation) if the cache grew and
+ * trims the lists if it shrank or entries had expired. */
 static int collect(CacheCore *self, double now, PyObject **keys, PyObject **values)
 {
-    Py_ssize_t used = self->used, count = 0;
-    PyObject *value_list = values == NULL ? NULL : PyList_New(used);
-    *keys = PyList_New(used);
-    if (*keys == NULL || (values != NULL && value_list == NULL)) {
+    Py_ssize_t capacity = self->used, count = 0;
+    PyObject *value_list = NULL;
+    *keys = PyList_New(capacity);
+    if (*keys == NULL || (values != NULL && (value_list = PyList_New(capacity)) == NULL)) {
         goto fail;
     }
+    /* from here on nothing runs Python code until the walk ends */
     for (Link *link = self->recency.next; link != &self->recency; link = link->next) {
         Entry *entry = ENTRY_OF(link, recency);
-        if (now < entry->expires) {
+        if (!(now < entry->expires)) {
+            continue;
+        }
+        if (count < capacity) {
             PyList_SET_ITEM(*keys, count, Py_NewRef(entry->key));
             if (value_list != NULL) {
                 PyList_SET_ITEM(value_list, count, Py_NewRef(entry->value));
             }
-            count++;
         }
+        else if (PyList_Append(*keys, entry->key) < 0 ||  /* grows by PyMem_Realloc: no GC-tracked allocation */
+                 (value_list != NULL && PyList_Append(value_list, entry->value) < 0)) {
+            goto fail;
+        }
+        count++;
     }
-    if (count < used && (PyList_SetSlice(*keys, count, used, NULL) < 0 ||
-                         (value_list != NULL && PyList_SetSlice(value_list, count, used, NULL) < 0))) {
-        goto fail;
+    if (count < capacity) {
+        /* the slots past `count` were never filled (NULL): dropping them from the size frees nothing */
+        Py_SET_SIZE(*keys, count);
+        if (value_list != NULL) {
+            Py_SET_SIZE(value_list, count);
+        }
     }
     if (values != NULL) {
         *values = value_list;
@@ -889,16 +931,20 @@ static PyObject *core_coldest_access_time(CacheCore *self, PyObject *Py_UNUSED(i
     return optional_double(cold == NULL ? INFINITY : cold->last_accessed);
 }
 
-/* Count the entries on a put-order list, checking their heap membership; -1 on a broken link. */
+/* Count the entries on a put-order list, checking their heap membership and that timestamps never
+ * go back along it (for the default queue that is expiry order); -1 when broken. */
 static Py_ssize_t verify_queue(const CacheCore *self, const Link *sentinel, int custom)
 {
     Py_ssize_t count = 0;
+    double previous = -INFINITY;
     for (const Link *link = sentinel->next; link != sentinel; link = link->next, count++) {
         const Entry *entry = ENTRY_OF(link, queue);
         int in_heap = entry->heap_pos >= 0 && entry->heap_pos < self->heap_len && self->heap[entry->heap_pos] == entry;
-        if (link->next->prev != link || count > self->used || in_heap != custom || (!custom && entry->heap_pos != -1)) {
+        if (link->next->prev != link || count > self->used || in_heap != custom || (!custom && entry->heap_pos != -1) ||
+            entry->timestamp < previous) {
             return -1;
         }
+        previous = entry->timestamp;
     }
     return count;
 }
@@ -940,7 +986,7 @@ static const char *broken_invariant(const CacheCore *self)
     Py_ssize_t custom_count = verify_queue(self, &self->custom_queue, 1);
     if (default_count < 0 || custom_count < 0 || default_count + custom_count != self->used ||
         custom_count != self->heap_len) {
-        return "the expiry queues do not hold each entry once";
+        return "the expiry queues do not hold each entry once, in put order";
     }
     if (over_limits(self)) {
         return "the cache is over its limits";
@@ -975,6 +1021,7 @@ static PyObject *core_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObjec
     self->max_size = PY_SSIZE_T_MAX;
     self->max_bytes = -1;
     self->ttl = INFINITY;
+    self->last_now = -INFINITY;
     if (table_rehash(self, MIN_LOG2_SLOTS) < 0) {
         Py_DECREF(self);
         return NULL;
@@ -1008,12 +1055,19 @@ static int core_init(CacheCore *self, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_RuntimeError, "a cache can only be configured while empty");
         return -1;
     }
+    /* the old references are dropped (which may run Python code) only once every field is set */
+    PyObject *old[1 + CAUSE_COUNT] = {self->clock};
     self->max_size = max_size;
     self->max_bytes = max_bytes;
     self->ttl = ttl;
-    Py_XSETREF(self->clock, Py_NewRef(clock));
+    self->last_now = -INFINITY;  /* a new clock starts its own time; the store is empty */
+    self->clock = Py_NewRef(clock);
     for (int code = 0; code < CAUSE_COUNT; code++) {
-        Py_XSETREF(self->causes[code], Py_NewRef(PyTuple_GET_ITEM(causes, code)));
+        old[1 + code] = self->causes[code];
+        self->causes[code] = Py_NewRef(PyTuple_GET_ITEM(causes, code));
+    }
+    for (int i = 0; i < 1 + CAUSE_COUNT; i++) {
+        Py_XDECREF(old[i]);
     }
     return 0;
 }
@@ -1081,12 +1135,19 @@ static PyObject *get_expiry_checks(CacheCore *self, void *Py_UNUSED(closure))
 
 static PyObject *get_ttl_seconds(CacheCore *self, void *Py_UNUSED(closure)) { return optional_double(self->ttl); }
 
+static PyObject *get_clock_regressions(CacheCore *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(self->clock_regressions);
+}
+
 static PyGetSetDef core_getset[] = {
     {"total_bytes", (getter)get_total_bytes, NULL, "Bytes charged for the entries held.", NULL},
     {"max_size", (getter)get_max_size, NULL, "Entry cap (change with resize).", NULL},
     {"max_bytes", (getter)get_max_bytes, NULL, "Byte budget or None (change with resize).", NULL},
     {"ttl_seconds", (getter)get_ttl_seconds, NULL, "Default time to live in seconds, or None.", NULL},
     {"expiry_checks", (getter)get_expiry_checks, NULL, "Entries looked at by expiry sweeps so far.", NULL},
+    {"clock_regressions", (getter)get_clock_regressions, NULL,
+     "Clock readings below an earlier one (the store held its time at the earlier one).", NULL},
     {NULL},
 };
 
@@ -1159,6 +1220,13 @@ PyMODINIT_FUNC PyInit__cachecore(void)
     if (module == NULL) {
         return NULL;
     }
+#ifdef Py_GIL_DISABLED
+    /* Deliberate: every call's atomicity rests on the GIL (see the header), so this module keeps it on. */
+    if (PyUnstable_Module_SetGIL(module, Py_MOD_GIL_USED) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+#endif
     if (PyModule_AddObjectRef(module, "CacheCore", (PyObject *)&CacheCoreType) < 0 ||
         PyModule_AddIntConstant(module, "ENTRY_BYTES", (long)sizeof(Entry)) < 0) {
         Py_DECREF(module);
