@@ -9,7 +9,9 @@ Not covered: what to do about the numbers (``crypto_bot.memory.pressure``) or fr
 (``crypto_bot.memory.reclaim``).
 
 Every source degrades on its own: an absent, unreadable or malformed file yields None for its
-field and a debug log, never an exception.
+field and a debug log, never an exception. An implausible figure (a host total below our own RSS,
+anything above 2**50 bytes, a non-numeric stub) is discarded the same way: a limit is only ever a
+figure that could be real, and where none applies, the host's percent used decides.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import errno
 import logging
 import math
+import numbers
 import os
 import re
 import threading
@@ -28,12 +31,17 @@ from typing import TypeVar
 
 import psutil
 
+from . import validation
+
 logger = logging.getLogger(__name__)
 
 _PAGE_SIZE_BYTES = os.sysconf("SC_PAGE_SIZE")
 # Kernels report "no limit" as the page counter maximum rounded to pages (9223372036854771712 with
 # 4 KiB pages, less with 64 KiB pages); nothing real comes near 4 EiB.
 _UNLIMITED_FLOOR_BYTES = 1 << 62
+# No host or container this bot runs on has 1 PiB: a larger figure is a stub or a misread (a
+# replaced psutil.virtual_memory() once read as a 1-byte host), never a limit to divide by.
+_MAX_PLAUSIBLE_BYTES = 1 << 50
 _READ_CHUNK_BYTES = 16384
 # kernfs answers ENODEV on files of a removed cgroup; the others cover /proc of a gone process.
 _VANISHED_ERRNOS = frozenset({errno.ENODEV, errno.ENOENT, errno.ESTALE, errno.ESRCH})
@@ -48,8 +56,10 @@ class MemoryReading:
 
     ``working_set_bytes`` is cgroup usage minus inactive file cache (reclaimable page cache).
     ``limit_bytes`` is the smallest of process_limit_bytes, the cgroup limit and host total;
-    ``usage_ratio`` = max(system_percent / 100, working set (RSS without one) / limit_bytes).
+    ``usage_ratio`` = max(system_percent / 100, working set (RSS without one) / limit_bytes), or
+    system_percent / 100 alone when no limit is known.
     ``system_percent`` and ``psi_some_avg10`` are percentages (0-100) as the kernel reports them.
+    Host figures that cannot be real are None (see ``_host_figures``).
     """
 
     rss_bytes: int | None
@@ -171,18 +181,9 @@ class MemoryProbe:
     """Reads MemoryReading for this process; thread-safe; holds a few file descriptors until close()."""
 
     root: str
-    process_limit_bytes: int | None
     location: CgroupLocation | None
 
     def __init__(self, root: str = "/", *, process_limit_bytes: int | None = None) -> None:
-        if process_limit_bytes is not None and (
-            not isinstance(process_limit_bytes, int)
-            or isinstance(process_limit_bytes, bool)
-            or process_limit_bytes <= 0
-        ):
-            raise ValueError(
-                f"process_limit_bytes must be None or an int > 0, got {process_limit_bytes!r}"
-            )
         self.root = root
         self.process_limit_bytes = process_limit_bytes
         self._lock = threading.Lock()
@@ -191,6 +192,17 @@ class MemoryProbe:
         # Closes the descriptors on close() or, failing that, when the probe is collected.
         self._finalizer = weakref.finalize(self, _close_fds, self._fds)
         self._resolve()
+
+    @property
+    def process_limit_bytes(self) -> int | None:
+        """A limit below the cgroup's and the host's, or None; at most 2**50 bytes."""
+        return self._process_limit_bytes
+
+    @process_limit_bytes.setter
+    def process_limit_bytes(self, limit_bytes: int | None) -> None:
+        self._process_limit_bytes = validation.integer(
+            "process_limit_bytes", limit_bytes, minimum=1, maximum=_MAX_PLAUSIBLE_BYTES, optional=True
+        )
 
     def read(self) -> MemoryReading:
         """Take one reading; re-resolves the sources first if they vanished or the process forked."""
@@ -274,7 +286,7 @@ class MemoryProbe:
 
     def _read_sources(self) -> MemoryReading:
         rss_bytes = self._read_rss_bytes()
-        total_bytes, available_bytes, system_percent = _system_memory()
+        total_bytes, available_bytes, system_percent = _host_figures(*_system_memory(), rss_bytes=rss_bytes)
         cgroup_limit_bytes = _smallest(self._value(s, _parse_limit_bytes) for s in self._limits)
         cgroup_high_bytes = _smallest(self._value(s, _parse_limit_bytes) for s in self._highs)
         usage_bytes = self._value(self._usage, _parse_count)
@@ -433,13 +445,21 @@ def _parse_count(data: bytes) -> int:
 
 
 def _parse_limit_bytes(data: bytes) -> int | None:
-    """A limit in bytes, or None for "max" and the kernel's near-2^63 stand-in for unlimited."""
+    """A limit in bytes, or None for "max" and the kernel's near-2^63 stand-in for unlimited.
+
+    A limit below our own RSS is kept: the kernel lets memory.max be written below usage (it then
+    reclaims or OOM-kills), so such a figure is an emergency to report, not a misread.
+    """
     if data.strip() == b"max":
         return None
     value = int(data)
     if value <= 0:
         raise ValueError(f"non-positive limit {value}")
-    return None if value >= _UNLIMITED_FLOOR_BYTES else value
+    if value >= _UNLIMITED_FLOOR_BYTES:
+        return None
+    if value > _MAX_PLAUSIBLE_BYTES:
+        raise ValueError(f"implausible limit {value} (above 2**50 bytes)")
+    return value
 
 
 def _parse_keyed(data: bytes, key: bytes) -> int:
@@ -476,14 +496,57 @@ def _parse_psi_some_avg10(data: bytes) -> float:
     raise ValueError("no 'some avg10=' field")
 
 
-def _system_memory() -> tuple[int | None, int | None, float | None]:
-    """Host total, available and percent used; looked up on psutil per call so tests can patch it."""
+def _system_memory() -> tuple[object, object, object]:
+    """psutil's host total, available and percent used, unchecked; looked up per call so tests can patch it.
+
+    Each field is read on its own: a stub that sets only ``percent`` still yields the percent.
+    """
     try:
         memory = psutil.virtual_memory()
-        return int(memory.total), int(memory.available), float(memory.percent)
     except Exception as exc:  # psutil raises its own errors besides OSError on odd hosts
         logger.debug("psutil.virtual_memory() failed: %s", exc)
         return None, None, None
+    return getattr(memory, "total", None), getattr(memory, "available", None), getattr(memory, "percent", None)
+
+
+def _host_figures(
+    total: object, available: object, percent: object, *, rss_bytes: int | None
+) -> tuple[int | None, int | None, float | None]:
+    """The host's total and available bytes and percent used, each None unless it could be real.
+
+    Our own RSS lives in host memory, so a host total below it (the 1 byte a stub's ``int()``
+    gives) is a misread; dividing by it would report pressure at any system usage.
+    """
+    total_bytes = _plausible_bytes("host total", total, minimum_bytes=max(rss_bytes or 0, 1))
+    available_bytes = _plausible_bytes("host available", available, minimum_bytes=0)
+    return total_bytes, available_bytes, _plausible_percent("host percent used", percent)
+
+
+def _plausible_bytes(what: str, value: object, *, minimum_bytes: int) -> int | None:
+    """value as whole bytes if it is a number in [minimum_bytes, 2**50]; None (a debug log unless absent) otherwise."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and minimum_bytes <= value <= _MAX_PLAUSIBLE_BYTES
+    ):
+        return int(value)
+    logger.debug(
+        "ignoring implausible %s %r: expected a number of bytes in [%d, 2**50]", what, value, minimum_bytes
+    )
+    return None
+
+
+def _plausible_percent(what: str, value: object) -> float | None:
+    """value as a float if it is a number in [0, 100]; None (a debug log unless absent) otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and 0.0 <= value <= 100.0:
+        return float(value)
+    logger.debug("ignoring implausible %s %r: expected a percentage in [0, 100]", what, value)
+    return None
 
 
 def _psutil_rss_bytes() -> int | None:
@@ -501,9 +564,9 @@ def _smallest(values: Iterable[int | None]) -> int | None:
 def _usage_ratio(
     system_percent: float | None, used_bytes: int | None, limit_bytes: int | None
 ) -> float | None:
-    """The tighter of host usage and our usage against the effective limit."""
+    """The tighter of host usage and our usage against the effective limit; host usage alone without a limit."""
     candidates = []
-    if system_percent is not None and math.isfinite(system_percent):
+    if system_percent is not None:
         candidates.append(system_percent / 100.0)
     if used_bytes is not None and limit_bytes is not None:
         candidates.append(used_bytes / limit_bytes)

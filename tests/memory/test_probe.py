@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from types import SimpleNamespace
+from unittest.mock import MagicMock
 
 import psutil
 import pytest
@@ -442,10 +443,122 @@ def test_usage_ratio_uses_rss_without_cgroup(tmp_path: Path, host: SimpleNamespa
     assert read(tmp_path, process_limit_bytes=GIB // 2).usage_ratio == expected
 
 
-@pytest.mark.parametrize("bad", [0, -1, True, 1.5, "1G"])
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5, "1G", 2**50 + 1])
 def test_invalid_process_limit_is_rejected(tmp_path: Path, bad: object) -> None:
-    with pytest.raises(ValueError, match="process_limit_bytes"):
+    with pytest.raises(ValueError, match="process_limit_bytes must be an integer"):
         MemoryProbe(str(tmp_path), process_limit_bytes=bad)  # type: ignore[arg-type]
+
+
+def test_process_limit_set_at_run_time_is_checked_too(tmp_path: Path) -> None:
+    with MemoryProbe(str(tmp_path)) as probe:
+        with pytest.raises(ValueError, match="process_limit_bytes"):
+            probe.process_limit_bytes = 0
+        probe.process_limit_bytes = GIB
+        assert probe.process_limit_bytes == GIB
+
+
+# implausible figures
+
+
+def no_cgroup_limit(root: Path) -> Path:
+    """A v2 tree whose cgroups set no limit: only the host's figures can bound us."""
+    return v2_tree(root, maxes={"/bots": "max", "/bots/alpha": "max"})
+
+
+def test_stub_with_only_percent_decides_by_system_percent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(percent=50.0))
+    no_cgroup_limit(tmp_path)
+    reading = read(tmp_path)
+    assert (reading.system_total_bytes, reading.limit_bytes, reading.usage_ratio) == (None, None, 0.5)
+
+
+def test_mock_whose_total_converts_to_one_byte_is_not_a_one_byte_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stub = MagicMock(percent=50.0)
+    assert int(stub.total) == 1  # what the probe used to divide the working set by
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: stub)
+    no_cgroup_limit(tmp_path)
+    reading = read(tmp_path)
+    assert (reading.system_total_bytes, reading.limit_bytes, reading.usage_ratio) == (None, None, 0.5)
+
+
+@pytest.mark.parametrize(
+    "total",
+    [1, 2500 * PAGE_BYTES - 1, 0, -HOST_TOTAL_BYTES, 2**50 + 1, float("nan"), float("inf"), "64G", True],
+    ids=["one-byte", "below-own-rss", "zero", "negative", "above-2**50", "nan", "inf", "text", "bool"],
+)
+def test_implausible_host_total_is_never_a_limit(
+    tmp_path: Path, host: SimpleNamespace, total: object
+) -> None:
+    host.total, host.percent = total, 30.0
+    no_cgroup_limit(tmp_path)
+    reading = read(tmp_path)
+    assert (reading.system_total_bytes, reading.limit_bytes, reading.usage_ratio) == (None, None, 0.3)
+
+
+def test_host_total_equal_to_own_rss_is_plausible(tmp_path: Path, host: SimpleNamespace) -> None:
+    host.total = 2500 * PAGE_BYTES
+    no_cgroup_limit(tmp_path)
+    assert read(tmp_path).limit_bytes == 2500 * PAGE_BYTES
+
+
+def test_implausible_host_total_leaves_the_cgroup_limit_in_charge(
+    tmp_path: Path, host: SimpleNamespace
+) -> None:
+    host.total = 1
+    v2_tree(tmp_path, maxes={"/bots/alpha": str(GIB)})
+    assert read(tmp_path).limit_bytes == GIB
+
+
+def test_discarded_host_figure_is_named_in_a_debug_log(
+    tmp_path: Path, host: SimpleNamespace, caplog: pytest.LogCaptureFixture
+) -> None:
+    host.total = 12345
+    no_cgroup_limit(tmp_path)
+    with caplog.at_level(logging.DEBUG, logger="crypto_bot.memory.probe"):
+        read(tmp_path)
+    assert any("host total 12345" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("percent", [-1.0, 100.5, float("nan"), "50", None])
+def test_implausible_system_percent_is_ignored(tmp_path: Path, host: SimpleNamespace, percent: object) -> None:
+    host.percent = percent
+    v1_tree(tmp_path, usage_bytes=612 * MIB, inactive_file_bytes=100 * MIB)
+    reading = read(tmp_path)
+    assert (reading.system_percent, reading.usage_ratio) == (None, 0.5)
+
+
+def test_no_limit_and_no_sane_percent_gives_no_usage_ratio(tmp_path: Path, host: SimpleNamespace) -> None:
+    host.total, host.percent = 1, 250.0
+    no_cgroup_limit(tmp_path)
+    assert read(tmp_path).usage_ratio is None
+
+
+@pytest.mark.parametrize("available", [-1, 2**50 + 1, "lots"])
+def test_implausible_host_available_is_none(tmp_path: Path, host: SimpleNamespace, available: object) -> None:
+    host.available = available
+    v1_tree(tmp_path)
+    assert read(tmp_path).system_available_bytes is None
+
+
+def test_cgroup_limit_above_2_pow_50_is_discarded_and_logged(
+    tmp_path: Path, host: SimpleNamespace, caplog: pytest.LogCaptureFixture
+) -> None:
+    absurd = 2**55
+    v2_tree(tmp_path, maxes={"/bots": "max", "/bots/alpha": str(absurd)})
+    with caplog.at_level(logging.DEBUG, logger="crypto_bot.memory.probe"):
+        reading = read(tmp_path)
+    assert (reading.cgroup_limit_bytes, reading.limit_bytes) == (None, HOST_TOTAL_BYTES)
+    assert any(str(absurd) in record.getMessage() for record in caplog.records)
+
+
+def test_cgroup_limit_below_own_rss_is_kept(tmp_path: Path, host: SimpleNamespace) -> None:
+    """memory.max may be written below usage; such a limit is an emergency to report, not a misread."""
+    v2_tree(tmp_path, maxes={"/bots/alpha": str(PAGE_BYTES)})
+    assert read(tmp_path).cgroup_limit_bytes == PAGE_BYTES
 
 
 # probe lifecycle
