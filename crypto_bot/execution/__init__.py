@@ -2,7 +2,7 @@
 
 from crypto_bot.execution.broker import PaperBroker
 from crypto_bot.execution.exits import ExitDecision, ExitReason, check_exit
-from crypto_bot.execution.journal import SCHEMA_VERSION, JournalError, TradeJournal
+from crypto_bot.execution.journal import SCHEMA_VERSION, ForeignJournalError, JournalError, JournalLockedError, TradeJournal
 from crypto_bot.execution.position import Position, Trade
 from crypto_bot.execution.risk import EntryDecision, RiskConfig, RiskManager
 
@@ -11,7 +11,9 @@ __all__ = [
     "EntryDecision",
     "ExitDecision",
     "ExitReason",
+    "ForeignJournalError",
     "JournalError",
+    "JournalLockedError",
     "PaperBroker",
     "Position",
     "RiskConfig",

@@ -12,23 +12,34 @@ candle at most, so the fsync per commit costs nothing that matters.
 
 Thread-safety: one connection (check_same_thread=False) guarded by one lock; every public
 method is safe to call from any thread.
+
+One writer: a writing journal holds an exclusive `flock` on `<journal>.lock` for its life (the
+OS releases it if the process dies), so a second bot on the same file is refused with the
+holder's pid; `read_only=True` opens without the lock, for status and reports.
+
+Never someone else's file: our journals carry `PRAGMA application_id` and the schema version in
+`user_version`. An existing file is inspected read-only first; one that is not ours is refused
+and left byte-for-byte unchanged; an older schema of ours is copied to a backup, then migrated.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 from crypto_bot.execution.position import Position, Trade
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: application_id and user_version mark the file; 1: the tables and meta only
+APPLICATION_ID = 0x43424A4E  # "CBJN": crypto_bot journal
+_OUR_TABLES = frozenset({"meta", "account", "positions", "trades", "sqlite_sequence"})
 
 _POSITION_COLUMNS = (
     "id",
@@ -105,6 +116,74 @@ class JournalError(RuntimeError):
     """The journal file cannot be opened, has an unknown schema, or a write contradicts its state."""
 
 
+class JournalLockedError(JournalError):
+    """Another process writes to this journal."""
+
+
+class ForeignJournalError(JournalError):
+    """The file named as the journal is not one of ours; it was left untouched."""
+
+
+class _WriterLock:
+    """An exclusive flock on `<journal>.lock`, holding the owner's pid; released by close or by the OS."""
+
+    def __init__(self, journal_path: Path) -> None:
+        self.path = journal_path.with_name(journal_path.name + ".lock")
+        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(descriptor)
+            raise JournalLockedError(
+                f"trade journal at {journal_path} is in use by another bot (pid {holder}); stop that bot or set "
+                "storage.journal_path to another file"
+            ) from None
+        except OSError:
+            os.close(descriptor)
+            raise
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._descriptor: int | None = descriptor
+
+    def release(self) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)  # closing the descriptor drops the flock
+            self._descriptor = None
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+
+
+def _stored_version(path: Path) -> int | None:
+    """The schema version of an existing journal of ours (read-only: the file is not touched);
+    None for a file to create. Raises ForeignJournalError for anything else."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    try:
+        with closing(_connect_read_only(path)) as connection:
+            application_id = connection.execute("PRAGMA application_id").fetchone()[0]
+            user_version = connection.execute("PRAGMA user_version").fetchone()[0]
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            legacy = None
+            if application_id == 0 and "meta" in tables:
+                row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                legacy = None if row is None else row[0]
+    except sqlite3.Error as error:
+        raise ForeignJournalError(f"{path} is not a crypto_bot trade journal ({error}); it was left unchanged") from error
+    if application_id == APPLICATION_ID:
+        return user_version
+    if application_id == 0 and not tables:
+        return None  # an empty database: nothing in it to lose
+    if application_id == 0 and legacy == "1" and tables <= _OUR_TABLES:
+        return 1  # written before journals were marked
+    raise ForeignJournalError(
+        f"{path} is not a crypto_bot trade journal (application_id {application_id}, tables "
+        f"{', '.join(sorted(tables)) or 'none'}); it was left unchanged: set storage.journal_path to another file"
+    )
+
+
 def _placeholders(columns: tuple[str, ...]) -> str:
     return ", ".join("?" for _ in columns)
 
@@ -113,28 +192,62 @@ class TradeJournal:
     """The bot's trading state on disk; every record_* call is one committed transaction."""
 
     path: Path
+    read_only: bool
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = read_only
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
+        self._writer_lock: _WriterLock | None = None
         try:
+            if read_only:
+                self._connection = self._open_read_only()
+                return
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            _stored_version(self.path)  # a file not ours is refused before anything is created beside it
+            self._writer_lock = _WriterLock(self.path)
+            version = _stored_version(self.path)  # again: it may have changed before the lock was ours
+            if version == 1:
+                self._back_up(version)
             connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
+            self._release_writer_lock()
             raise JournalError(f"cannot open trade journal at {self.path}: {exc}") from exc
+        except JournalError:
+            self._release_writer_lock()
+            raise
         try:
             self._configure(connection)
         except (OSError, sqlite3.Error) as exc:
             connection.close()
+            self._release_writer_lock()
             raise JournalError(f"cannot open trade journal at {self.path}: {exc}") from exc
         except JournalError:
             connection.close()
+            self._release_writer_lock()
             raise
         self._connection = connection
 
+    def _open_read_only(self) -> sqlite3.Connection:
+        if _stored_version(self.path) != SCHEMA_VERSION:
+            raise JournalError(f"trade journal at {self.path} does not exist or needs a writing bot to migrate it")
+        return _connect_read_only(self.path)
+
+    def _back_up(self, version: int) -> None:
+        """Copy the journal (with its WAL) before migrating it from `version`."""
+        backup_path = self.path.with_name(f"{self.path.name}.v{version}.bak")
+        with closing(sqlite3.connect(self.path)) as source, closing(sqlite3.connect(backup_path)) as target:
+            source.backup(target)
+        logger.warning("trade journal at %s: schema %d backed up to %s before migration", self.path, version, backup_path)
+
+    def _release_writer_lock(self) -> None:
+        if self._writer_lock is not None:
+            self._writer_lock.release()
+            self._writer_lock = None
+
     def _configure(self, connection: sqlite3.Connection) -> None:
-        """Switch to WAL, create the schema on first open and check the version on later ones."""
+        """Switch to WAL, create or migrate the schema and mark the file as ours."""
         mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise JournalError(f"trade journal at {self.path} cannot use WAL mode (got {mode!r})")
@@ -151,10 +264,15 @@ class TradeJournal:
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
             stored = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+            if stored == "1":  # the only migration so far: version 2 marks the file, the tables are unchanged
+                stored = str(SCHEMA_VERSION)
+                connection.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (stored,))
             if stored != str(SCHEMA_VERSION):
                 raise JournalError(
                     f"trade journal at {self.path} has schema version {stored}, this code reads {SCHEMA_VERSION}"
                 )
+            connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
@@ -166,6 +284,8 @@ class TradeJournal:
         with self._lock:
             if self._connection is None:
                 raise JournalError(f"trade journal at {self.path} is closed")
+            if self.read_only:
+                raise JournalError(f"trade journal at {self.path} is open read-only")
             connection = self._connection
             connection.execute("BEGIN IMMEDIATE")
             try:
@@ -272,3 +392,4 @@ class TradeJournal:
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
+            self._release_writer_lock()

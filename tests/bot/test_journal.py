@@ -10,11 +10,21 @@ import sys
 import textwrap
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from crypto_bot.execution import SCHEMA_VERSION, JournalError, Position, Trade, TradeJournal
+from crypto_bot.execution import (
+    SCHEMA_VERSION,
+    ForeignJournalError,
+    JournalError,
+    JournalLockedError,
+    Position,
+    Trade,
+    TradeJournal,
+)
+from crypto_bot.execution.journal import APPLICATION_ID
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,8 +76,8 @@ def journal(path: Path) -> Iterator[TradeJournal]:
 
 
 def reopen(path: Path) -> TradeJournal:
-    """A second, independent journal on the same file, as a restarted bot would open it."""
-    return TradeJournal(path)
+    """A second, independent reader of the same file, as status and reports open it while the bot runs."""
+    return TradeJournal(path, read_only=True)
 
 
 def test_schema_is_created_on_first_open(path: Path, journal: TradeJournal) -> None:
@@ -269,3 +279,109 @@ def test_sigkill_mid_loop_loses_no_committed_trade(tmp_path: Path, path: Path) -
     # cash and rows were written in one transaction each, so they agree exactly
     committed_cost = sum(held.quantity * held.entry_price + held.fees_paid for held in still_open.values())
     assert cash == pytest.approx(1e9 + sum(trade.pnl for trade in traded.values()) - committed_cost, abs=1e-3)
+
+
+# ------------------------------------------------------------------ one writer, our own file
+
+
+HOLDER_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from crypto_bot.execution import TradeJournal
+    journal = TradeJournal(sys.argv[1])
+    print("holding", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_a_second_writer_is_refused_naming_the_journal_and_the_holder(path: Path, journal: TradeJournal) -> None:
+    with pytest.raises(JournalLockedError, match=rf"{path}.*pid {os.getpid()}"):
+        TradeJournal(path)
+
+
+def test_the_lock_is_released_on_close(path: Path, journal: TradeJournal) -> None:
+    journal.close()
+    TradeJournal(path).close()
+
+
+def test_a_killed_writer_releases_the_journal(tmp_path: Path, path: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER_SCRIPT, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(JournalLockedError, match=f"pid {holder.pid}"):
+            TradeJournal(path)
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    TradeJournal(path).close()
+
+
+def test_readers_open_while_the_writer_holds_the_journal(path: Path, journal: TradeJournal) -> None:
+    journal.record_open(position(), cash_after=900.0)
+    reader = TradeJournal(path, read_only=True)
+    try:
+        assert [held.id for held in reader.open_positions()] == ["p1"]
+        assert reader.cash() == 900.0
+        with pytest.raises(JournalError):
+            reader.record_open(position("p2"), cash_after=800.0)
+    finally:
+        reader.close()
+
+
+def test_our_journal_is_marked_with_application_id_and_schema_version(path: Path, journal: TradeJournal) -> None:
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_foreign_sqlite_file_is_refused_and_left_byte_for_byte_unchanged(path: Path) -> None:
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE notes (body TEXT)")
+        raw.execute("INSERT INTO notes VALUES ('mine')")
+    raw.close()
+    before = path.read_bytes()
+    with pytest.raises(ForeignJournalError, match=rf"{path} is not a crypto_bot trade journal.*notes"):
+        TradeJournal(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_a_file_of_another_application_is_refused(path: Path) -> None:
+    with sqlite3.connect(path) as raw:
+        raw.execute("PRAGMA application_id = 42")
+        raw.execute("CREATE TABLE meta (key TEXT, value TEXT)")
+    raw.close()
+    with pytest.raises(ForeignJournalError, match="application_id 42"):
+        TradeJournal(path)
+
+
+def test_a_version_1_journal_is_backed_up_then_migrated(path: Path) -> None:
+    with sqlite3.connect(path) as raw:
+        raw.executescript(
+            """
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE account (id INTEGER PRIMARY KEY CHECK (id = 1), cash REAL NOT NULL);
+            INSERT INTO meta VALUES ('schema_version', '1');
+            INSERT INTO account VALUES (1, 1234.5);
+            """
+        )
+    before = list(raw.iterdump())
+    raw.close()
+    migrated = TradeJournal(path)
+    try:
+        assert migrated.cash() == 1234.5
+    finally:
+        migrated.close()
+    with closing(sqlite3.connect(path.with_name(path.name + ".v1.bak"))) as backup:
+        assert list(backup.iterdump()) == before
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        assert raw.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    raw.close()
