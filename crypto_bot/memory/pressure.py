@@ -16,13 +16,13 @@ that want to log that transition compare ``decision.level`` with ``decision.prev
 
 from __future__ import annotations
 
-import math
-import numbers
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
+
+from . import validation
 
 
 class PressureLevel(IntEnum):
@@ -72,39 +72,20 @@ class PressurePolicy:
         alert_interval_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.gc_threshold = _number("gc_threshold", gc_threshold, 0.0, 1.0, low_open=True)
-        self.memory_threshold = _number(
-            "memory_threshold", memory_threshold, self.gc_threshold, 1.0, why="gc_threshold <= it <= 1"
+        self.gc_threshold = validation.number("gc_threshold", gc_threshold, minimum=0, minimum_open=True, maximum=1)
+        self.memory_threshold = validation.number(
+            "memory_threshold", memory_threshold, minimum=self.gc_threshold, maximum=1
         )
-        self.critical_threshold = _number(
-            "critical_threshold",
-            critical_threshold,
-            self.memory_threshold,
-            1.0,
-            why="memory_threshold <= it <= 1",
+        self.critical_threshold = validation.number(
+            "critical_threshold", critical_threshold, minimum=self.memory_threshold, maximum=1
         )
-        # A margin as wide as the lowest threshold would make GC impossible to leave.
-        self.margin_ratio = _number(
-            "margin_ratio",
-            margin_ratio,
-            0.0,
-            min(0.5, self.gc_threshold),
-            high_open=True,
-            why="below 0.5 and below gc_threshold",
+        self.margin_ratio = validation.number("margin_ratio", margin_ratio, minimum=0)
+        self.target_ratio = validation.positive("target_ratio", target_ratio)
+        _validate_below_gc_threshold(self.margin_ratio, self.target_ratio, self.gc_threshold)
+        self.gc_time_fraction = validation.number(
+            "gc_time_fraction", gc_time_fraction, minimum=0, minimum_open=True, maximum=1
         )
-        self.target_ratio = _number(
-            "target_ratio",
-            target_ratio,
-            0.0,
-            self.gc_threshold,
-            low_open=True,
-            high_open=True,
-            why="below gc_threshold",
-        )
-        self.gc_time_fraction = _number("gc_time_fraction", gc_time_fraction, 0.0, 1.0, low_open=True)
-        self.alert_interval_seconds = _number(
-            "alert_interval_seconds", alert_interval_seconds, 0.0, math.inf, high_open=True
-        )
+        self.alert_interval_seconds = validation.number("alert_interval_seconds", alert_interval_seconds, minimum=0)
         self._clock = clock
         self._lock = threading.Lock()
         self._level = PressureLevel.NORMAL
@@ -124,7 +105,7 @@ class PressurePolicy:
 
     def classify(self, usage_ratio: float) -> PressureLevel:
         """The level assess() would move to from the current one, without changing any state."""
-        ratio = _number("usage_ratio", usage_ratio, 0.0, math.inf, high_open=True)
+        ratio = validation.number("usage_ratio", usage_ratio, minimum=0)
         with self._lock:
             return self._next_level(ratio)
 
@@ -134,11 +115,9 @@ class PressurePolicy:
         managed_bytes is the memory the caller can shed (caches, models); limit_bytes the limit
         usage_ratio was measured against, or None when unknown (then nothing is sized to shed).
         """
-        ratio = _number("usage_ratio", usage_ratio, 0.0, math.inf, high_open=True)
-        if limit_bytes is not None and not (_is_int(limit_bytes) and limit_bytes > 0):
-            raise ValueError(f"limit_bytes={limit_bytes!r} must be None or an int > 0")
-        if not (_is_int(managed_bytes) and managed_bytes >= 0):
-            raise ValueError(f"managed_bytes={managed_bytes!r} must be an int >= 0")
+        ratio = validation.number("usage_ratio", usage_ratio, minimum=0)
+        limit_bytes = validation.integer("limit_bytes", limit_bytes, minimum=1, optional=True)
+        managed_bytes = validation.integer("managed_bytes", managed_bytes, minimum=0)
         with self._lock:
             now = self._clock()
             previous = self._level
@@ -167,8 +146,8 @@ class PressurePolicy:
 
     def record_gc(self, started_at: float, seconds: float) -> None:
         """Note a collection that began at started_at (policy clock) and took seconds."""
-        started_at = _number("started_at", started_at, -math.inf, math.inf, low_open=True, high_open=True)
-        seconds = _number("seconds", seconds, 0.0, math.inf, high_open=True)
+        started_at = validation.number("started_at", started_at)
+        seconds = validation.number("seconds", seconds, minimum=0)
         with self._lock:
             self._last_gc_started_at = started_at
             self._last_gc_seconds = seconds
@@ -189,27 +168,14 @@ class PressurePolicy:
         return now - self._last_gc_started_at >= self._last_gc_seconds / self.gc_time_fraction
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+def _validate_below_gc_threshold(margin_ratio: float, target_ratio: float, gc_threshold: float) -> None:
+    """Margin and target both sit below the lowest threshold.
 
-
-def _number(
-    name: str,
-    value: object,
-    low: float,
-    high: float,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-    why: str = "",
-) -> float:
-    """value as a float, or ValueError naming the argument and its range (NaN is never in range)."""
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        number = float(value)
-        above_low = number > low if low_open else number >= low
-        below_high = number < high if high_open else number <= high
-        if above_low and below_high:
-            return number
-    allowed = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    reason = f" ({why})" if why else ""
-    raise ValueError(f"{name}={value!r} is outside the allowed range {allowed}{reason}")
+    A margin as wide as the lowest threshold would make GC impossible to leave (and one of 0.5 or
+    more would reach back below zero); a target at or above it would shed nothing.
+    """
+    margin_limit = min(0.5, gc_threshold)
+    if not margin_ratio < margin_limit:
+        raise ValueError(f"margin_ratio must be below 0.5 and below gc_threshold ({gc_threshold}), got {margin_ratio!r}")
+    if not target_ratio < gc_threshold:
+        raise ValueError(f"target_ratio must be below gc_threshold ({gc_threshold}), got {target_ratio!r}")
