@@ -25,6 +25,7 @@ import numpy as np
 
 from crypto_bot.cli import load_or_report, non_negative_int, positive_int
 from crypto_bot.memory import LeakDetector, MemoryProbe, sizeof
+from crypto_bot.memory.leaks import LEAK_THRESHOLD_BYTES_PER_CYCLE
 from crypto_bot.memory.units import KIB as _KIB
 from crypto_bot.memory.units import MIB as _MIB
 
@@ -46,9 +47,6 @@ FIELDS = (
     "unmanaged_bytes",
     "leak_suspected",
 )
-# After warm-up, the allocator's own creep (fragmentation, native caches filling) measured up to
-# ~4.5 KiB/cycle over 100-cycle windows on a healthy run, with no growth of Python objects.
-LEAK_THRESHOLD_BYTES_PER_CYCLE = 6 * _KIB
 _injected_leak: list[bytes] = []
 PLAIN_SIZING_EVERY = 25  # sizing every plain dict entry costs O(entries): done every 25 cycles, carried between  # --inject-leak-kib appends here and never lets go
 
