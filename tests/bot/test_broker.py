@@ -136,10 +136,13 @@ def test_candle_closes_only_the_positions_whose_exit_triggers(broker: PaperBroke
     assert sorted(broker.positions) == ["p2", "p3"]
 
 
-def test_broker_resumes_positions_cash_and_totals_from_the_journal(broker: PaperBroker, journal_path: Path) -> None:
+def test_broker_resumes_positions_cash_and_totals_from_the_journal(
+    broker: PaperBroker, journal: TradeJournal, journal_path: Path
+) -> None:
     broker.open_position(signal("BTC/USDT", price=100.0), 10.0, stop_price=90.0, take_profit_price=120.0)
     broker.open_position(signal("ETH/USDT", side="short", price=50.0), 4.0, stop_price=55.0, trailing_stop_ratio=0.02)
     broker.close_position("p1", 104.0, "signal")
+    journal.close()  # the bot stops; its successor takes the journal over
 
     reopened = TradeJournal(journal_path)
     try:
@@ -156,7 +159,7 @@ def test_a_new_trailing_anchor_survives_a_restart(broker: PaperBroker, journal_p
     broker.open_position(signal("BTC/USDT", price=100.0), 1.0, stop_price=90.0, trailing_stop_ratio=0.05)
     assert broker.process_candle("BTC/USDT", high=108.0, low=103.0, close=107.0, at_ms=1) == []
 
-    reopened = TradeJournal(journal_path)
+    reopened = TradeJournal(journal_path, read_only=True)
     try:
         assert reopened.open_positions()[0].highest_price == 108.0
     finally:
