@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import validation
 from .budget import SharedBudget
 from .cache import ManagedCache, RemovalCause
 from .config import MemoryConfig
@@ -183,8 +184,7 @@ class MemoryManager:
         Lower `priority` is shrunk first under pressure; a cache that is not `evictable` is left
         alone by the pressure tiers (it still obeys its own limits and the budget).
         """
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"cache name must be a non-empty string, got {name!r}")
+        validation.text("name", name)
         with self._lock:
             slot = self._slots.get(name)
             if slot is not None:

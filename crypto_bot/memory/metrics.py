@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from . import validation
 from .pressure import PressureLevel
 
 if TYPE_CHECKING:
@@ -190,10 +191,8 @@ def start_metrics_server(
     Without `registry` the endpoint serves a dedicated registry holding only this manager's
     collector; with one, the collector is added to it and the whole registry is served.
     """
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ValueError(f"port must be an integer in [0, 65535], got {port!r}")
-    if not isinstance(addr, str) or not addr:
-        raise ValueError(f"addr must be a non-empty host address such as '127.0.0.1', got {addr!r}")
+    port = validation.integer("port", port, minimum=0, maximum=65535)
+    validation.text("addr", addr)
     prometheus_client = _prometheus()
     served = registry if registry is not None else prometheus_client.CollectorRegistry()
     collector = register_collector(manager, served)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import pickle
 import threading
 import time
@@ -27,6 +26,7 @@ from typing import Any
 
 import psutil
 
+from . import validation
 from .flight import Flight
 from .leaks import ReleaseWatch
 from .sizing import sizeof
@@ -114,20 +114,6 @@ def _process_rss_bytes() -> int | None:
         return None
 
 
-def _check_name(name: Any) -> str:
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a non-empty string, got {name!r}")
-    return name
-
-
-def _check_size_bytes(size_bytes: Any) -> int | None:
-    if size_bytes is None:
-        return None
-    if isinstance(size_bytes, bool) or not isinstance(size_bytes, int) or size_bytes < 0:
-        raise ValueError(f"size_bytes must be a non-negative integer or None, got {size_bytes!r}")
-    return size_bytes
-
-
 class ModelRegistry:
     """Named ML models, held strongly only while loaded; thread-safe.
 
@@ -158,11 +144,7 @@ class ModelRegistry:
 
     @idle_seconds.setter
     def idle_seconds(self, idle_seconds: float) -> None:
-        if isinstance(idle_seconds, bool) or not isinstance(idle_seconds, (int, float)) or not (
-            0 < idle_seconds < math.inf
-        ):
-            raise ValueError(f"idle_seconds must be a positive finite number of seconds, got {idle_seconds!r}")
-        self._idle_seconds = float(idle_seconds)
+        self._idle_seconds = validation.positive("idle_seconds", idle_seconds)
 
     def register(
         self,
@@ -174,8 +156,8 @@ class ModelRegistry:
         pinned: bool = False,
     ) -> ModelRecord:
         """Add (or replace, unloading the old one) a model given directly, by loader, or both."""
-        _check_name(name)
-        given_size_bytes = _check_size_bytes(size_bytes)
+        validation.text("name", name)
+        given_size_bytes = validation.size_bytes("size_bytes", size_bytes, optional=True)
         if model is None and loader is None:
             raise ValueError(f"model {name!r} needs a model or a loader (or both)")
         if loader is not None and not callable(loader):

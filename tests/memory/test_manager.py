@@ -44,7 +44,7 @@ def test_register_cache_returns_the_existing_cache_for_a_known_name(make_manager
 
 
 def test_register_cache_rejects_an_empty_name(make_manager: ManagerFactory) -> None:
-    with pytest.raises(ValueError, match="cache name"):
+    with pytest.raises(ValueError, match="name must be a non-empty string"):
         make_manager().register_cache("")
 
 

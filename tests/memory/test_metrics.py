@@ -289,7 +289,7 @@ def test_invalid_port_is_rejected_naming_the_range(manager: MemoryManager, port:
 
 @pytest.mark.parametrize("addr", ["", None])
 def test_empty_address_is_rejected(manager: MemoryManager, addr: object) -> None:
-    with pytest.raises(ValueError, match="addr must be a non-empty host address"):
+    with pytest.raises(ValueError, match="addr must be a non-empty string"):
         start_metrics_server(manager, 0, addr=addr)  # type: ignore[arg-type]
 
 
