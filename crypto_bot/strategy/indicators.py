@@ -19,6 +19,8 @@ from itertools import accumulate
 import numpy as np
 import pandas as pd
 
+from crypto_bot.memory import validation
+
 DEFAULT_FAST_SPAN = 12
 DEFAULT_SLOW_SPAN = 26
 RSI_PERIOD = 14
@@ -65,44 +67,38 @@ class IndicatorSnapshot:
         return self.atr / self.close
 
 
-def _check_period(name: str, value: int) -> None:
-    if not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
 def ema(close: pd.Series, span: int) -> pd.Series:
     """Exponential moving average: e[t] = a*x[t] + (1-a)*e[t-1], a = 2/(span+1), seeded with x[0].
 
     The first span-1 values are NaN: the seed's weight is still too large to trust them.
     """
-    _check_period("span", span)
+    validation.integer("span", span, minimum=1)
     return pd.Series(_ema(close.to_numpy(dtype="float64"), span), index=close.index, name=close.name)
 
 
 def rsi(close: pd.Series, period: int = RSI_PERIOD) -> pd.Series:
     """Wilder's relative strength index in [0, 100]; 100 when no loss in the window, 50 when flat."""
-    _check_period("period", period)
+    validation.integer("period", period, minimum=1)
     return pd.Series(_rsi(close.to_numpy(dtype="float64"), period), index=close.index, name="rsi")
 
 
 def atr(df: pd.DataFrame, period: int = ATR_PERIOD) -> pd.Series:
     """Wilder's average true range, in price units."""
-    _check_period("period", period)
+    validation.integer("period", period, minimum=1)
     high, low, close = _prices(df)
     return pd.Series(_wilder_mean(_true_range(high, low, close), period), index=df.index, name="atr")
 
 
 def adx(df: pd.DataFrame, period: int = ADX_PERIOD) -> pd.Series:
     """Wilder's average directional index in [0, 100]; defined from candle 2*period-1 on."""
-    _check_period("period", period)
+    validation.integer("period", period, minimum=1)
     return pd.Series(_adx(*_prices(df), period), index=df.index, name="adx")
 
 
 def bollinger_width(close: pd.Series, period: int = BOLLINGER_PERIOD, num_std: float = 2.0) -> pd.Series:
     """Bollinger band width (upper - lower) / middle, with the population standard deviation."""
-    _check_period("period", period)
-    if not np.isfinite(num_std) or num_std <= 0.0:
-        raise ValueError(f"num_std must be a finite number > 0, got {num_std!r}")
+    validation.integer("period", period, minimum=1)
+    validation.positive("num_std", num_std)
     width = _bollinger_width(close.to_numpy(dtype="float64"), period, num_std)
     return pd.Series(width, index=close.index, name="bb_width")
 
@@ -247,8 +243,8 @@ def _validate_frame(df: pd.DataFrame, needed: int) -> None:
 
 def _indicator_frame(df: pd.DataFrame, fast: int, slow: int) -> pd.DataFrame:
     """Every indicator and feature input as columns over the frame's index."""
-    _check_period("fast", fast)
-    _check_period("slow", slow)
+    validation.integer("fast", fast, minimum=1)
+    validation.integer("slow", slow, minimum=1)
     if fast >= slow:
         raise ValueError(f"fast span must be < slow span, got fast={fast}, slow={slow}")
     _validate_frame(df, required_candles(fast=fast, slow=slow))

@@ -9,8 +9,8 @@ Does not cover: computing the indicators (see `indicators`) or acting on the reg
 from __future__ import annotations
 
 import enum
-import math
 
+from crypto_bot.memory import validation
 from crypto_bot.strategy.indicators import IndicatorSnapshot
 
 
@@ -21,11 +21,6 @@ class Regime(enum.StrEnum):
     TRENDING_DOWN = "trending_down"
     RANGING = "ranging"
     VOLATILE = "volatile"
-
-
-def _check_positive(name: str, value: float) -> None:
-    if not math.isfinite(value) or value <= 0.0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 def classify_regime(
@@ -42,9 +37,9 @@ def classify_regime(
     candles need larger volatility limits. A strong ADX with equal EMAs has no direction and
     counts as RANGING.
     """
-    _check_positive("trend_adx_min", trend_adx_min)
-    _check_positive("volatile_atr_ratio_min", volatile_atr_ratio_min)
-    _check_positive("volatile_bb_width_min", volatile_bb_width_min)
+    validation.positive("trend_adx_min", trend_adx_min)
+    validation.positive("volatile_atr_ratio_min", volatile_atr_ratio_min)
+    validation.positive("volatile_bb_width_min", volatile_bb_width_min)
     if snapshot.atr_ratio >= volatile_atr_ratio_min or snapshot.bb_width >= volatile_bb_width_min:
         return Regime.VOLATILE
     if snapshot.adx >= trend_adx_min:

@@ -22,6 +22,7 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
+from crypto_bot.memory import validation
 from crypto_bot.strategy.indicators import FEATURE_NAMES, feature_frame
 
 logger = logging.getLogger(__name__)
@@ -36,8 +37,7 @@ class ModelLoadError(Exception):
 
 def labelled_rows(df: pd.DataFrame, horizon: int) -> tuple[np.ndarray, np.ndarray]:
     """Features and labels (1 if close[t+horizon] > close[t]) for rows where both are defined."""
-    if not isinstance(horizon, int) or horizon < 1:
-        raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
+    validation.integer("horizon", horizon, minimum=1)
     features = feature_frame(df)
     close = df["close"].astype("float64")
     current_close = close.reindex(features.index).to_numpy()

@@ -8,10 +8,10 @@ Does not cover: sizing, stops and whether an entry is allowed right now (see
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
+from crypto_bot.memory import validation
 from crypto_bot.strategy.indicators import IndicatorSnapshot
 from crypto_bot.strategy.regime import Regime
 
@@ -45,12 +45,9 @@ class Signal:
     def __post_init__(self) -> None:
         if self.side not in SIDES:
             raise ValueError(f"side must be one of {SIDES}, got {self.side!r}")
-        if not 0.0 <= self.score <= 1.0:
-            raise ValueError(f"score must be in [0, 1], got {self.score!r}")
-        if not math.isfinite(self.price) or self.price <= 0.0:
-            raise ValueError(f"price must be a finite number > 0, got {self.price!r}")
-        if not math.isfinite(self.atr) or self.atr < 0.0:
-            raise ValueError(f"atr must be a finite number >= 0, got {self.atr!r}")
+        validation.number("score", self.score, minimum=0, maximum=1)
+        validation.positive("price", self.price)
+        validation.number("atr", self.atr, minimum=0)
 
 
 def _long_rsi_component(rsi_value: float) -> float:
@@ -76,10 +73,8 @@ def score_signal(
     min_score > 0.5, at most one side qualifies. A VOLATILE regime suppresses entries on both
     sides. With allow_short=False (spot accounts) only longs are returned.
     """
-    if not 0.5 < min_score <= 1.0:
-        raise ValueError(f"min_score must be in (0.5, 1], got {min_score!r}")
-    if not 0.0 <= up_probability <= 1.0:
-        raise ValueError(f"up_probability must be in [0, 1], got {up_probability!r}")
+    validation.number("min_score", min_score, minimum=0.5, minimum_open=True, maximum=1)
+    validation.number("up_probability", up_probability, minimum=0, maximum=1)
     if regime is Regime.VOLATILE:
         return None
     long_score = (

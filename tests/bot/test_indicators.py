@@ -93,6 +93,12 @@ def test_ema_rejects_a_non_positive_span() -> None:
         ema(series([1.0, 2.0]), 0)
 
 
+@pytest.mark.parametrize("span", [2.5, True, "3", None])
+def test_span_must_be_a_whole_number_of_candles(span: object) -> None:
+    with pytest.raises(ValueError, match=r"span must be an integer >= 1, got"):
+        ema(series([1.0, 2.0]), span)  # type: ignore[arg-type]
+
+
 # --- RSI ---------------------------------------------------------------------------------
 
 
@@ -272,3 +278,9 @@ def test_trend_threshold_is_a_parameter() -> None:
 def test_regime_thresholds_must_be_positive() -> None:
     with pytest.raises(ValueError, match="volatile_atr_ratio_min"):
         classify_regime(snapshot(), volatile_atr_ratio_min=0.0)
+
+
+@pytest.mark.parametrize("threshold", [math.nan, math.inf, "25"])
+def test_regime_thresholds_must_be_finite_numbers(threshold: object) -> None:
+    with pytest.raises(ValueError, match=r"trend_adx_min must be a finite number > 0, got"):
+        classify_regime(snapshot(), trend_adx_min=threshold)  # type: ignore[arg-type]

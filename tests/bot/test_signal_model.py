@@ -13,6 +13,7 @@ from crypto_bot.strategy import (
     FEATURE_NAMES,
     ModelLoadError,
     Regime,
+    Signal,
     ensure_model,
     feature_matrix,
     labelled_rows,
@@ -216,3 +217,19 @@ def test_min_score_must_exceed_one_half() -> None:
 def test_up_probability_outside_unit_interval_is_rejected() -> None:
     with pytest.raises(ValueError, match="up_probability"):
         score_signal("BTC/USDT", snapshot(), Regime.RANGING, 1.2)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("score", 1.5, r"score must be a finite number in \[0, 1\], got 1.5"),
+        ("price", 0.0, r"price must be a finite number > 0, got 0.0"),
+        ("price", float("nan"), r"price must be a finite number > 0, got nan"),
+        ("atr", -1.0, r"atr must be a finite number >= 0, got -1.0"),
+        ("side", "sideways", r"side must be one of \('long', 'short'\), got 'sideways'"),
+    ],
+)
+def test_signal_names_the_field_it_refuses(field: str, value: object, message: str) -> None:
+    fields = {"symbol": "BTC/USDT", "side": "long", "score": 0.7, "price": 100.0, "atr": 2.0}
+    with pytest.raises(ValueError, match=message):
+        Signal(**{**fields, field: value}, regime=Regime.RANGING)
