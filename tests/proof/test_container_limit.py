@@ -18,7 +18,7 @@ import pytest
 from tests.cgroup_util import CgroupUnavailable, child_memory_cgroup, read_memory_stats, spawn_in_cgroup
 from tests.proof.conftest import read_rows, run_soak, soak_command
 
-pytestmark = pytest.mark.cgroup
+pytestmark = [pytest.mark.cgroup, pytest.mark.proof]
 
 MIB = 1024 * 1024
 LIMIT_BYTES = 256 * MIB

@@ -10,6 +10,8 @@ import pytest
 
 from tests.proof.conftest import read_rows, run_soak, soak_command
 
+pytestmark = pytest.mark.proof
+
 CYCLES = 300
 # A light scanner workload: one new pair a cycle, two timeframes, short windows.
 LIGHT = ("--new-symbols-per-cycle", "1", "--history-candles", "300", "--symbols", "40")
