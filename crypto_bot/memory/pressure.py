@@ -169,13 +169,14 @@ class PressurePolicy:
 
 
 def _validate_below_gc_threshold(margin_ratio: float, target_ratio: float, gc_threshold: float) -> None:
-    """Margin and target both sit below the lowest threshold.
+    """Margin (also below 0.5) and target both sit below the lowest threshold.
 
-    A margin as wide as the lowest threshold would make GC impossible to leave (and one of 0.5 or
-    more would reach back below zero); a target at or above it would shed nothing.
+    A margin as wide as the lowest threshold would make GC impossible to leave; a target at or
+    above it would shed nothing.
     """
-    margin_limit = min(0.5, gc_threshold)
-    if not margin_ratio < margin_limit:
-        raise ValueError(f"margin_ratio must be below 0.5 and below gc_threshold ({gc_threshold}), got {margin_ratio!r}")
+    if not margin_ratio < min(0.5, gc_threshold):
+        raise ValueError(
+            f"margin_ratio must be below 0.5 and below gc_threshold ({gc_threshold}), got {margin_ratio!r}"
+        )
     if not target_ratio < gc_threshold:
         raise ValueError(f"target_ratio must be below gc_threshold ({gc_threshold}), got {target_ratio!r}")
