@@ -5,7 +5,7 @@ seed-compatible API lives in `crypto_bot.utils.enhanced_memory_manager`.
 """
 
 from .budget import SharedBudget
-from .cache import CacheEntry, ManagedCache, RemovalCause
+from .cache import CacheEntry, ManagedCache, RemovalCause, cache_backend
 from .config import ConfigError, MemoryConfig
 from .leaks import LeakDetector, LeakReport, ReleaseWatch, diagnose
 from .manager import MaintenanceReport, MemoryManager
@@ -36,6 +36,7 @@ __all__ = [
     "ReleaseWatch",
     "RemovalCause",
     "SharedBudget",
+    "cache_backend",
     "collect_garbage",
     "diagnose",
     "read_memory",

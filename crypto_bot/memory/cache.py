@@ -1,27 +1,37 @@
 """ManagedCache: a thread-safe LRU cache with TTL expiry, an honest byte budget, stats and listeners.
 
-This module covers one cache. A byte budget shared by several caches lives in `budget.py`;
-shrinking caches under memory pressure is decided in `pressure.py` and done by `manager.py`,
-which calls `shrink_to`. Sizes come from `sizing.sizeof` unless the caller knows better.
+This module covers one cache and the choice of its entry store. A byte budget shared by several
+caches lives in `budget.py`; shrinking caches under memory pressure is decided in `pressure.py`
+and done by `manager.py`, which calls `shrink_to`. Sizes come from `sizing.sizeof` unless the
+caller knows better.
 
-The entries live in the C store `_cachecore.CacheCore` (hash table, recency list, expiry queues,
-counters; each of its calls is atomic under the GIL, see its header). `get`, `in` and `len` are
-its C methods; this class adds validation, sizing, shared budgets, single flight and listeners.
-Listeners run after the store has let go of the removed entries; their exceptions are logged.
+The entries live in an entry store (hash table, recency list, expiry queues, counters) with one
+contract and two implementations: the C `_cachecore.CacheCore`, each of whose calls is atomic
+under the GIL (see its header), and the pure-Python `_pystore.CacheCore`, its specification, with
+a lock of its own. `get`, `in` and `len` are the store's; ManagedCache adds validation, sizing,
+shared budgets, single flight and listeners. Listeners run after the store has let go of the
+removed entries (and its lock); their exceptions are logged.
+
+Which store: `CRYPTO_BOT_CACHE_BACKEND` = `c` or `python` forces one; unset, the C store when it
+imports, else the Python one (logged once at INFO with the reason). On a free-threaded
+interpreter running without the GIL the default is the Python store, because importing the C
+store would turn the GIL on for the whole process. `cache_backend()` names the choice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import math
+import os
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from ._cachecore import CacheCore
+from . import _pystore, validation
 from .flight import Flight
 from .sizing import sizeof
 
@@ -43,11 +53,59 @@ class RemovalCause(str, Enum):
     REPLACED = "replaced"
 
 
-# The C store's cause codes index this tuple.
+# The stores' cause codes index this tuple.
 _CAUSES = (RemovalCause.EXPIRED, RemovalCause.SIZE, RemovalCause.PRESSURE, RemovalCause.EXPLICIT, RemovalCause.REPLACED)
 
 EvictionListener = Callable[[Hashable, Any, RemovalCause], None]
 Removed = list[tuple[Hashable, Any, RemovalCause]]
+
+BACKEND_VARIABLE = "CRYPTO_BOT_CACHE_BACKEND"
+BACKENDS = ("c", "python")
+
+
+def _import_c_store() -> type:
+    from ._cachecore import CacheCore
+
+    return CacheCore
+
+
+def _gil_enabled() -> bool:
+    """False only on a free-threaded interpreter running without the GIL."""
+    is_gil_enabled = getattr(sys, "_is_gil_enabled", None)
+    return True if is_gil_enabled is None else is_gil_enabled()
+
+
+def _choose_store(requested: str | None, gil_enabled: bool, import_c_store: Callable[[], type]) -> tuple[str, type, str | None]:
+    """(backend, store class, why the default is not the C store or None) for a CRYPTO_BOT_CACHE_BACKEND value."""
+    choice = (requested or "").strip().lower()
+    if choice not in ("", *BACKENDS):
+        raise ValueError(f"{BACKEND_VARIABLE} must be one of {', '.join(BACKENDS)} (or unset), got {requested!r}")
+    if choice == "python":
+        return "python", _pystore.CacheCore, None
+    if choice == "c":
+        try:
+            return "c", import_c_store(), None
+        except ImportError as error:
+            raise ImportError(
+                f"{BACKEND_VARIABLE}=c but the C cache store crypto_bot.memory._cachecore does not import ({error}); "
+                f"reinstall with a C compiler, or unset {BACKEND_VARIABLE} to use the pure-Python store"
+            ) from error
+    if not gil_enabled:
+        return "python", _pystore.CacheCore, "the interpreter runs without the GIL, which importing the C store would turn on"
+    try:
+        return "c", import_c_store(), None
+    except ImportError as error:
+        return "python", _pystore.CacheCore, f"the C store does not import ({error})"
+
+
+_BACKEND, _Store, _fallback_reason = _choose_store(os.environ.get(BACKEND_VARIABLE), _gil_enabled(), _import_c_store)
+if _fallback_reason is not None:
+    logger.info("cache store: pure Python, because %s; set %s=c to require the C store", _fallback_reason, BACKEND_VARIABLE)
+
+
+def cache_backend() -> str:
+    """The entry store ManagedCache runs on in this process: "c" or "python"."""
+    return _BACKEND
 
 
 class CacheEntry:
@@ -91,44 +149,13 @@ class EntryView(Mapping[Hashable, CacheEntry]):
         return self._cache._entry(key) is not None
 
 
-def _check_positive_int(name: str, value: Any, *, allow_none: bool) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        allowed = "a positive integer or None" if allow_none else "a positive integer"
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return value
+class _CacheFront:
+    """ManagedCache's own half, over either entry store (the other base class): validation, sizing,
+    shared budgets, single flight, listeners and stats."""
 
+    __slots__ = ()
 
-def _check_seconds(name: str, value: Any, *, allow_none: bool) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or math.isnan(value):
-        allowed = "a positive number of seconds or None" if allow_none else "a positive number of seconds"
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return float(value)
-
-
-def _check_size_bytes(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or math.isinf(value):
-        raise ValueError(f"size_bytes must be a non-negative number of bytes, got {value!r}")
-    return int(value)
-
-
-def _check_hashable(key: Any) -> None:
-    try:
-        hash(key)
-    except TypeError:
-        raise TypeError(f"cache keys must be hashable; got an unhashable {type(key).__name__}") from None
-
-
-class ManagedCache(CacheCore):
-    """Thread-safe LRU + TTL cache with an entry cap, a byte budget, O(1) stats and eviction listeners.
-
-    Inherited from the C store: `get(key, default=None)`, `key in cache` (live values only; no
-    refresh), `len(cache)`, `coldest_access_time()`, and the read-only `total_bytes`, `max_size`,
-    `max_bytes` and `ttl_seconds` (limits change through `resize`).
-    """
+    _backend: str  # "c" or "python": the store this class runs on
 
     def __init__(
         self,
@@ -142,9 +169,9 @@ class ManagedCache(CacheCore):
         sizer: Callable[[Any], int] = sizeof,
     ) -> None:
         super().__init__(
-            _check_positive_int("max_size", max_size, allow_none=False),
-            _check_positive_int("max_bytes", max_bytes, allow_none=True),
-            _check_seconds("ttl_seconds", ttl_seconds, allow_none=True),
+            validation.integer("max_size", max_size, minimum=1, maximum=sys.maxsize),
+            validation.integer("max_bytes", max_bytes, minimum=1, maximum=validation.MAX_SIZE_BYTES, optional=True),
+            validation.positive("ttl_seconds", ttl_seconds, optional=True),
             clock,
             _CAUSES,
         )
@@ -152,7 +179,7 @@ class ManagedCache(CacheCore):
         self._clock = clock
         self._sizer = sizer
         self._listeners: tuple[EvictionListener, ...] = (on_evict,) if on_evict is not None else ()
-        self._lock = threading.Lock()  # flights, listeners and load counters; the store needs none
+        self._lock = threading.Lock()  # flights, listeners and load counters; the store has its own
         self._flights: dict[Hashable, Flight] = {}
         self._async_flights: dict[Hashable, asyncio.Future[Any]] = {}
         self._budget: SharedBudget | None = None
@@ -186,20 +213,24 @@ class ManagedCache(CacheCore):
         A value larger than `max_bytes` (or than a shared budget) is refused with ValueError and
         the cache is left unchanged.
         """
-        size = self._sizer(value) if size_bytes is None else _check_size_bytes(size_bytes)
-        ttl = None if ttl_seconds is None else _check_seconds("ttl_seconds", ttl_seconds, allow_none=False)
+        if size_bytes is None:
+            size = self._sizer(value)
+            if size.__class__ is not int or not 0 <= size <= validation.MAX_SIZE_BYTES:
+                size = validation.size_bytes(f"cache {self.name!r}: the sizer's result for key {key!r}", size)
+        elif size_bytes.__class__ is int and 0 <= size_bytes <= validation.MAX_SIZE_BYTES:
+            size = size_bytes
+        else:
+            size = validation.size_bytes("size_bytes", size_bytes)
+        ttl = validation.positive("ttl_seconds", ttl_seconds, optional=True)
         max_bytes = self.max_bytes
         if max_bytes is not None and size > max_bytes:
-            _check_hashable(key)
+            validation.hashable("cache key", key)
             raise ValueError(f"value for key {key!r} is {size} bytes, more than cache {self.name!r} max_bytes={max_bytes}")
         budget = self._budget
-        if budget is None:
-            removed = self._store(key, value, size, ttl)
-        else:
-            _check_hashable(key)  # before make_room evicts anything
-            with budget.lock:
-                budget.make_room(size, self)
-                removed = self._store(key, value, size, ttl)
+        if budget is not None:
+            budget.admit(self, key, size, functools.partial(self._store, key, value, size, ttl))
+            return
+        removed = self._store(key, value, size, ttl)
         if removed is not None and self._listeners:
             self._notify(removed)
 
@@ -226,14 +257,13 @@ class ManagedCache(CacheCore):
 
     def shrink_to(self, target_bytes: int, cause: RemovalCause | str = RemovalCause.PRESSURE) -> int:
         """Evict coldest entries until the cache holds at most `target_bytes`; returns the bytes freed."""
-        if isinstance(target_bytes, bool) or not isinstance(target_bytes, int) or target_bytes < 0:
-            raise ValueError(f"target_bytes must be a non-negative integer, got {target_bytes!r}")
-        return self._freed(self._evict, target_bytes, RemovalCause(cause))
+        target_bytes = validation.integer("target_bytes", target_bytes, minimum=0)
+        return self._freed(self._evict, min(target_bytes, validation.MAX_SIZE_BYTES), RemovalCause(cause))
 
     def resize(self, max_size: int | None = None, max_bytes: int | None = None) -> int:
         """Change the limits at run time (None keeps a limit as it is); returns the bytes evicted."""
-        new_size = _check_positive_int("max_size", max_size, allow_none=True)
-        new_bytes = _check_positive_int("max_bytes", max_bytes, allow_none=True)
+        new_size = validation.integer("max_size", max_size, minimum=1, maximum=sys.maxsize, optional=True)
+        new_bytes = validation.integer("max_bytes", max_bytes, minimum=1, maximum=validation.MAX_SIZE_BYTES, optional=True)
         return self._freed(
             self._set_limits,
             self.max_size if new_size is None else new_size,
@@ -354,7 +384,7 @@ class ManagedCache(CacheCore):
             self._listeners = tuple(fn for fn in self._listeners if fn is not listener)
 
     def _notify(self, removed: Removed) -> None:
-        """Call every listener for each removed (key, value, cause); also the C store's hook for expired gets."""
+        """Call every listener for each removed (key, value, cause); also the stores' hook for expired gets."""
         for listener in self._listeners:
             for key, value, cause in removed:
                 try:
@@ -373,6 +403,7 @@ class ManagedCache(CacheCore):
             loads, load_failures, load_seconds = self._loads, self._load_failures, self._load_seconds
         return {
             "name": self.name,
+            "backend": self._backend,
             "hits": hits,
             "misses": misses,
             "hit_rate": hits / (hits + misses) if hits + misses else 0.0,
@@ -390,6 +421,7 @@ class ManagedCache(CacheCore):
             "max_size": self.max_size,
             "total_size_mb": total_bytes / (1024 * 1024),
             "oldest_entry_age": 0.0 if oldest is None else max(0.0, now - oldest),
+            "clock_regressions": self.clock_regressions,
         }
 
     def __repr__(self) -> str:
@@ -397,3 +429,30 @@ class ManagedCache(CacheCore):
             f"ManagedCache(name={self.name!r}, entries={len(self)}, total_bytes={self.total_bytes}, "
             f"max_size={self.max_size}, max_bytes={self.max_bytes}, ttl_seconds={self.ttl_seconds})"
         )
+
+
+class ManagedCache(_CacheFront, _Store):
+    """Thread-safe LRU + TTL cache with an entry cap, a byte budget, O(1) stats and eviction listeners.
+
+    From the entry store (C or Python, see `cache_backend()`): `get(key, default=None)`,
+    `key in cache` (live values only; no refresh), `len(cache)`, `coldest_access_time()`, and the
+    read-only `total_bytes`, `max_size`, `max_bytes`, `ttl_seconds`, `expiry_checks` and
+    `clock_regressions` (limits change through `resize`).
+    """
+
+    _backend = _BACKEND
+
+
+_classes_by_backend: dict[str, type[ManagedCache]] = {_BACKEND: ManagedCache}
+
+
+def managed_cache_class(backend: str) -> type[ManagedCache]:
+    """ManagedCache over the store `backend` ("c" or "python"), for tests and benchmarks that run both
+    in one process; for the store this process chose, that is ManagedCache itself."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend not in _classes_by_backend:
+        store = _pystore.CacheCore if backend == "python" else _import_c_store()
+        namespace = {"__doc__": ManagedCache.__doc__, "__module__": __name__, "__qualname__": "ManagedCache", "_backend": backend}
+        _classes_by_backend[backend] = type("ManagedCache", (_CacheFront, store), namespace)
+    return _classes_by_backend[backend]

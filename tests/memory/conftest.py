@@ -10,10 +10,11 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from crypto_bot.memory import manager as manager_module
+from crypto_bot.memory.cache import ManagedCache, managed_cache_class
 from crypto_bot.memory.config import MemoryConfig
 from crypto_bot.memory.manager import MemoryManager
 from tests.fakes import FakeClock
-from tests.memory.support import FakeProbe, ManagerFactory
+from tests.memory.support import CACHE_BACKENDS, FakeProbe, ManagerFactory
 
 
 def released_bytes(build: Callable[[], object]) -> int:
@@ -49,6 +50,12 @@ def measure_released_bytes() -> Callable[[Callable[[], object]], int]:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture(params=CACHE_BACKENDS)
+def cache_class(request: pytest.FixtureRequest) -> type[ManagedCache]:
+    """ManagedCache over each entry store, C and Python: a test that takes this runs once per store."""
+    return managed_cache_class(request.param)
 
 
 @pytest.fixture

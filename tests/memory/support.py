@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import random
 import threading
 from collections.abc import Callable
+
+import pytest
 
 from crypto_bot.memory.cache import ManagedCache
 from crypto_bot.memory.manager import MaintenanceReport, MemoryManager
@@ -15,6 +18,20 @@ KIB = 1024
 MIB = 1024 * KIB
 LIMIT_BYTES = 100 * MIB
 THREAD_WAIT_SECONDS = 10.0  # an upper bound for a real thread to be observed, never an assertion on time
+
+
+def c_store_builds() -> bool:
+    """Whether the C entry store was built and imports (the Python one always does)."""
+    try:
+        importlib.import_module("crypto_bot.memory._cachecore")
+    except ImportError:
+        return False
+    return True
+
+
+C_STORE_BUILT = c_store_builds()
+# The entry stores every cache test runs against (the `cache_class` fixture); C is skipped, visibly, where it was not built.
+CACHE_BACKENDS = [pytest.param("c", marks=pytest.mark.skipif(not C_STORE_BUILT, reason="the C cache store was not built")), "python"]
 
 
 class CollidingKey:
