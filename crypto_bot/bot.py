@@ -6,6 +6,9 @@ One cycle: fetch_candidates -> update_caches -> analyse_batch -> execute_signals
 unloaded when idle or under pressure). Positions live in the paper broker and its SQLite
 journal, outside every cache.
 
+`TradingBot` is the composition root: it builds each component from its own section of the
+settings (market, strategy, risk, paper, storage) and takes the `MemoryManager` (built from
+`settings.memory` when not given), so one memory policy acts on the bot's caches and model.
 `manage_memory=False` runs the same workload the way bots commonly do without us: plain dicts
 never trimmed and a model held forever. The soak command compares the two.
 """
@@ -24,7 +27,9 @@ import numpy as np
 import pandas as pd
 
 from crypto_bot.execution import PaperBroker, RiskManager, TradeJournal
-from crypto_bot.market import CcxtMarket, CsvMarket, MarketDataSource, SimulatedMarket, generated_symbols
+from crypto_bot.market import CcxtMarket, CsvMarket, MarketDataSource, SimulatedMarket, generated_symbols, timeframe_ms
+from crypto_bot.market.simulated import DEFAULT_HISTORY_CANDLES
+from crypto_bot.memory import MemoryManager
 from crypto_bot.memory.units import MIB as _MIB
 from crypto_bot.phase_runner import BotContext, PhaseRunner, notify
 from crypto_bot.settings import Settings
@@ -45,17 +50,24 @@ from crypto_bot.strategy import (
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "signal_model"
-ANALYSIS_CANDLES = 300  # indicators and the model look at this many recent candles, however long the window
+ANALYSIS_CANDLES = 300  # indicators and the model look at this many recent candles (more if the EMA spans need them)
 
 
 def build_market(settings: Settings) -> MarketDataSource:
-    """The market data source the settings name (the simulated market by default)."""
+    """The market data source the settings name (the simulated market by default).
+
+    The simulated market starts with enough history to fill a whole window of the largest timeframe.
+    """
     market = settings.market
-    if market["source"] == "csv":
-        return CsvMarket(market["csv_directory"], timeframes=settings.timeframes)
-    if market["source"] == "ccxt":
-        return CcxtMarket(market["exchange"], symbols=settings.symbols, timeframes=settings.timeframes)
-    return SimulatedMarket(settings.symbols, timeframes=settings.timeframes, seed=market["seed"])
+    if market.source == "csv":
+        return CsvMarket(market.csv_directory, timeframes=settings.timeframes)  # type: ignore[arg-type]
+    if market.source == "ccxt":
+        return CcxtMarket(market.exchange, symbols=settings.symbols, timeframes=settings.timeframes)
+    window = max(DEFAULT_HISTORY_CANDLES, settings.strategy.history_candles)
+    history_candles = window * timeframe_ms(settings.timeframes[-1]) // timeframe_ms("1m")
+    return SimulatedMarket(
+        settings.symbols, timeframes=settings.timeframes, seed=market.seed, history_candles=history_candles
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,28 +109,32 @@ class CycleStatus:
 
 
 class TradingBot:
-    """Builds the context and phases from settings and runs cycles."""
+    """Builds the components and phases from settings and runs cycles (the composition root).
+
+    `memory` is the one MemoryManager of the bot's caches and model (default: one built from
+    `settings.memory`, with no thread: the runner schedules maintenance). Whoever starts its
+    maintenance thread stops it. `manage_memory=False` takes no manager at all.
+    """
+
+    memory: MemoryManager | None
 
     def __init__(
         self,
         settings: Settings,
         *,
+        memory: MemoryManager | None = None,
         market: MarketDataSource | None = None,
         manage_memory: bool = True,
         notifier: Any = None,
         on_status: Callable[[CycleStatus], None] | None = None,
     ) -> None:
+        if memory is not None and not manage_memory:
+            raise ValueError("memory was given with manage_memory=False; an unmanaged bot takes no manager")
         self.settings = settings
+        self.memory = (memory if memory is not None else MemoryManager(settings.memory)) if manage_memory else None
         self.market = market if market is not None else build_market(settings)
-        self.journal = TradeJournal(settings.storage["journal_path"])
-        paper = settings.paper
-        self.broker = PaperBroker(
-            self.journal,
-            starting_balance=float(paper["starting_balance"]),
-            fee_rate=float(paper["fee_rate"]),
-            slippage_bps=float(paper["slippage_bps"]),
-            clock_ms=lambda: self.market.now_ms,
-        )
+        self.journal = TradeJournal(settings.storage.journal_path)
+        self.broker = PaperBroker(self.journal, settings.paper, clock_ms=lambda: self.market.now_ms)
         self.risk = RiskManager(settings.risk)
         self.manage_memory = manage_memory
         self.on_status = on_status
@@ -126,11 +142,12 @@ class TradingBot:
             positions=self.broker.positions,  # type: ignore[arg-type]
             df_cache={},
             regime_cache={},
-            config=settings.raw,
+            config=dict(settings.raw),
             exchange=self.market,
             risk_manager=self.risk,
             notifier=notifier if notifier is not None else LogNotifier(),
             paper_wallet=self.broker,
+            memory_manager=self.memory,
             manage_memory=manage_memory,
         )
         self.ctx.balance = self.broker.cash
@@ -153,7 +170,8 @@ class TradingBot:
         self._discovered = 0
         self._model: Any = None  # only held here in unmanaged mode
         strategy = settings.strategy
-        self._min_candles = required_candles(fast=strategy["ema_fast"], slow=strategy["ema_slow"])
+        self._min_candles = required_candles(fast=strategy.ema_fast, slow=strategy.ema_slow)
+        self._analysis_candles = max(ANALYSIS_CANDLES, self._min_candles)
         self._analysis_timeframe = settings.timeframes[0]
         self._regime_timeframe = settings.timeframes[-1]
 
@@ -161,7 +179,7 @@ class TradingBot:
 
     async def prepare_model(self) -> None:
         """Load the signal model, or train it on simulated history at first start; register it with a loader."""
-        path = self.settings.strategy["model_path"]
+        path = self.settings.strategy.model_path
         model = None
         if Path(path).exists():
             try:
@@ -171,24 +189,23 @@ class TradingBot:
         if model is None:
             logger.info("training the signal model on simulated history (first start)")
             frames = await self._training_frames()
-            horizon = self.settings.strategy["model_horizon"]
+            horizon = self.settings.strategy.model_horizon
             model = await asyncio.to_thread(train_signal_model, frames, horizon=horizon)
             save_model(model, path)
-        manager = self.ctx.memory_manager
-        if self.manage_memory and manager is not None:
-            manager.models.register(MODEL_NAME, model, loader=lambda: load_model(path))
+        if self.memory is not None:
+            self.memory.models.register(MODEL_NAME, model, loader=lambda: load_model(path))
         else:
             self._model = model
 
     async def _training_frames(self) -> list[pd.DataFrame]:
         """Simulated history for training: never from the network, never from the live source."""
         strategy = self.settings.strategy
-        candles = strategy["model_training_candles"]
+        candles = strategy.model_training_candles
         simulated = SimulatedMarket(
-            generated_symbols(strategy["model_training_symbols"], quote="TRAIN"),
+            generated_symbols(strategy.model_training_symbols, quote="TRAIN"),
             timeframes=[self._analysis_timeframe],
             base_timeframe=self._analysis_timeframe,
-            seed=self.settings.market["seed"] + 1,
+            seed=self.settings.market.seed + 1,
             history_candles=candles,
         )
         return [
@@ -202,7 +219,7 @@ class TradingBot:
         """Choose this cycle's symbols: newly listed pairs, a rotating slice of the universe, open positions."""
         discovered = self._discover_symbols()
         universe = self.market.universe()
-        size = min(self.settings.strategy["batch_size"], len(universe))
+        size = min(self.settings.strategy.batch_size, len(universe))
         rotation = [universe[(self._cursor + i) % len(universe)] for i in range(size)]
         self._cursor = (self._cursor + size) % max(len(universe), 1)
         held = sorted({p.symbol for p in self.broker.positions.values()})
@@ -211,14 +228,14 @@ class TradingBot:
     def _discover_symbols(self) -> list[str]:
         """Scanner mode: list new pairs each cycle, rotating out the oldest beyond max_universe."""
         market_settings = self.settings.market
-        new = market_settings["scanner_new_symbols_per_cycle"]
+        new = market_settings.scanner_new_symbols_per_cycle
         if not new or not isinstance(self.market, SimulatedMarket):
             return []
         names = generated_symbols(new, first_number=self._discovered + 1)
         self._discovered += new
         held = {p.symbol for p in self.broker.positions.values()}
         universe = [*self.market.universe(), *names]
-        excess = len(universe) - market_settings["max_universe"]
+        excess = len(universe) - market_settings.max_universe
         if excess > 0:
             dropped = [s for s in universe if s not in held][:excess]
             universe = [s for s in universe if s not in set(dropped)]
@@ -235,18 +252,18 @@ class TradingBot:
             as_of = frame.index[-1]
             known = ctx.regime_cache.get(symbol)
             if known is None or known.as_of != as_of:  # a regime changes only with a new candle
-                snapshot = compute_indicators(frame.iloc[-ANALYSIS_CANDLES:], **self._spans())
+                snapshot = compute_indicators(frame.iloc[-self._analysis_candles :], **self._spans())
                 ctx.regime_cache[symbol] = RegimeResult(classify_regime(snapshot), as_of)
 
     async def _refresh_series(self, ctx: BotContext, symbol: str, timeframe: str) -> pd.DataFrame | None:
-        window = self.settings.strategy["history_candles"]
+        window = self.settings.strategy.history_candles
         series = ctx.df_cache.get(timeframe)
         if series is None:
             ctx.df_cache[timeframe] = {}
             series = ctx.df_cache[timeframe]
         cached = series.get(symbol)
         since_ms = None if cached is None or cached.empty else int(cached.index[-1].timestamp() * 1000)
-        limit = window if since_ms is None else self.settings.strategy["fetch_limit"]
+        limit = window if since_ms is None else self.settings.strategy.fetch_limit
         try:
             fresh = await self.market.fetch_ohlcv(symbol, timeframe, since_ms=since_ms, limit=limit)
         except (KeyError, ValueError) as error:
@@ -262,7 +279,7 @@ class TradingBot:
         return frame
 
     def _spans(self) -> dict[str, int]:
-        return {"fast": self.settings.strategy["ema_fast"], "slow": self.settings.strategy["ema_slow"]}
+        return {"fast": self.settings.strategy.ema_fast, "slow": self.settings.strategy.ema_slow}
 
     async def analyse_batch(self, ctx: BotContext) -> None:
         """Indicators, regime and the model's probability produce scored signals, best first."""
@@ -271,7 +288,7 @@ class TradingBot:
         for symbol in ctx.current_batch:
             frame = series.get(symbol)
             if frame is not None and len(frame) >= self._min_candles:
-                snapshot, features = analyse_latest(frame.iloc[-ANALYSIS_CANDLES:], **self._spans())
+                snapshot, features = analyse_latest(frame.iloc[-self._analysis_candles :], **self._spans())
                 analysed.append((symbol, snapshot, features))
         signals = []
         if analysed:
@@ -281,16 +298,15 @@ class TradingBot:
                 known = ctx.regime_cache.get(symbol)
                 regime = known.regime if known is not None else classify_regime(snapshot)
                 signal = score_signal(
-                    symbol, snapshot, regime, float(probability), min_score=self.settings.strategy["min_score"]
+                    symbol, snapshot, regime, float(probability), min_score=self.settings.strategy.min_score
                 )
                 if signal is not None:
                     signals.append(signal)
         ctx.analysis_results = sorted(signals, key=lambda s: s.score, reverse=True)
 
     def _model_in_use(self):
-        manager = self.ctx.memory_manager
-        if self.manage_memory and manager is not None:
-            return manager.models.use(MODEL_NAME)
+        if self.memory is not None:
+            return self.memory.models.use(MODEL_NAME)
         return nullcontext(self._model)
 
     async def execute_signals(self, ctx: BotContext) -> None:
@@ -308,8 +324,8 @@ class TradingBot:
             quantity = self.risk.position_size(equity, signal.price, signal.atr, cash=self.broker.cash)
             if quantity <= 0:
                 continue
-            stop, target = self.risk.stop_and_target(signal.side, signal.price, signal.atr)
-            try:
+            try:  # an ATR too wide for the stop, or a fill the broker refuses, skips this signal only
+                stop, target = self.risk.stop_and_target(signal.side, signal.price, signal.atr)
                 position = self.broker.open_position(
                     signal, quantity, stop, target, self.settings.risk.trailing_stop_ratio
                 )
@@ -344,7 +360,7 @@ class TradingBot:
     async def monitor(self, ctx: BotContext) -> None:
         """Status line, then the market clock moves on by one candle."""
         self.cycle += 1
-        manager = ctx.memory_manager if self.manage_memory else None
+        manager = self.memory
         reading = manager.last_reading if manager is not None else None
         status = CycleStatus(
             cycle=self.cycle,
@@ -389,12 +405,11 @@ class TradingBot:
 
     def summary(self) -> dict[str, Any]:
         """Final figures: trades, PnL, equity and the memory report."""
-        manager = self.ctx.memory_manager if self.manage_memory else None
         return {
             "cycles": self.cycle,
             "trades": self.broker.trades_count,
             "realized_pnl": round(self.broker.realized_pnl, 2),
             "equity": round(self._equity(self.ctx), 2),
             "open_positions": len(self.broker.positions),
-            "memory": self.ctx.get_memory_stats() if manager is not None else {"managed": False},
+            "memory": self.ctx.get_memory_stats() if self.memory is not None else {"managed": False},
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import signal
@@ -91,14 +92,17 @@ def _non_negative_float(text: str) -> float:
 
 
 def load_or_report(path: str) -> Settings | None:
-    """Strictly load a config; print the problem and return None when it is wrong."""
+    """Strictly load a config (what `config check` runs); print every problem, one a line, and return None."""
     from crypto_bot.memory import ConfigError
     from crypto_bot.settings import load_settings
 
     try:
         return load_settings(path)
     except ConfigError as error:
-        print(f"config error in {path}: {error}", file=sys.stderr)
+        count = len(error.problems)
+        print(f"config error{'s' if count > 1 else ''} in {path}:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
         return None
 
 
@@ -110,14 +114,14 @@ def _config_check(args: argparse.Namespace) -> int:
     if settings is None:
         return 1
     print(
-        f"{args.file}: OK ({settings.market['source']} market, {len(settings.symbols)} symbols, "
+        f"{args.file}: OK ({settings.market.source} market, {len(settings.symbols)} symbols, "
         f"timeframes {', '.join(settings.timeframes)}, cache budget {settings.memory.cache_size_limit_mb} MB)"
     )
     return 0
 
 
 def _memory_stats(args: argparse.Namespace) -> int:
-    from crypto_bot.utils.enhanced_memory_manager import EnhancedMemoryManager, MemoryConfig
+    from crypto_bot.memory import MemoryConfig, MemoryManager
 
     config = MemoryConfig()
     if args.config is not None:
@@ -125,8 +129,9 @@ def _memory_stats(args: argparse.Namespace) -> int:
         if settings is None:
             return 1
         config = settings.memory
-    manager = EnhancedMemoryManager(config)
-    print(json.dumps(manager.get_memory_stats(), indent=2, default=str, sort_keys=True))
+    stats = MemoryManager(config).get_memory_stats()
+    stats["reading"] = dataclasses.asdict(stats["reading"])
+    print(json.dumps(stats, indent=2, default=str, sort_keys=True))
     return 0
 
 
@@ -139,10 +144,12 @@ def _run(args: argparse.Namespace) -> int:
 
 async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: float) -> int:
     from crypto_bot.bot import TradingBot
+    from crypto_bot.memory import MemoryManager
 
     _announce(settings)
     stop = asyncio.Event()
-    bot = TradingBot(settings, on_status=lambda status: print(status.line(), flush=True))
+    memory = MemoryManager(settings.memory)
+    bot = TradingBot(settings, memory=memory, on_status=lambda status: print(status.line(), flush=True))
     loop = asyncio.get_running_loop()
 
     def request_stop() -> None:
@@ -152,7 +159,9 @@ async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: flo
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, request_stop)
-    metrics_server = _start_metrics(settings, bot)
+    metrics_server = _start_metrics(settings, memory)
+    if settings.memory.enable_background_cleanup:
+        memory.start()
     try:
         await bot.prepare_model()
         while not bot.stopping and (cycles is None or bot.cycle < cycles):
@@ -164,9 +173,7 @@ async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: flo
                     pass
     finally:
         await bot.close()
-        manager = bot.ctx.memory_manager
-        if manager is not None:
-            manager.stop_background_cleanup()
+        memory.stop()
         if metrics_server is not None:
             metrics_server.shutdown()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -176,25 +183,24 @@ async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: flo
 
 
 def _announce(settings: Settings) -> None:
-    journal = Path(settings.storage["journal_path"])
+    journal = Path(settings.storage.journal_path)
     banner = (
-        f"PAPER TRADING - simulated fills, no real orders. Market: {settings.market['source']}, "
+        f"PAPER TRADING - simulated fills, no real orders. Market: {settings.market.source}, "
         f"{len(settings.symbols)} symbols, timeframes {', '.join(settings.timeframes)}, "
-        f"starting balance {settings.paper['starting_balance']:.2f}, journal {journal}"
+        f"starting balance {settings.paper.starting_balance:.2f}, journal {journal}"
     )
     print("=" * len(banner), banner, "=" * len(banner), sep="\n", flush=True)
     logger.info(banner)
 
 
-def _start_metrics(settings: Settings, bot: Any) -> Any:
+def _start_metrics(settings: Settings, memory: Any) -> Any:
     metrics = settings.metrics
-    manager = bot.ctx.memory_manager
-    if not metrics["enabled"] or manager is None:
+    if not metrics.enabled:
         return None
     from crypto_bot.memory.metrics import start_metrics_server
 
-    server = start_metrics_server(manager, metrics["port"], addr=metrics["address"])
-    logger.info("metrics on http://%s:%d/metrics", metrics["address"], metrics["port"])
+    server = start_metrics_server(memory, metrics.port, addr=metrics.address)
+    logger.info("metrics on http://%s:%d/metrics", metrics.address, metrics.port)
     return server
 
 
@@ -211,9 +217,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
     ]
     if memory.get("caches"):
         lines.append(
-            f"  memory          rss {memory.get('process_memory_mb', 0):.0f} MiB, caches "
-            f"{memory.get('total_cache_size_mb', 0):.2f} MiB in {memory.get('total_cache_entries', 0)} entries, "
-            f"pressure {memory.get('pressure_level')}, leak suspected: {memory.get('leak_suspected')}"
+            f"  memory          rss {(memory['reading']['rss_bytes'] or 0) / 2**20:.0f} MiB, caches "
+            f"{memory['cache_bytes'] / 2**20:.2f} MiB in {memory['cache_entries']} entries, "
+            f"pressure {memory['pressure_level']}, leak suspected: {memory['leak_suspected']}"
         )
         for name, stats in memory["caches"].items():
             evicted = ", ".join(f"{cause} {count}" for cause, count in stats["evictions"].items() if count) or "none"

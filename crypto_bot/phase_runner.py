@@ -1,9 +1,10 @@
 """BotContext (the state a trading cycle works on) and PhaseRunner (runs the cycle's phases).
 
-The context puts the bot's caches under the memory manager: `df_cache` and `regime_cache` become
-managed caches behind dict-like views, so old code keeps reading and writing them as dicts while
-every DataFrame is held once and evicted by budget, TTL and pressure. Positions are a plain dict
-that no memory tier ever touches.
+The context puts the bot's caches under the `MemoryManager` it is given: `df_cache` and
+`regime_cache` become managed caches behind dict-like views, so old code keeps reading and writing
+them as dicts while every DataFrame is held once and evicted by budget, TTL and pressure. It never
+creates a manager (the composition root, `TradingBot`, passes one); without one the caches stay
+plain dicts. Positions are a plain dict that no memory tier ever touches.
 
 The runner times each phase, records its RSS change and the pressure level after it, and keeps
 memory maintenance off the event loop. Inline it reads the RSS once per phase (one statm read);
@@ -16,6 +17,7 @@ reach the next pressure threshold, and otherwise only as often as keeps full rea
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import itertools
 import logging
@@ -27,10 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crypto_bot.cache_views import CacheView
-from crypto_bot.memory import ManagedCache, MemoryReading, PressureLevel, PressurePolicy
-from crypto_bot.memory.config import KEYS as MEMORY_KEYS
+from crypto_bot.memory import ManagedCache, MemoryManager, MemoryReading, PressureLevel, PressurePolicy
+from crypto_bot.memory.units import MIB as _MIB
 from crypto_bot.memory.units import format_mib as _mib
-from crypto_bot.utils.enhanced_memory_manager import EnhancedMemoryManager, MemoryConfig, get_enhanced_memory_manager
 
 logger = logging.getLogger(__name__)
 
@@ -41,17 +42,6 @@ PressureCallback = Callable[["BotContext", "PhaseReport"], Any]
 MANAGED_CACHES = (("df_cache", 1000, 3600, 1), ("regime_cache", 500, 1800, 0))
 _context_ids = itertools.count(1)
 READING_COST_RATIO = 0.002  # full memory readings take at most this share of the runner's wall time
-
-
-def memory_config_from(config: Mapping[str, Any]) -> MemoryConfig:
-    """The memory settings of a bot config: a nested `memory:` section or the seed's top-level keys.
-
-    Invalid values log a warning naming the key and fall back to the default.
-    """
-    section = config.get("memory")
-    if isinstance(section, Mapping):
-        return MemoryConfig.from_mapping(section)
-    return MemoryConfig.from_mapping({key: value for key, value in config.items() if key in MEMORY_KEYS})
 
 
 @dataclass(eq=False)
@@ -74,20 +64,16 @@ class BotContext:
     analysis_results: list = field(default_factory=list)
     timing: dict = field(default_factory=dict)
     volatility_factor: float = 1.0
-    memory_manager: EnhancedMemoryManager | None = None
+    memory_manager: MemoryManager | None = None
     managed_caches: dict = field(default_factory=dict)
     manage_memory: bool = True  # False: plain dict caches and no manager (the unmanaged baseline)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_views", {})
         if not self.manage_memory:
-            return
+            self.memory_manager = None
         if self.memory_manager is None:
-            try:
-                self.memory_manager = get_enhanced_memory_manager(memory_config_from(self.config or {}))
-            except Exception:
-                logger.exception("memory manager unavailable; caches stay plain dicts")
-                return
+            return
         context_id = next(_context_ids)
         for attribute, max_size, ttl_seconds, priority in MANAGED_CACHES:
             name = attribute if self.memory_manager.get_cache(attribute) is None else f"{attribute}-{context_id}"
@@ -128,25 +114,34 @@ class BotContext:
         return self.managed_caches.get(name)
 
     def register_ml_model(self, name: str, model: Any, size_estimate_mb: float = 100) -> None:
+        """Hold `model` in the manager's registry; with no loader to bring it back, it is pinned."""
         if self.memory_manager is not None:
-            self.memory_manager.register_ml_model(name, model, size_estimate_mb)
+            self.memory_manager.models.register(name, model, size_bytes=int(size_estimate_mb * _MIB), pinned=True)
 
     def update_ml_model_usage(self, name: str) -> None:
-        if self.memory_manager is not None:
-            self.memory_manager.update_ml_model_usage(name)
+        if self.memory_manager is not None and name in self.memory_manager.models:
+            self.memory_manager.models.touch(name)
 
     def perform_memory_maintenance(self) -> dict[str, Any]:
+        """One maintenance pass: its report as a dict, with the seed's keys too."""
         if self.memory_manager is None:
             return {"error": "no memory manager", "timestamp": time.time()}
-        return self.memory_manager.perform_maintenance()
+        report = self.memory_manager.perform_maintenance()
+        return {
+            **dataclasses.asdict(report),
+            "level": report.level.name,
+            "cache_cleanup": report.expired_entries,
+            "ml_cleanup": report.models_unloaded,
+            "memory_pressure": report.level >= PressureLevel.PRESSURE,
+        }
 
     def get_memory_stats(self) -> dict[str, Any]:
-        """The manager's statistics with `caches` narrowed to this context's caches, by attribute name."""
+        """The manager's statistics (the reading as a dict) with `caches` narrowed to this context's caches."""
         if self.memory_manager is None:
             return {"error": "no memory manager", "timestamp": time.time()}
         stats = self.memory_manager.get_memory_stats()
-        if "error" not in stats:
-            stats["caches"] = {attribute: cache.stats() for attribute, cache in self.managed_caches.items()}
+        stats["reading"] = dataclasses.asdict(stats["reading"])
+        stats["caches"] = {attribute: cache.stats() for attribute, cache in self.managed_caches.items()}
         return stats
 
     # --------------------------------------------------------- positions
@@ -239,7 +234,7 @@ class PhaseRunner:
     async def _observe(
         self,
         ctx: BotContext,
-        manager: EnhancedMemoryManager,
+        manager: MemoryManager,
         report: PhaseReport,
         rss_before: int | None,
     ) -> int | None:
@@ -266,7 +261,7 @@ class PhaseRunner:
             await self._alert(ctx, manager, report, reading)
         return rss_bytes
 
-    def _latest_reading(self, manager: EnhancedMemoryManager, rss_bytes: int | None) -> MemoryReading:
+    def _latest_reading(self, manager: MemoryManager, rss_bytes: int | None) -> MemoryReading:
         """A full reading when one is due or RSS grew enough to reach the next threshold; else the last one."""
         started = self._clock()
         if (
@@ -285,7 +280,7 @@ class PhaseRunner:
         self._next_reading = finished + (finished - started) / READING_COST_RATIO
         return reading
 
-    async def _alert(self, ctx: BotContext, manager: EnhancedMemoryManager, report: PhaseReport, reading: Any) -> None:
+    async def _alert(self, ctx: BotContext, manager: MemoryManager, report: PhaseReport, reading: Any) -> None:
         usage = "n/a" if reading.usage_ratio is None else f"{reading.usage_ratio:.0%}"
         message = (
             f"memory {report.pressure_level.name} after phase {report.name}: {usage} of "

@@ -1,200 +1,305 @@
-"""Bot configuration: the YAML file's schema, validated in one place.
+"""Bot configuration: the YAML file's schema and the one typed settings tree built from it.
 
-The file carries the seed's memory keys at the top level (or a `memory:` section) and the bot's
-own sections: market, symbols, timeframes, strategy, risk, paper, storage, metrics. `load_settings`
-is strict (the CLI's `config check` and `run`): anything wrong, unknown keys included, raises
-`ConfigError` naming the key and the allowed values. Memory keys are validated by `MemoryConfig`,
-the risk section by `RiskConfig`.
+The file carries the seed's memory keys at the top level (or a `memory:` section), `symbols`,
+`timeframes` and the sections market, strategy, risk, paper, storage and metrics. Each section is
+a frozen `ConfigSection` whose fields define its keys once (meaning, allowed values, default); the
+component that uses a section takes the object and never checks it again.
+
+`load_settings` is what `crypto-bot config check` and `run` call. It reports every problem at once,
+each naming its key: unknown keys (keys of other bots' configs say what to write here instead,
+typos get "did you mean"), values outside their range, then the cross-field and environment rules
+below (`_validate_*`, in the style of freqtrade's config_validation), each run when the parts it
+reads are valid. A config it accepts runs: the rules cover what the components would otherwise
+refuse at run time or silently never trade on.
+
+See also: `crypto_bot.memory.config` (Setting, ConfigSection, MemoryConfig), `crypto_bot.market.config`
+(MarketConfig), `crypto_bot.execution.risk` and `broker` (RiskConfig, PaperConfig).
 """
 
 from __future__ import annotations
 
-import math
+import difflib
+import importlib.util
+import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import yaml
-
-from crypto_bot.execution import RiskConfig
-from crypto_bot.memory import ConfigError, MemoryConfig
+from crypto_bot.config_file import read_config_file
+from crypto_bot.execution.broker import PaperConfig
+from crypto_bot.execution.risk import RiskConfig
+from crypto_bot.market.ccxt_market import exchange_ids, offered_timeframes
+from crypto_bot.market.config import MarketConfig
+from crypto_bot.market.csv_market import csv_file_name, csv_symbols
+from crypto_bot.market.timeframes import MAX_LIMIT, TIMEFRAME_MS
 from crypto_bot.memory.config import KEYS as MEMORY_KEYS
+from crypto_bot.memory.config import (
+    ConfigError,
+    ConfigSection,
+    MemoryConfig,
+    invalid,
+    setting,
+    settings_of,
+    unknown_keys,
+)
+from crypto_bot.strategy.indicators import required_candles
+from crypto_bot.strategy.signal_model import MIN_TRAINING_ROWS
 
-TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """One setting: its default, a check and the allowed values as a person reads them."""
-
-    default: Any
-    check: Callable[[Any], bool]
-    allowed: str
-
-
-def _number(low: float, high: float, *, low_open: bool = True) -> Rule:
-    def check(v: Any) -> bool:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            return False
-        return (low < v if low_open else low <= v) and v <= high
-
-    return Rule(None, check, f"a number in {'(' if low_open else '['}{low}, {high}]")
+TIMEFRAMES = tuple(TIMEFRAME_MS)
+DEFAULT_SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT", "ADA/USDT")
+DEFAULT_TIMEFRAMES = ("1m", "5m", "1h")
 
 
-def _int(low: int, high: int) -> Rule:
-    return Rule(None, lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high, f"an integer in [{low}, {high}]")
+@dataclass(frozen=True)
+class StrategyConfig(ConfigSection):
+    """The `strategy:` section: what is analysed each cycle, the indicators and the signal model."""
+
+    key_prefix: ClassVar[str] = "strategy."
+
+    batch_size: int = setting(
+        6, "symbols analysed per cycle, besides those with open positions", int, minimum=1, maximum=1000
+    )
+    history_candles: int = setting(
+        300, "bounded window of candles kept per series (fetched in one request at first)", int,
+        minimum=60, maximum=MAX_LIMIT,
+    )
+    fetch_limit: int = setting(300, "most candles one update of a series fetches", int, minimum=1, maximum=MAX_LIMIT)
+    ema_fast: int = setting(12, "fast EMA span (candles)", int, minimum=2, maximum=500)
+    ema_slow: int = setting(26, "slow EMA span (candles)", int, minimum=3, maximum=1000)
+    # score_signal's own bound: long and short scores sum to 1, so at most one side can pass above 0.5.
+    min_score: float = setting(
+        0.55, "score a signal needs to enter; above 0.5", float, minimum=0.5, minimum_open=True, maximum=1
+    )
+    model_path: str = setting("data/signal_model.joblib", "the signal model's file, trained there at first start", str)
+    model_horizon: int = setting(5, "candles ahead the model predicts the direction of", int, minimum=1, maximum=500)
+    model_training_symbols: int = setting(4, "simulated symbols the model is trained on", int, minimum=1, maximum=50)
+    model_training_candles: int = setting(
+        3000, "simulated candles per training symbol (one fetch)", int, minimum=500, maximum=MAX_LIMIT
+    )
+
+    def _validate_ema_order(self) -> list[str]:
+        if self.ema_fast < self.ema_slow:
+            return []
+        return [f"strategy.ema_fast ({self.ema_fast}) must be smaller than strategy.ema_slow ({self.ema_slow})"]
+
+    def _validate_window_holds_the_indicators(self) -> list[str]:
+        # A shorter window never has enough candles to analyse: the bot would run and never trade.
+        needed = required_candles(fast=self.ema_fast, slow=self.ema_slow)
+        if self.history_candles >= needed:
+            return []
+        allowed = f"an integer >= {needed}, the candles the indicators need with these EMA spans"
+        return [invalid("strategy.history_candles", self.history_candles, allowed)]
+
+    def _validate_training_rows(self) -> list[str]:
+        # Each training candle needs the indicators' warm-up behind it and the horizon ahead of it.
+        rows = self.model_training_symbols * (self.model_training_candles - required_candles() + 1 - self.model_horizon)
+        if rows >= MIN_TRAINING_ROWS:
+            return []
+        return [
+            f"strategy.model_training_symbols x (strategy.model_training_candles - warm-up - strategy.model_horizon) "
+            f"gives {max(rows, 0)} labelled candles; the signal model needs at least {MIN_TRAINING_ROWS}"
+        ]
 
 
-def _choice(*values: Any) -> Rule:
-    return Rule(None, lambda v: v in values, "one of " + ", ".join(map(str, values)))
+@dataclass(frozen=True)
+class StorageConfig(ConfigSection):
+    """The `storage:` section."""
+
+    key_prefix: ClassVar[str] = "storage."
+
+    journal_path: str = setting("data/journal.sqlite", "SQLite journal of positions and trades (WAL)", str)
 
 
-def _text(optional: bool = False) -> Rule:
-    allowed = "a string or null" if optional else "a non-empty string"
-    return Rule(None, lambda v: (optional and v is None) or (isinstance(v, str) and bool(v)), allowed)
+@dataclass(frozen=True)
+class MetricsConfig(ConfigSection):
+    """The `metrics:` section: the Prometheus endpoint (the `metrics` extra)."""
+
+    key_prefix: ClassVar[str] = "metrics."
+
+    enabled: bool = setting(False, "serve Prometheus metrics", bool)
+    port: int = setting(9108, "the endpoint's TCP port", int, minimum=1, maximum=65535)
+    address: str = setting("127.0.0.1", "the address it binds; loopback unless told otherwise", str)
 
 
-def _flag() -> Rule:
-    return Rule(None, lambda v: isinstance(v, bool), "true or false")
-
-
-def _with(rule: Rule, default: Any) -> Rule:
-    return Rule(default, rule.check, rule.allowed)
-
-
-SECTIONS: dict[str, dict[str, Rule]] = {
-    "market": {
-        "source": _with(_choice("simulated", "csv", "ccxt"), "simulated"),
-        "seed": _with(_int(0, 2**32 - 1), 42),
-        "csv_directory": _with(_text(optional=True), None),
-        "exchange": _with(_text(), "binance"),
-        "scanner_new_symbols_per_cycle": _with(_int(0, 1000), 0),
-        "max_universe": _with(_int(1, 100_000), 500),
-    },
-    "strategy": {
-        "batch_size": _with(_int(1, 1000), 6),
-        "history_candles": _with(_int(60, 100_000), 300),
-        "fetch_limit": _with(_int(1, 5000), 300),
-        "ema_fast": _with(_int(2, 500), 12),
-        "ema_slow": _with(_int(3, 1000), 26),
-        "min_score": _with(_number(0, 1), 0.55),
-        "model_path": _with(_text(), "data/signal_model.joblib"),
-        "model_horizon": _with(_int(1, 500), 5),
-        "model_training_symbols": _with(_int(1, 50), 4),
-        "model_training_candles": _with(_int(500, 200_000), 3000),
-    },
-    "paper": {
-        "starting_balance": _with(_number(0, 1e12), 10_000.0),
-        "fee_rate": _with(_number(0, 0.1, low_open=False), 0.001),
-        "slippage_bps": _with(_number(0, 1000, low_open=False), 5.0),
-    },
-    "storage": {
-        "journal_path": _with(_text(), "data/journal.sqlite"),
-    },
-    "metrics": {
-        "enabled": _with(_flag(), False),
-        "port": _with(_int(1, 65535), 9108),
-        "address": _with(_text(), "127.0.0.1"),
-    },
+SECTIONS: dict[str, type[ConfigSection]] = {
+    "market": MarketConfig,
+    "strategy": StrategyConfig,
+    "risk": RiskConfig,
+    "paper": PaperConfig,
+    "storage": StorageConfig,
+    "metrics": MetricsConfig,
 }
-DEFAULT_SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT", "ADA/USDT"]
-DEFAULT_TIMEFRAMES = ["1m", "5m", "1h"]
+TOP_LEVEL_KEYS = ("memory", "symbols", "timeframes", *SECTIONS, *sorted(MEMORY_KEYS))
+
+# Keys that are not ours, with what to do instead: freqtrade's (many bot configs start from one).
+# No key of this project has been renamed yet; a renamed key goes here with its replacement.
+OLD_KEYS: dict[str, str] = {
+    "max_open_trades": "use risk.max_open_positions instead (freqtrade's name)",
+    "dry_run_wallet": "use paper.starting_balance instead (freqtrade's name)",
+    "dry_run": "remove it; paper trading is the only mode",
+    "timeframe": "use timeframes instead, a list such as [1m, 5m, 1h]",
+    "exchange": "use market.exchange instead, with market.source: ccxt",
+}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Settings:
-    """A validated bot configuration."""
+    """A validated bot configuration: one frozen section object per component."""
 
-    memory: MemoryConfig
-    symbols: list[str]
-    timeframes: list[str]
-    market: dict[str, Any]
-    strategy: dict[str, Any]
-    risk: RiskConfig
-    paper: dict[str, Any]
-    storage: dict[str, Any]
-    metrics: dict[str, Any]
-    raw: dict[str, Any]
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    symbols: tuple[str, ...] = DEFAULT_SYMBOLS
+    timeframes: tuple[str, ...] = DEFAULT_TIMEFRAMES
+    market: MarketConfig = field(default_factory=MarketConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    risk: RiskConfig = field(default_factory=RiskConfig)
+    paper: PaperConfig = field(default_factory=PaperConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)  # the file as given (BotContext.config)
 
 
 def load_settings(path: str | Path) -> Settings:
-    """Read and strictly validate a YAML config file."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from error
-    except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+    """Read (`config_file`: duplicate keys, encoding, YAML) and strictly validate a config file; ConfigError
+    lists every problem."""
+    raw = read_config_file(path)
     return parse_settings({} if raw is None else raw)
 
 
 def parse_settings(raw: Any) -> Settings:
-    """Validate a config mapping; raises ConfigError naming the first wrong key."""
+    """Validate a config mapping; ConfigError lists every problem, each naming its key."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"the config must be a mapping of sections, got {type(raw).__name__}")
-    allowed_top = set(SECTIONS) | {"symbols", "timeframes", "memory", "risk"} | MEMORY_KEYS
-    unknown = sorted(set(raw) - allowed_top, key=str)
-    if unknown:
-        raise ConfigError(f"unknown config key(s) {', '.join(map(str, unknown))}; allowed: {', '.join(sorted(allowed_top))}")
-    memory_section = raw.get("memory")
-    top_memory = {k: v for k, v in raw.items() if k in MEMORY_KEYS}
-    if memory_section is not None and top_memory:
-        raise ConfigError("memory settings given both at the top level and in a memory: section; use one")
-    if memory_section is not None and not isinstance(memory_section, Mapping):
-        raise ConfigError("memory must be a mapping of memory settings")
-    memory = MemoryConfig.from_mapping(memory_section if memory_section is not None else top_memory)
-    sections = {name: _section(name, raw.get(name), rules) for name, rules in SECTIONS.items()}
-    if sections["strategy"]["ema_fast"] >= sections["strategy"]["ema_slow"]:
-        raise ConfigError("strategy.ema_fast must be smaller than strategy.ema_slow")
-    if sections["market"]["source"] == "csv" and not sections["market"]["csv_directory"]:
-        raise ConfigError("market.csv_directory is required when market.source is csv")
-    risk_section = raw.get("risk")
-    if risk_section is None:
-        risk_section = {}
-    if not isinstance(risk_section, Mapping):
-        raise ConfigError("risk must be a mapping of risk settings")
-    try:
-        risk = RiskConfig.from_mapping(risk_section)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"invalid risk section: {error}") from error
-    return Settings(
-        memory=memory,
-        risk=risk,
-        symbols=_symbols(raw.get("symbols", DEFAULT_SYMBOLS)),
-        timeframes=_timeframes(raw.get("timeframes", DEFAULT_TIMEFRAMES)),
-        raw=dict(raw),
-        **sections,
-    )
+    problems = unknown_keys(raw, TOP_LEVEL_KEYS, renamed=OLD_KEYS, elsewhere=_SECTION_OF_KEY)
+    parts: dict[str, Any] = {"memory": _memory(raw, problems)}
+    for name, section in SECTIONS.items():
+        parts[name] = _section(name, section, raw.get(name), problems)
+    parts["symbols"] = _symbols(raw.get("symbols", list(DEFAULT_SYMBOLS)), problems)
+    parts["timeframes"] = _timeframes(raw.get("timeframes", list(DEFAULT_TIMEFRAMES)), problems)
+    for rule in _RULES:
+        needed = inspect.signature(rule).parameters
+        if all(parts[name] is not None for name in needed):
+            problems.extend(rule(**{name: parts[name] for name in needed}))
+    if problems:
+        raise ConfigError(*problems)
+    return Settings(**parts, raw=dict(raw))
 
 
-def _section(name: str, values: Any, rules: dict[str, Rule]) -> dict[str, Any]:
+_SECTION_OF_KEY = {key: f"{name}.{key}" for name, section in SECTIONS.items() for key in settings_of(section)}
+
+
+def _section(name: str, section: type[ConfigSection], values: Any, problems: list[str]) -> Any:
+    """The section built from its mapping, or None with its problems added."""
     if values is None:
         values = {}
     if not isinstance(values, Mapping):
-        raise ConfigError(f"{name} must be a mapping with keys {', '.join(rules)}")
-    unknown = sorted(set(values) - set(rules), key=str)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; allowed: {', '.join(rules)}")
-    result = {}
-    for key, rule in rules.items():
-        value = values.get(key, rule.default)
-        if not rule.check(value):
-            raise ConfigError(f"invalid {name}.{key}={value!r}: allowed {rule.allowed}")
-        result[key] = value
-    return result
+        problems.append(f"{name} must be a mapping with keys {', '.join(settings_of(section))}")
+        return None
+    try:
+        return section.from_mapping(values, renamed=OLD_KEYS, elsewhere=_SECTION_OF_KEY)
+    except ConfigError as error:
+        problems.extend(error.problems)
+        return None
 
 
-def _symbols(value: Any) -> list[str]:
+def _memory(raw: Mapping[Any, Any], problems: list[str]) -> MemoryConfig | None:
+    nested = raw.get("memory")
+    top_level = {key: value for key, value in raw.items() if key in MEMORY_KEYS}
+    if nested is not None and top_level:
+        problems.append(
+            f"memory settings given both at the top level ({', '.join(top_level)}) and in a memory: section; use one"
+        )
+        return None
+    return _section("memory", MemoryConfig, nested if nested is not None else top_level, problems)
+
+
+def _symbols(value: Any, problems: list[str]) -> tuple[str, ...] | None:
     if not isinstance(value, list) or not value or not all(isinstance(s, str) and "/" in s for s in value):
-        raise ConfigError(f"invalid symbols={value!r}: allowed a non-empty list of pairs like BTC/USDT")
+        problems.append(invalid("symbols", value, "a non-empty list of pairs like BTC/USDT"))
+        return None
     if len(set(value)) != len(value):
-        raise ConfigError("symbols must not repeat a pair")
-    return list(value)
+        problems.append(f"symbols must not repeat a pair, got {value!r}")
+        return None
+    return tuple(value)
 
 
-def _timeframes(value: Any) -> list[str]:
-    if not isinstance(value, list) or not value or not all(tf in TIMEFRAMES for tf in value):
-        raise ConfigError(f"invalid timeframes={value!r}: allowed a non-empty list of {', '.join(TIMEFRAMES)}")
-    return sorted(set(value), key=TIMEFRAMES.index)
+def _timeframes(value: Any, problems: list[str]) -> tuple[str, ...] | None:
+    if not isinstance(value, list) or not value or not all(isinstance(tf, str) and tf in TIMEFRAMES for tf in value):
+        problems.append(invalid("timeframes", value, f"a non-empty list of {', '.join(TIMEFRAMES)}"))
+        return None
+    return tuple(sorted(set(value), key=TIMEFRAMES.index))
+
+
+# ---------------------------------------------------------------- rules across keys and the environment
+# Each reads the parts its parameters name (Settings fields) and returns the problems it finds.
+
+
+def _validate_csv_source(market: MarketConfig, timeframes: tuple[str, ...]) -> list[str]:
+    """A replay needs its directory, with candles on the smallest timeframe (the replay's base)."""
+    if market.source != "csv" or market.csv_directory is None:
+        return []
+    directory = Path(market.csv_directory)
+    if not directory.is_dir():
+        return [invalid("market.csv_directory", market.csv_directory, "an existing directory")]
+    if not csv_symbols(directory, timeframes[0]):
+        return [
+            f"market.csv_directory {market.csv_directory!r} has no candle files for timeframe {timeframes[0]} "
+            f"(the smallest of timeframes); expected files like {csv_file_name('BTC/USDT', timeframes[0])}"
+        ]
+    return []
+
+
+def _validate_ccxt_source(market: MarketConfig, timeframes: tuple[str, ...]) -> list[str]:
+    """ccxt is imported only for a ccxt source: the exchange must exist and serve every timeframe."""
+    if market.source != "ccxt":
+        return []
+    try:
+        known = exchange_ids()
+    except ImportError:
+        return ["market.source=ccxt needs the optional dependency ccxt: pip install 'crypto-bot[ccxt]'"]
+    if market.exchange not in known:
+        close = difflib.get_close_matches(market.exchange, known, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        return [invalid("market.exchange", market.exchange, "a ccxt exchange id such as binance or kraken") + hint]
+    offered = offered_timeframes(market.exchange)
+    missing = [timeframe for timeframe in timeframes if timeframe not in offered]
+    if missing:
+        offers = ", ".join(sorted(offered))
+        return [f"timeframes {', '.join(missing)} are not offered by {market.exchange}; it offers {offers}"]
+    return []
+
+
+def _validate_journal_path(storage: StorageConfig) -> list[str]:
+    return _file_path_problems("storage.journal_path", storage.journal_path)
+
+
+def _validate_model_path(strategy: StrategyConfig) -> list[str]:
+    return _file_path_problems("strategy.model_path", strategy.model_path)
+
+
+def _file_path_problems(key: str, value: str) -> list[str]:
+    """A file the bot creates: not a directory, and its nearest existing ancestor is a directory."""
+    path = Path(value)
+    if path.is_dir():
+        return [invalid(key, value, "a file path, not a directory")]
+    ancestor = next((parent for parent in path.absolute().parents if parent.exists()), None)
+    if ancestor is not None and not ancestor.is_dir():
+        return [invalid(key, value, f"a path whose parent can be a directory ({ancestor} is a file)")]
+    return []
+
+
+def _validate_metrics_extra(metrics: MetricsConfig) -> list[str]:
+    if metrics.enabled and importlib.util.find_spec("prometheus_client") is None:
+        return [
+            "metrics.enabled=true needs the optional dependency prometheus_client: pip install 'crypto-bot[metrics]'"
+        ]
+    return []
+
+
+_RULES: tuple[Callable[..., list[str]], ...] = (
+    _validate_csv_source,
+    _validate_ccxt_source,
+    _validate_journal_path,
+    _validate_model_path,
+    _validate_metrics_extra,
+)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crypto_bot.cli import load_or_report, non_negative_int, positive_int
-from crypto_bot.memory import LeakDetector, MemoryProbe, sizeof
+from crypto_bot.memory import ConfigError, LeakDetector, MemoryManager, MemoryProbe, sizeof
 from crypto_bot.memory.leaks import LEAK_THRESHOLD_BYTES_PER_CYCLE
 from crypto_bot.memory.units import KIB as _KIB
 from crypto_bot.memory.units import MIB as _MIB
@@ -68,12 +68,19 @@ def add_soak_command(commands: Any) -> None:
 
 
 def soak_settings(settings: Settings, args: argparse.Namespace, out: Path) -> Settings:
-    """The config's settings with the scanner workload and a fresh journal under `out`."""
-    market = {**settings.market, "source": "simulated", "scanner_new_symbols_per_cycle": args.new_symbols_per_cycle,
-              "max_universe": args.symbols}
-    strategy = {**settings.strategy, "history_candles": args.history_candles,
-                "fetch_limit": min(args.history_candles, settings.strategy["fetch_limit"])}
-    storage = {**settings.storage, "journal_path": str(out / "journal.sqlite")}
+    """The config's settings with the scanner workload and a fresh journal under `out` (ConfigError if out of range)."""
+    market = dataclasses.replace(
+        settings.market,
+        source="simulated",
+        scanner_new_symbols_per_cycle=args.new_symbols_per_cycle,
+        max_universe=args.symbols,
+    )
+    strategy = dataclasses.replace(
+        settings.strategy,
+        history_candles=args.history_candles,
+        fetch_limit=min(args.history_candles, settings.strategy.fetch_limit),
+    )
+    storage = dataclasses.replace(settings.storage, journal_path=str(out / "journal.sqlite"))
     return dataclasses.replace(settings, market=market, strategy=strategy, storage=storage)
 
 
@@ -85,11 +92,16 @@ def _soak(args: argparse.Namespace) -> int:
         print("--inject-leak-kib must be a number >= 0", flush=True)
         return 2
     out = Path(args.out)
+    try:
+        workload = soak_settings(settings, args, out)
+    except ConfigError as error:
+        print("\n".join(f"soak options out of range: {problem}" for problem in error.problems), flush=True)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm"):
         (out / stale).unlink(missing_ok=True)
     logging.getLogger("crypto_bot.execution").setLevel(logging.WARNING)  # a soak does not print every fill
-    summary = asyncio.run(run_soak(soak_settings(settings, args, out), args, out))
+    summary = asyncio.run(run_soak(workload, args, out))
     print_summary(summary)
     if not args.no_plot:
         plot(out, compare=Path(args.compare) if args.compare else None)
@@ -103,8 +115,9 @@ async def run_soak(settings: Settings, args: argparse.Namespace, out: Path) -> d
     from crypto_bot.bot import TradingBot
 
     managed = not args.unmanaged
-    bot = TradingBot(settings, manage_memory=managed)
-    probe = bot.ctx.memory_manager.probe if managed else MemoryProbe()
+    memory = MemoryManager(settings.memory) if managed else None
+    bot = TradingBot(settings, memory=memory, manage_memory=managed)
+    probe = memory.probe if memory is not None else MemoryProbe()
     detector = LeakDetector(unit="cycle", slope_threshold=LEAK_THRESHOLD_BYTES_PER_CYCLE)
     warmup = args.warmup_cycles if args.warmup_cycles is not None else args.cycles // 5
     leak_bytes = int(args.inject_leak_kib * _KIB)
@@ -112,27 +125,34 @@ async def run_soak(settings: Settings, args: argparse.Namespace, out: Path) -> d
     rss = array("q")  # the soak's own record must not grow much: 8 bytes a cycle per figure
     cache = array("q")
     started = time.perf_counter()
-    await bot.prepare_model()
-    with open(out / "soak.csv", "w", newline="") as handle, tqdm(total=args.cycles, unit="cycle", disable=None) as bar:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS)
-        writer.writeheader()
-        for cycle in range(1, args.cycles + 1):
-            await bot.run_cycle()
-            if leak_bytes:
-                _injected_leak.append(bytes(leak_bytes))
-            if not managed and cycle % PLAIN_SIZING_EVERY == 1:
-                plain_cache_bytes = sum(_plain_cache_bytes(c) for c in (bot.ctx.df_cache, bot.ctx.regime_cache))
-            row = _row(bot, probe, cycle, time.perf_counter() - started, plain_cache_bytes)
-            if cycle > warmup:  # caches still filling would read as growth
-                row["leak_suspected"] = int(detector.observe(cycle, row["rss_bytes"], row["cache_bytes"]))
-            writer.writerow(row)
-            handle.flush()
-            rss.append(row["rss_bytes"])
-            cache.append(row["cache_bytes"])
-            bar.update()
-    await bot.close()
-    if managed:
-        bot.ctx.memory_manager.stop()
+    if memory is not None and settings.memory.enable_background_cleanup:
+        memory.start()  # as `crypto-bot run` does
+    try:
+        await bot.prepare_model()
+        with (
+            open(out / "soak.csv", "w", newline="") as handle,
+            tqdm(total=args.cycles, unit="cycle", disable=None) as bar,
+        ):
+            writer = csv.DictWriter(handle, fieldnames=FIELDS)
+            writer.writeheader()
+            for cycle in range(1, args.cycles + 1):
+                await bot.run_cycle()
+                if leak_bytes:
+                    _injected_leak.append(bytes(leak_bytes))
+                if not managed and cycle % PLAIN_SIZING_EVERY == 1:
+                    plain_cache_bytes = sum(_plain_cache_bytes(c) for c in (bot.ctx.df_cache, bot.ctx.regime_cache))
+                row = _row(bot, probe, cycle, time.perf_counter() - started, plain_cache_bytes)
+                if cycle > warmup:  # caches still filling would read as growth
+                    row["leak_suspected"] = int(detector.observe(cycle, row["rss_bytes"], row["cache_bytes"]))
+                writer.writerow(row)
+                handle.flush()
+                rss.append(row["rss_bytes"])
+                cache.append(row["cache_bytes"])
+                bar.update()
+    finally:
+        await bot.close()
+        if memory is not None:
+            memory.stop()
     summary = summarise(rss, cache, warmup, time.perf_counter() - started, bot, detector)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -140,7 +160,7 @@ async def run_soak(settings: Settings, args: argparse.Namespace, out: Path) -> d
 
 def _row(bot: Any, probe: MemoryProbe, cycle: int, seconds: float, plain_cache_bytes: int) -> dict[str, Any]:
     reading = probe.read()
-    manager = bot.ctx.memory_manager if bot.manage_memory else None
+    manager = bot.memory
     if manager is not None:
         caches = list(manager.caches.values())
         cache_bytes = manager.cache_bytes
@@ -183,7 +203,7 @@ def summarise(
     cycles = np.arange(start + 1, len(rss) + 1, dtype=float)
     slope = float(np.polyfit(cycles, np.asarray(rss[start:], dtype=float), 1)[0]) if len(cycles) >= 3 else float("nan")
     evictions: dict[str, int] = {}
-    manager = bot.ctx.memory_manager if bot.manage_memory else None
+    manager = bot.memory
     if manager is not None:
         for cache_stats in (c.stats() for c in manager.caches.values()):
             for cause, count in cache_stats["evictions"].items():

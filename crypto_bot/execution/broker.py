@@ -12,16 +12,19 @@ eviction ever touches them; they leave only through close_position.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
+from typing import ClassVar
 
 from crypto_bot.execution.exits import check_exit
 from crypto_bot.execution.journal import TradeJournal
 from crypto_bot.execution.position import Position, Trade
+from crypto_bot.memory import validation
+from crypto_bot.memory.config import ConfigSection, setting
 from crypto_bot.strategy.signals import Signal
 
 logger = logging.getLogger(__name__)
@@ -35,9 +38,22 @@ def _random_position_id() -> str:
     return uuid.uuid4().hex
 
 
-def _check_price(name: str, value: float) -> None:
-    if not math.isfinite(value) or value <= 0.0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+@dataclass(frozen=True)
+class PaperConfig(ConfigSection):
+    """The `paper:` section: the simulated account and what a fill costs."""
+
+    key_prefix: ClassVar[str] = "paper."
+
+    starting_balance: float = setting(
+        10_000.0, "cash of a new account (quote currency); a resumed journal keeps its own", float,
+        minimum=0, minimum_open=True, maximum=1e12,
+    )
+    fee_rate: float = setting(
+        0.001, "fee per fill as a share of its notional", float, minimum=0, maximum=0.1, maximum_open=True
+    )
+    slippage_bps: float = setting(
+        5.0, "fill price moved against the trader, in basis points", float, minimum=0, maximum=1000
+    )
 
 
 class PaperBroker:
@@ -49,25 +65,19 @@ class PaperBroker:
     def __init__(
         self,
         journal: TradeJournal,
+        config: PaperConfig | None = None,
         *,
-        starting_balance: float = 10_000.0,
-        fee_rate: float = 0.001,
-        slippage_bps: float = 5.0,
         clock_ms: Callable[[], int] = _wall_clock_ms,
         new_position_id: Callable[[], str] = _random_position_id,
     ) -> None:
-        _check_price("starting_balance", starting_balance)
-        if not 0.0 <= fee_rate < 0.1:
-            raise ValueError(f"fee_rate must be in [0, 0.1), got {fee_rate!r}")
-        if not 0.0 <= slippage_bps <= 1000.0:
-            raise ValueError(f"slippage_bps must be in [0, 1000], got {slippage_bps!r}")
-        self.fee_rate = fee_rate
-        self.slippage_ratio = slippage_bps / 10_000.0
+        config = config if config is not None else PaperConfig()
+        self.fee_rate = config.fee_rate
+        self.slippage_ratio = config.slippage_bps / 10_000.0
         self._journal = journal
         self._clock_ms = clock_ms
         self._new_position_id = new_position_id
         self._lock = threading.RLock()
-        self._cash = journal.ensure_account(starting_balance)
+        self._cash = journal.ensure_account(config.starting_balance)
         self._positions: dict[str, Position] = {position.id: position for position in journal.open_positions()}
         self._trades_count, self._realized_pnl = journal.trade_totals()
         if self._positions or self._trades_count:
@@ -122,8 +132,7 @@ class PaperBroker:
         trailing_stop_ratio: float | None = None,
     ) -> Position:
         """Fill the signal for quantity, pay the fee from cash and journal the position."""
-        if not math.isfinite(quantity) or quantity <= 0.0:
-            raise ValueError(f"quantity must be a finite number > 0, got {quantity!r}")
+        validation.positive("quantity", quantity)
         direction = 1 if signal.side == "long" else -1
         fill_price = self._fill_price(signal.price, direction)
         if direction * (fill_price - stop_price) <= 0.0:
@@ -165,7 +174,7 @@ class PaperBroker:
 
     def close_position(self, position_id: str, price: float, reason: str, at_ms: int | None = None) -> Trade:
         """Fill the exit at price less slippage, pay the fee, journal the trade and free the cash."""
-        _check_price("price", price)
+        validation.positive("price", price)
         with self._lock:
             position = self._positions.get(position_id)
             if position is None:

@@ -1,84 +1,50 @@
 """Risk policy: position sizing, entry gating and stop / take-profit placement.
 
-Covers: `RiskConfig` (validated once, errors name the key and its allowed range) and
+Covers: `RiskConfig` (the `risk:` section, validated once at construction) and
 `RiskManager`, pure arithmetic over equity, prices and ATR with no I/O.
 Does not cover: when a stop is hit (see `exits`) or moving cash (see `broker`).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, fields
-from typing import NamedTuple
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
 
 from crypto_bot.execution.position import Position
+from crypto_bot.memory import validation
+from crypto_bot.memory.config import ConfigSection, setting
 from crypto_bot.strategy.signals import SIDES, Side
 
-# key -> (low, high, low inclusive, high inclusive)
-_ALLOWED_RANGES: dict[str, tuple[float, float, bool, bool]] = {
-    "risk_per_trade_ratio": (0.0, 0.1, False, True),
-    "max_open_positions": (1, 1000, True, True),
-    "max_position_ratio": (0.0, 1.0, False, True),
-    "max_drawdown_ratio": (0.0, 1.0, False, False),
-    "stop_atr_multiple": (0.0, 20.0, False, True),
-    "take_profit_atr_multiple": (0.0, 50.0, False, True),
-    "trailing_stop_ratio": (0.0, 0.5, False, True),
-    "cash_reserve_ratio": (0.0, 0.5, True, False),
-}
+
+def _ratio(default: float | None, meaning: str, maximum: float, **limits: object) -> float:
+    return setting(default, meaning, float, minimum=0, minimum_open=True, maximum=maximum, **limits)
 
 
-def _describe_range(key: str) -> str:
-    low, high, low_inclusive, high_inclusive = _ALLOWED_RANGES[key]
-    return f"{'[' if low_inclusive else '('}{low}, {high}{']' if high_inclusive else ')'}"
-
-
-def _in_range(key: str, value: float) -> bool:
-    low, high, low_inclusive, high_inclusive = _ALLOWED_RANGES[key]
-    above_low = value >= low if low_inclusive else value > low
-    below_high = value <= high if high_inclusive else value < high
-    return above_low and below_high
-
-
-@dataclass(frozen=True, slots=True)
-class RiskConfig:
+@dataclass(frozen=True)
+class RiskConfig(ConfigSection):
     """Risk limits as fractions of equity (or ATR multiples); trailing_stop_ratio=None disables trailing.
 
     cash_reserve_ratio is the share of free cash never committed, so fees and slippage on the
     fill cannot make an order exceed the cash it was sized from.
     """
 
-    risk_per_trade_ratio: float = 0.01
-    max_open_positions: int = 5
-    max_position_ratio: float = 0.25
-    max_drawdown_ratio: float = 0.2
-    stop_atr_multiple: float = 2.0
-    take_profit_atr_multiple: float = 3.0
-    trailing_stop_ratio: float | None = 0.02
-    cash_reserve_ratio: float = 0.01
+    key_prefix: ClassVar[str] = "risk."
 
-    def __post_init__(self) -> None:
-        for field in fields(self):
-            value = getattr(self, field.name)
-            if field.name == "trailing_stop_ratio" and value is None:
-                continue
-            if field.name == "max_open_positions":
-                valid_type = isinstance(value, int) and not isinstance(value, bool)
-            else:
-                valid_type = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if not valid_type or not math.isfinite(value) or not _in_range(field.name, value):
-                raise ValueError(
-                    f"risk config key {field.name!r} must be in {_describe_range(field.name)}, got {value!r}"
-                )
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, object]) -> RiskConfig:
-        """Build from a parsed config section; unknown keys are an error, missing keys take defaults."""
-        known = {field.name for field in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown risk config keys {unknown}; known keys are {sorted(known)}")
-        return cls(**values)  # type: ignore[arg-type]
+    risk_per_trade_ratio: float = _ratio(0.01, "share of equity lost if a trade hits its ATR stop", 0.1)
+    max_open_positions: int = setting(5, "positions open at once", int, minimum=1, maximum=1000)
+    max_position_ratio: float = _ratio(0.25, "largest position, as a share of equity", 1)
+    max_drawdown_ratio: float = _ratio(
+        0.2, "drawdown from the equity peak that halts new entries", 1, maximum_open=True
+    )
+    stop_atr_multiple: float = _ratio(2.0, "stop loss distance in ATRs", 20)
+    take_profit_atr_multiple: float = _ratio(3.0, "take profit distance in ATRs", 50)
+    trailing_stop_ratio: float | None = _ratio(
+        0.02, "trailing stop distance from the best price; null: off", 0.5, optional=True
+    )
+    cash_reserve_ratio: float = setting(
+        0.01, "share of free cash never committed", float, minimum=0, maximum=0.5, maximum_open=True
+    )
 
 
 class EntryDecision(NamedTuple):
@@ -86,11 +52,6 @@ class EntryDecision(NamedTuple):
 
     allowed: bool
     reason: str
-
-
-def _check_positive(name: str, value: float) -> None:
-    if not math.isfinite(value) or value <= 0.0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 class RiskManager:
@@ -108,13 +69,10 @@ class RiskManager:
         notional stays within max_position_ratio of equity and within the free cash (default:
         equity) less cash_reserve_ratio. No equity or no cash gives 0.
         """
-        _check_positive("price", price)
-        _check_positive("atr", atr)
-        if not math.isfinite(equity):
-            raise ValueError(f"equity must be finite, got {equity!r}")
-        available_cash = equity if cash is None else cash
-        if not math.isfinite(available_cash):
-            raise ValueError(f"cash must be finite, got {available_cash!r}")
+        validation.positive("price", price)
+        validation.positive("atr", atr)
+        validation.number("equity", equity)
+        available_cash = equity if cash is None else validation.number("cash", cash)
         if equity <= 0.0 or available_cash <= 0.0:
             return 0.0
         config = self.config
@@ -127,9 +85,8 @@ class RiskManager:
         self, open_positions: Collection[Position], equity: float, peak_equity: float, symbol: str
     ) -> EntryDecision:
         """Allow a new entry unless the drawdown halt, the position limit or an open position in symbol forbids it."""
-        _check_positive("peak_equity", peak_equity)
-        if not math.isfinite(equity):
-            raise ValueError(f"equity must be finite, got {equity!r}")
+        validation.positive("peak_equity", peak_equity)
+        validation.number("equity", equity)
         drawdown_ratio = max(0.0, 1.0 - equity / peak_equity)
         if drawdown_ratio >= self.config.max_drawdown_ratio:
             return EntryDecision(
@@ -149,8 +106,8 @@ class RiskManager:
         """(stop_price, take_profit_price) at the configured ATR multiples on the losing / winning side."""
         if side not in SIDES:
             raise ValueError(f"side must be one of {SIDES}, got {side!r}")
-        _check_positive("price", price)
-        _check_positive("atr", atr)
+        validation.positive("price", price)
+        validation.positive("atr", atr)
         direction = 1.0 if side == "long" else -1.0
         stop_price = price - direction * atr * self.config.stop_atr_multiple
         take_profit_price = price + direction * atr * self.config.take_profit_atr_multiple

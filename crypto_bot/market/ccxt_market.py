@@ -43,6 +43,24 @@ def _import_ccxt() -> ModuleType:
     return ccxt_async
 
 
+def exchange_class(exchange_id: str) -> type:
+    """ccxt's asyncio exchange class for `exchange_id`; ImportError naming the extra, ValueError for an unknown id."""
+    ccxt_async = _import_ccxt()
+    if not isinstance(exchange_id, str) or exchange_id not in ccxt_async.exchanges:
+        raise ValueError(f"exchange_id must be a ccxt exchange id such as 'binance' or 'kraken'; got {exchange_id!r}")
+    return getattr(ccxt_async, exchange_id)
+
+
+def exchange_ids() -> list[str]:
+    """Every exchange id ccxt knows; ImportError naming the extra when ccxt is not installed."""
+    return list(_import_ccxt().exchanges)
+
+
+def offered_timeframes(exchange_id: str) -> frozenset[str]:
+    """Timeframes the exchange serves, from ccxt's description of it (no network, no session)."""
+    return frozenset(exchange_class(exchange_id)().timeframes or {})
+
+
 def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -138,17 +156,13 @@ class CcxtMarket:
         """`symbols` fixes the universe; without it, the universe is the loaded active spot markets
         quoted in `quote`. `config` is passed to the ccxt exchange (credentials only via *_env).
         `timeframes` defaults to every allowed timeframe the exchange offers."""
-        ccxt_async = _import_ccxt()
-        if not isinstance(exchange_id, str) or exchange_id not in ccxt_async.exchanges:
-            raise ValueError(
-                f"exchange_id must be a ccxt exchange id such as 'binance' or 'kraken'; got {exchange_id!r}"
-            )
+        exchange = exchange_class(exchange_id)
         exchange_config = _checked_config(config)
         credentials = _credentials(api_key_env, secret_env, password_env)
         if credentials:
             ccxt_logger = exchange_config.get("logger") or logging.getLogger("ccxt.base.exchange")
             exchange_config["logger"] = _RedactingLogger(ccxt_logger, credentials.values())
-        self._exchange = getattr(ccxt_async, exchange_id)({**exchange_config, **credentials})
+        self._exchange = exchange({**exchange_config, **credentials})
         self.name = exchange_id
         self._symbols = None if symbols is None else tuple(dict.fromkeys(symbols))
         self._quote = quote

@@ -75,6 +75,15 @@ def csv_file_name(symbol: str, timeframe: str) -> str:
     return f"{validate_symbol(symbol).replace('/', '_')}-{timeframe}.csv"
 
 
+def csv_symbols(directory: str | Path, timeframe: str) -> list[str]:
+    """Symbols with a file for `timeframe` in `directory`, sorted (the universe of a replay on that base)."""
+    return sorted(
+        f"{match[1]}/{match[2]}"
+        for match in map(_FILE_PATTERN.match, (path.name for path in Path(directory).iterdir()))
+        if match and match[3] == timeframe
+    )
+
+
 def _header_lines(path: Path) -> int:
     """1 if the first line is a header (its first field is not a number), else 0."""
     with path.open(encoding="utf-8") as lines:
@@ -212,13 +221,7 @@ class CsvMarket:
             base_timeframe = min(timeframes, key=timeframe_ms)
         self._timeframes = validate_timeframes(timeframes, base_timeframe)
         self._base_ms = timeframe_ms(base_timeframe)
-        self._symbols = tuple(
-            sorted(
-                f"{match[1]}/{match[2]}"
-                for match in map(_FILE_PATTERN.match, (path.name for path in self._directory.iterdir()))
-                if match and match[3] == base_timeframe
-            )
-        )
+        self._symbols = tuple(csv_symbols(self._directory, base_timeframe))
         if isinstance(warmup_candles, bool) or not isinstance(warmup_candles, int) or warmup_candles < 0:
             raise ValueError(f"warmup_candles must be an int >= 0; got {warmup_candles!r}")
         if start_ms is None:

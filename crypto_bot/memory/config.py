@@ -1,138 +1,312 @@
-"""MemoryConfig: every setting of the memory subsystem, validated once, in one place.
+"""Configuration schema: every key once, with its meaning, allowed values and default; MemoryConfig.
 
-The seed's keys keep their names and defaults; the newer keys add the container limit, the
+Covers: `Setting` (one key), `ConfigSection` (a frozen dataclass of settings, validated once at
+construction, cross-field rules as named `_validate_*` methods), `ConfigError` (every problem at
+once, each naming its key), the unknown-key message (an old name says what to use instead, a typo
+gets "did you mean"), and `MemoryConfig`, the memory subsystem's section.
+Not covered: the bot's other sections (`crypto_bot.market.config`, `crypto_bot.execution`,
+`crypto_bot.settings`, which composes them) and argument checks of functions (`validation.py`).
+
+The seed's memory keys keep their names and defaults; the newer keys add the container limit, the
 pressure target, model idling, the maintenance cadence and leak detection. Strict validation
-raises `ConfigError` naming the key and the allowed range; a lenient config (the seed-compatible
-facade's) logs that message and falls back to the default, so a running bot keeps running.
+raises `ConfigError`; the seed-compatible facade's lenient MemoryConfig logs each problem and falls
+back to the default, so a running bot keeps running.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import math
-from collections.abc import Mapping
+import numbers
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
-    """A configuration value outside its allowed range; the message names the key."""
+    """Configuration problems, all of them; each names its key (`problems`, one line each)."""
+
+    problems: tuple[str, ...]
+
+    def __init__(self, *problems: str) -> None:
+        self.problems = problems or ("invalid configuration",)
+        super().__init__("\n".join(self.problems))
 
 
-def _setting(default: Any, allowed: str, check) -> Any:
-    return field(default=default, metadata={"check": check, "allowed": allowed})
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One key: what it means, its default and the values it allows (`kind` bool, int, float or str)."""
+
+    default: Any
+    meaning: str
+    kind: type
+    minimum: float | None = None
+    maximum: float | None = None
+    minimum_open: bool = False
+    maximum_open: bool = False
+    choices: tuple[str, ...] = ()
+    optional: bool = False  # null allowed
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return self.optional
+        if self.kind is bool:
+            return isinstance(value, bool)
+        if self.kind is str:
+            return isinstance(value, str) and bool(value) and (not self.choices or value in self.choices)
+        if isinstance(value, bool):
+            return False
+        if self.kind is int and not isinstance(value, numbers.Integral):
+            return False
+        if not isinstance(value, numbers.Real) or not math.isfinite(value):
+            return False
+        if self.minimum is not None and (value <= self.minimum if self.minimum_open else value < self.minimum):
+            return False
+        return self.maximum is None or (value < self.maximum if self.maximum_open else value <= self.maximum)
+
+    @property
+    def allowed(self) -> str:
+        """The allowed values as a person reads them: "a number in [0, 0.1)"."""
+        if self.kind is bool:
+            text = "true or false"
+        elif self.choices:
+            text = "one of " + ", ".join(self.choices)
+        elif self.kind is str:
+            text = "a non-empty string"
+        else:
+            text = self._range("an integer" if self.kind is int else "a number")
+        return f"{text} or null" if self.optional else text
+
+    def _range(self, noun: str) -> str:
+        low, high = self.minimum, self.maximum
+        if low == 0 and self.minimum_open and high is None:
+            return "a positive integer" if self.kind is int else "a positive number"
+        if low is not None and high is not None:
+            return (
+                f"{noun} in {'(' if self.minimum_open else '['}{_figure(low)}, "
+                f"{_figure(high)}{')' if self.maximum_open else ']'}"
+            )
+        if low is not None:
+            return f"{noun} {'>' if self.minimum_open else '>='} {_figure(low)}"
+        if high is not None:
+            return f"{noun} {'<' if self.maximum_open else '<='} {_figure(high)}"
+        return noun
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _figure(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(float(value))
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def setting(default: Any, meaning: str, kind: type, **limits: Any) -> Any:
+    """A dataclass field for one key of a ConfigSection (`limits`: the other Setting fields)."""
+    return field(default=default, metadata={"setting": Setting(default, meaning, kind, **limits)})
 
 
-def _ratio(default: float) -> Any:
-    return _setting(default, "a number in (0, 1]", lambda v: _is_number(v) and 0 < v <= 1)
+def settings_of(section: type) -> dict[str, Setting]:
+    """The keys of a ConfigSection class, in file order."""
+    return {item.name: item.metadata["setting"] for item in dataclasses.fields(section)}
 
 
-def _positive(default: float | None, allowed: str = "a positive number") -> Any:
-    if default is None:
-        return _setting(None, f"{allowed} or null", lambda v: v is None or (_is_number(v) and v > 0))
-    return _setting(default, allowed, lambda v: _is_number(v) and v > 0)
+def invalid(key: str, value: Any, allowed: str) -> str:
+    """The one message format for a value outside its allowed values."""
+    return f"invalid {key}={value!r}: allowed {allowed}"
 
 
-def _flag(default: bool) -> Any:
-    return _setting(default, "true or false", lambda v: isinstance(v, bool))
+def unknown_keys(
+    keys: Iterable[Any],
+    known: Iterable[str],
+    prefix: str = "",
+    *,
+    renamed: Mapping[str, str] | None = None,
+    elsewhere: Mapping[str, str] | None = None,
+) -> list[str]:
+    """A problem per key that is not in `known`: an old name says what to use instead, a key of
+    another section or a typo gets "did you mean", anything else the allowed keys.
+
+    `renamed` maps old dotted keys to what to do instead; `elsewhere` maps the keys of every
+    section to their dotted names (a key written in the wrong section).
+    """
+    known = list(known)
+    problems = []
+    for key in keys:
+        if key in known:
+            continue
+        dotted = f"{prefix}{key}"
+        if renamed and dotted in renamed:
+            problems.append(f"{dotted} is not a key of this version: {renamed[dotted]}")
+            continue
+        close = difflib.get_close_matches(str(key), known, n=1)
+        if elsewhere and key in elsewhere:
+            problems.append(f"unknown key {dotted}: did you mean {elsewhere[key]}?")
+        elif close:
+            problems.append(f"unknown key {dotted}: did you mean {prefix}{close[0]}?")
+        else:
+            problems.append(f"unknown key {dotted}; allowed: {', '.join(known)}")
+    return problems
 
 
-@dataclass
-class MemoryConfig:
+class ConfigSection:
+    """Base of the config sections: frozen dataclasses whose fields are `setting`s, checked once.
+
+    `key_prefix` is how the section's keys are written in the file ("risk." for
+    risk.max_open_positions). Cross-field rules are methods named `_validate_*` returning the
+    problems they find; they run only when every key holds an allowed value. Components take the
+    section object and never check it again.
+    """
+
+    __slots__ = ()
+    key_prefix: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ConfigError(*problems)
+
+    def problems(self) -> list[str]:
+        """Every problem of this section; empty when it is valid."""
+        problems = [
+            invalid(self.key_prefix + name, value, rule.allowed)
+            for name, rule in settings_of(type(self)).items()
+            if not rule.accepts(value := getattr(self, name))
+        ]
+        if problems:
+            return problems
+        return [problem for rule in self._rules() for problem in rule(self)]
+
+    @classmethod
+    def _rules(cls) -> list[Callable[[Self], list[str]]]:
+        rules: dict[str, Callable[[Self], list[str]]] = {}
+        for klass in reversed(cls.__mro__):
+            rules.update((name, value) for name, value in vars(klass).items() if name.startswith("_validate_"))
+        return list(rules.values())
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], **unknown_options: Any) -> Self:
+        """Build from a mapping (a YAML section); unknown keys and invalid values are reported together."""
+        known = settings_of(cls)
+        problems = unknown_keys(values, known, cls.key_prefix, **unknown_options)
+        try:
+            section = cls(**{key: value for key, value in values.items() if key in known})
+        except ConfigError as error:
+            problems.extend(error.problems)
+        if problems:
+            raise ConfigError(*problems)
+        return section
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+def _ratio(default: float, meaning: str) -> Any:
+    return setting(default, meaning, float, minimum=0, minimum_open=True, maximum=1)
+
+
+def _positive(default: float | None, meaning: str, kind: type = float) -> Any:
+    return setting(default, meaning, kind, minimum=0, minimum_open=True, optional=default is None)
+
+
+def _flag(default: bool, meaning: str) -> Any:
+    return setting(default, meaning, bool)
+
+
+@dataclass(frozen=True)
+class MemoryConfig(ConfigSection):
     """Settings of the memory manager (thresholds are fractions of the effective memory limit)."""
 
     strict: ClassVar[bool] = True
 
     # The seed's keys.
-    memory_threshold: float = _ratio(0.8)
-    gc_threshold: float = _ratio(0.7)
-    aggressive_cleanup_threshold: float = _ratio(0.9)
-    cache_size_limit_mb: float = _positive(500)
-    model_cleanup_interval: float = _positive(300, "a positive number of seconds")
-    cache_cleanup_interval: float = _positive(600, "a positive number of seconds")
-    max_cache_entries: int = _setting(1000, "a positive integer", lambda v: _is_int(v) and v > 0)
-    cache_ttl_seconds: float = _positive(3600, "a positive number of seconds")
-    enable_background_cleanup: bool = _flag(True)
+    memory_threshold: float = _ratio(
+        0.8, "PRESSURE tier: shrink the lowest-priority caches back to pressure_target_ratio, unload idle models"
+    )
+    gc_threshold: float = _ratio(0.7, "GC tier: throttled gc.collect() and malloc_trim(0)")
+    aggressive_cleanup_threshold: float = _ratio(
+        0.9, "CRITICAL tier: clear every evictable cache, unload every unpinned model, alert"
+    )
+    cache_size_limit_mb: float = _positive(500, "one byte budget (MiB) across all managed caches")
+    model_cleanup_interval: float = _positive(300, "seconds between idle-model checks")
+    cache_cleanup_interval: float = _positive(600, "seconds between TTL sweeps")
+    max_cache_entries: int = _positive(1000, "default entry limit of new caches", int)
+    cache_ttl_seconds: float = _positive(3600, "default time to live of new caches' entries")
+    enable_background_cleanup: bool = _flag(True, "run maintenance on a daemon thread")
     # Container limit, pressure policy, models, maintenance and leak detection.
-    process_memory_limit_mb: float | None = _positive(None)
-    pressure_target_ratio: float = _setting(0.6, "a number in (0, 1)", lambda v: _is_number(v) and 0 < v < 1)
-    hysteresis_margin_ratio: float = _setting(0.05, "a number in [0, 0.5)", lambda v: _is_number(v) and 0 <= v < 0.5)
-    maintenance_interval_seconds: float = _positive(30, "a positive number of seconds")
-    model_idle_seconds: float = _positive(3600, "a positive number of seconds")
-    gc_time_fraction: float = _ratio(0.05)
-    leak_window_samples: int = _setting(60, "an integer >= 3", lambda v: _is_int(v) and v >= 3)
-    leak_slope_threshold_mb_per_hour: float = _positive(50)
-    track_evicted_values: bool = _flag(False)
+    process_memory_limit_mb: float | None = _positive(None, "a limit (MiB) below the cgroup's and the host's")
+    pressure_target_ratio: float = setting(
+        0.6, "where the PRESSURE tier shrinks usage back to", float, minimum=0, minimum_open=True, maximum=1,
+        maximum_open=True,
+    )
+    hysteresis_margin_ratio: float = setting(
+        0.05, "how far below its threshold usage must fall to leave a level", float, minimum=0, maximum=0.5,
+        maximum_open=True,
+    )
+    maintenance_interval_seconds: float = _positive(30, "cadence of the maintenance thread")
+    model_idle_seconds: float = _positive(3600, "a model unused this long is unloaded")
+    gc_time_fraction: float = _ratio(0.05, "most of the wall time forced collections may take")
+    leak_window_samples: int = setting(60, "readings in the leak regression's window", int, minimum=3)
+    leak_slope_threshold_mb_per_hour: float = _positive(50, "unmanaged growth (MiB/hour) reported as a leak")
+    track_evicted_values: bool = _flag(False, "report evicted values something still holds")
+
+    def _validate_threshold_order(self) -> list[str]:
+        if self.gc_threshold <= self.memory_threshold <= self.aggressive_cleanup_threshold:
+            return []
+        return [
+            "thresholds must satisfy gc_threshold <= memory_threshold <= aggressive_cleanup_threshold, got "
+            f"{self.gc_threshold} / {self.memory_threshold} / {self.aggressive_cleanup_threshold}"
+        ]
+
+    def _validate_pressure_target_below_gc_threshold(self) -> list[str]:
+        if self.pressure_target_ratio < self.gc_threshold:
+            return []
+        allowed = f"a number below gc_threshold ({self.gc_threshold})"
+        return [invalid("pressure_target_ratio", self.pressure_target_ratio, allowed)]
+
+    def _validate_hysteresis_margin_below_gc_threshold(self) -> list[str]:
+        # A margin as wide as gc_threshold would make the GC level impossible to leave (PressurePolicy refuses it).
+        if self.hysteresis_margin_ratio < self.gc_threshold:
+            return []
+        allowed = f"a number in [0, 0.5) below gc_threshold ({self.gc_threshold})"
+        return [invalid("hysteresis_margin_ratio", self.hysteresis_margin_ratio, allowed)]
 
     def __post_init__(self) -> None:
-        for item in dataclasses.fields(self):
-            value = getattr(self, item.name)
-            if not item.metadata["check"](value):
-                self._reject(item.name, value, item.metadata["allowed"])
-        if not self.gc_threshold <= self.memory_threshold <= self.aggressive_cleanup_threshold:
-            message = (
-                "thresholds must satisfy gc_threshold <= memory_threshold <= aggressive_cleanup_threshold, got "
-                f"{self.gc_threshold} / {self.memory_threshold} / {self.aggressive_cleanup_threshold}"
-            )
-            self._fail(message)
-            for name in ("gc_threshold", "memory_threshold", "aggressive_cleanup_threshold"):
-                setattr(self, name, DEFAULTS[name])
-        # Both must stay below gc_threshold; when lenient, the fallback is scaled down to fit a low gc_threshold.
-        gc_threshold = self.gc_threshold
-        if self.pressure_target_ratio >= gc_threshold:
-            self._reject(
-                "pressure_target_ratio",
-                self.pressure_target_ratio,
-                f"a number below gc_threshold ({gc_threshold})",
-                fallback=min(
-                    DEFAULTS["pressure_target_ratio"],
-                    gc_threshold * DEFAULTS["pressure_target_ratio"] / DEFAULTS["gc_threshold"],
-                ),
-            )
-        # A margin as wide as gc_threshold would make the GC level impossible to leave (PressurePolicy refuses it).
-        if self.hysteresis_margin_ratio >= gc_threshold:
-            self._reject(
-                "hysteresis_margin_ratio",
-                self.hysteresis_margin_ratio,
-                f"a number in [0, 0.5) below gc_threshold ({gc_threshold})",
-                fallback=min(DEFAULTS["hysteresis_margin_ratio"], gc_threshold / 2),
-            )
-
-    def _reject(self, name: str, value: Any, allowed: str, fallback: Any = None) -> None:
-        default = DEFAULTS[name] if fallback is None else fallback
-        self._fail(f"invalid memory setting {name}={value!r}: allowed {allowed}", default=(name, default))
-        setattr(self, name, default)
-
-    def _fail(self, message: str, default: tuple[str, Any] | None = None) -> None:
         if self.strict:
-            raise ConfigError(message)
-        suffix = f"; using the default {default[0]}={default[1]!r}" if default else "; using the defaults"
-        logger.warning("%s%s", message, suffix)
+            super().__post_init__()
+        else:
+            self._fall_back_to_defaults()
+
+    def _fall_back_to_defaults(self) -> None:
+        """Lenient: log each problem and use the default (or, for a rule, a value that satisfies it)."""
+        for name, rule in settings_of(type(self)).items():
+            value = getattr(self, name)
+            if not rule.accepts(value):
+                self._use(name, rule.default, invalid(name, value, rule.allowed))
+        for problem in self._validate_threshold_order():
+            logger.warning("%s; using the defaults", problem)
+            for name in ("gc_threshold", "memory_threshold", "aggressive_cleanup_threshold"):
+                object.__setattr__(self, name, DEFAULTS[name])
+        # Both must stay below gc_threshold: the fallback is scaled down to fit a low gc_threshold.
+        for problem in self._validate_pressure_target_below_gc_threshold():
+            scaled = self.gc_threshold * DEFAULTS["pressure_target_ratio"] / DEFAULTS["gc_threshold"]
+            self._use("pressure_target_ratio", min(DEFAULTS["pressure_target_ratio"], scaled), problem)
+        for problem in self._validate_hysteresis_margin_below_gc_threshold():
+            margin = min(DEFAULTS["hysteresis_margin_ratio"], self.gc_threshold / 2)
+            self._use("hysteresis_margin_ratio", margin, problem)
+
+    def _use(self, name: str, value: Any, problem: str) -> None:
+        logger.warning("%s; using the default %s=%r", problem, name, value)
+        object.__setattr__(self, name, value)
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> MemoryConfig:
-        """Build from a mapping (a YAML section); unknown keys are errors (or warnings when lenient)."""
-        unknown = sorted(set(values) - KEYS)
-        if unknown:
-            message = f"unknown memory setting(s) {', '.join(unknown)}; allowed keys: {', '.join(sorted(KEYS))}"
-            if cls.strict:
-                raise ConfigError(message)
-            logger.warning("%s; ignored", message)
+    def from_mapping(cls, values: Mapping[str, Any], **unknown_options: Any) -> Self:
+        """Build from a mapping (a YAML section); unknown keys are errors, or warnings when lenient."""
+        if cls.strict:
+            return super().from_mapping(values, **unknown_options)
+        for problem in unknown_keys(values, KEYS_IN_ORDER):
+            logger.warning("%s; ignored", problem)
         return cls(**{key: value for key, value in values.items() if key in KEYS})
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     @property
     def cache_size_limit_bytes(self) -> int:
@@ -144,5 +318,6 @@ class MemoryConfig:
         return None if mb is None else int(mb * 1024 * 1024)
 
 
-DEFAULTS: dict[str, Any] = {item.name: item.default for item in dataclasses.fields(MemoryConfig)}
+KEYS_IN_ORDER = tuple(settings_of(MemoryConfig))
+DEFAULTS: dict[str, Any] = {name: rule.default for name, rule in settings_of(MemoryConfig).items()}
 KEYS = frozenset(DEFAULTS)

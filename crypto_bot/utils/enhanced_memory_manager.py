@@ -1,9 +1,11 @@
-"""The seed-compatible memory API: a thin facade over `crypto_bot.memory`.
+"""The seed-compatible memory API: an adapter over a `crypto_bot.memory.MemoryManager` it holds.
 
 Existing bot code imports these names and relies on their behaviour: `ml_models` records whose
 `last_used` (epoch seconds) the code may write, `check_memory_pressure()` reading
-`psutil.virtual_memory` at call time, seed-shaped stats and maintenance dicts, and one
-process-wide manager. New code should use `crypto_bot.memory.MemoryManager` directly.
+`psutil.virtual_memory` at call time, seed-shaped stats and maintenance dicts, the seed's extra
+pressure response (every evictable cache halved after the manager's own tiers) and one
+process-wide manager. Nothing on the bot's path imports this module: the bot takes a
+`MemoryManager` built from its settings, which applies one policy. New code should do the same.
 """
 
 from __future__ import annotations
@@ -40,8 +42,18 @@ class MemoryConfig(StrictMemoryConfig):
     strict = False
 
 
-class EnhancedMemoryManager(MemoryManager):
-    """The seed's manager API on top of `MemoryManager`."""
+class EnhancedMemoryManager:
+    """The seed's manager API, adapting the `MemoryManager` it holds (`manager`).
+
+    The rest of MemoryManager's public API (`caches`, `models`, `policy`, `budget`, `config`,
+    `read_memory`, `apply_config`, `memory_monitoring`, ...) is the held manager's. Its own thread
+    would run only the manager's pass, so the facade runs a thread of its own for the seed's pass.
+    """
+
+    manager: MemoryManager
+    ml_models: dict[str, dict[str, Any]]
+    cleanup_count: int
+    memory_pressure_events: int
 
     def __init__(
         self,
@@ -50,12 +62,64 @@ class EnhancedMemoryManager(MemoryManager):
         probe: MemoryProbe | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(config if config is not None else MemoryConfig(), probe=probe, clock=clock)
-        self.ml_models: dict[str, dict[str, Any]] = {}
+        self.manager = MemoryManager(config if config is not None else MemoryConfig(), probe=probe, clock=clock)
+        self.ml_models = {}
         self.cleanup_count = 0
         self.memory_pressure_events = 0
+        self._clock = clock
         self._last_gc_at = clock()
         self._last_gc_seconds = 0.0
+        self._evictable: set[str] = set()  # names of the caches the seed's pressure response halves
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        # Reached only for names the facade does not define.
+        if name.startswith("_") or name == "manager":
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(self.manager, name)
+
+    @property
+    def probe(self) -> MemoryProbe:
+        return self.manager.probe
+
+    @probe.setter
+    def probe(self, probe: MemoryProbe) -> None:
+        self.manager.probe = probe
+
+    # ------------------------------------------------------------- caches
+
+    def register_cache(
+        self,
+        name: str,
+        max_size: int | None = None,
+        ttl_seconds: float | None = None,
+        max_bytes: int | None = None,
+        *,
+        priority: int = 0,
+        evictable: bool = True,
+    ) -> ManagedCache:
+        """MemoryManager.register_cache, noting whether the seed's pressure response may halve it."""
+        cache = self.manager.register_cache(
+            name, max_size, ttl_seconds, max_bytes, priority=priority, evictable=evictable
+        )
+        self._note_evictable(name, evictable)
+        return cache
+
+    def add_cache(self, cache: ManagedCache, *, priority: int = 0, evictable: bool = True) -> None:
+        self.manager.add_cache(cache, priority=priority, evictable=evictable)
+        self._note_evictable(cache.name, evictable)
+
+    def unregister_cache(self, name: str) -> bool:
+        self._evictable.discard(name)
+        return self.manager.unregister_cache(name)
+
+    def _note_evictable(self, name: str, evictable: bool) -> None:
+        if evictable:
+            self._evictable.add(name)
+        else:
+            self._evictable.discard(name)
 
     # ------------------------------------------------------------- models
 
@@ -100,9 +164,9 @@ class EnhancedMemoryManager(MemoryManager):
 
     def _cleanup_caches(self, aggressive: bool = False) -> int:
         """Drop expired entries; when aggressive also shrink every evictable cache to half. Returns entries removed."""
-        removed = self.cleanup_expired()
+        removed = self.manager.cleanup_expired()
         if aggressive:
-            for cache in [slot.cache for slot in list(self._slots.values()) if slot.evictable]:
+            for cache in [cache for name, cache in self.manager.caches.items() if name in self._evictable]:
                 before = len(cache)
                 cache.shrink_to(cache.total_bytes // 2)
                 removed += before - len(cache)
@@ -138,8 +202,8 @@ class EnhancedMemoryManager(MemoryManager):
 
     # -------------------------------------------------------- maintenance
 
-    def perform_maintenance(self) -> dict[str, Any]:  # type: ignore[override]
-        """One pass of the core maintenance plus the seed's steps; never raises."""
+    def perform_maintenance(self) -> dict[str, Any]:
+        """One pass of the manager's maintenance plus the seed's steps; never raises."""
         results: dict[str, Any] = {
             "timestamp": time.time(),
             "cache_cleanup": 0,
@@ -148,7 +212,7 @@ class EnhancedMemoryManager(MemoryManager):
             "memory_pressure": False,
         }
         try:
-            report = super().perform_maintenance()
+            report = self.manager.perform_maintenance()
             results["pressure_level"] = report.level.name
             results["cache_cleanup"] += report.expired_entries
             results["ml_cleanup"] += report.models_unloaded + self._cleanup_ml_models()
@@ -164,11 +228,11 @@ class EnhancedMemoryManager(MemoryManager):
             results["error"] = str(error)
         return results
 
-    def get_memory_stats(self) -> dict[str, Any]:  # type: ignore[override]
+    def get_memory_stats(self) -> dict[str, Any]:
         """Seed-shaped statistics; on a failed reading still a dict, with "error"."""
         try:
             system = psutil.virtual_memory()
-            stats = super().get_memory_stats()
+            stats = self.manager.get_memory_stats()
             stats.update(
                 system_memory_percent=system.percent,
                 system_memory_used_mb=system.used / _MIB,
@@ -189,6 +253,34 @@ class EnhancedMemoryManager(MemoryManager):
             return {"error": str(error), "timestamp": time.time()}
 
     # -------------------------------------------------------------- thread
+
+    def start(self) -> None:
+        """Start the daemon thread running the seed's maintenance pass (no-op when it is running)."""
+        with self._lock:
+            if self.running:
+                return
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="memory-maintenance", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread; returns once it is gone (at once unless a pass is running)."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                logger.warning("memory maintenance thread still busy after %.1f s; it exits after its pass", timeout)
+                return
+        self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.config.maintenance_interval_seconds):
+            self.perform_maintenance()  # never raises
 
     def start_background_cleanup(self) -> None:
         self.start()

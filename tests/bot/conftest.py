@@ -1,14 +1,10 @@
-"""Shared fixtures for the bot tests: small fast configs, one trained model per session, the memory singleton.
-
-Anything that builds a BotContext with a manager depends on `memory_singleton`, which stops and
-forgets the process-wide manager at teardown.
-"""
+"""Shared fixtures for the bot tests: small fast configs and one trained model per session."""
 
 from __future__ import annotations
 
 import asyncio
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +16,6 @@ import yaml
 from crypto_bot.market import SimulatedMarket, generated_symbols
 from crypto_bot.settings import Settings, parse_settings
 from crypto_bot.strategy import save_model, train_signal_model
-from crypto_bot.utils.enhanced_memory_manager import reset_enhanced_memory_manager
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REPOSITORY_CONFIG = REPO_ROOT / "production_config_enhanced.yaml"
@@ -65,14 +60,6 @@ def trained_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     frames = asyncio.run(history())
     save_model(train_signal_model(frames, horizon=5), model_path)
     return model_path
-
-
-@pytest.fixture
-def memory_singleton() -> Iterator[None]:
-    """Stops and forgets the process-wide memory manager after the test."""
-    reset_enhanced_memory_manager()
-    yield
-    reset_enhanced_memory_manager()
 
 
 @pytest.fixture

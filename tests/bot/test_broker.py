@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from crypto_bot.execution import PaperBroker, TradeJournal
+from crypto_bot.execution.broker import PaperConfig
+from crypto_bot.memory import ConfigError
 from crypto_bot.strategy import Regime, Signal
 
 FEE_RATE = 0.001
@@ -31,16 +33,11 @@ def journal(journal_path: Path) -> Iterator[TradeJournal]:
     journal.close()
 
 
-def make_broker(journal: TradeJournal, **overrides: object) -> PaperBroker:
+def make_broker(journal: TradeJournal, **overrides: float) -> PaperBroker:
     ids = (f"p{number}" for number in itertools.count(1))
-    options = {
-        "starting_balance": 10_000.0,
-        "fee_rate": FEE_RATE,
-        "slippage_bps": SLIPPAGE_BPS,
-        "clock_ms": lambda: 1_700_000_000_000,
-        "new_position_id": lambda: next(ids),
-    }
-    return PaperBroker(journal, **{**options, **overrides})
+    options = {"starting_balance": 10_000.0, "fee_rate": FEE_RATE, "slippage_bps": SLIPPAGE_BPS}
+    config = PaperConfig(**{**options, **overrides})
+    return PaperBroker(journal, config, clock_ms=lambda: 1_700_000_000_000, new_position_id=lambda: next(ids))
 
 
 @pytest.fixture
@@ -121,9 +118,15 @@ def test_closing_an_unknown_position_is_a_key_error(broker: PaperBroker) -> None
         broker.close_position("nope", 100.0, "manual")
 
 
-def test_invalid_fee_rate_is_rejected(journal: TradeJournal) -> None:
-    with pytest.raises(ValueError, match="fee_rate"):
-        make_broker(journal, fee_rate=0.5)
+@pytest.mark.parametrize("fee_rate", [0.5, 0.1, -0.001])
+def test_a_fee_rate_outside_the_papers_range_is_a_config_error(fee_rate: float) -> None:
+    with pytest.raises(ConfigError, match=r"paper.fee_rate=.*\[0, 0.1\)"):
+        PaperConfig(fee_rate=fee_rate)
+
+
+def test_a_broker_without_a_config_uses_the_papers_defaults(journal: TradeJournal) -> None:
+    broker = PaperBroker(journal)
+    assert (broker.cash, broker.fee_rate, broker.slippage_ratio) == (10_000.0, 0.001, 0.0005)
 
 
 def test_candle_closes_only_the_positions_whose_exit_triggers(broker: PaperBroker) -> None:

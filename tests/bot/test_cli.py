@@ -46,7 +46,7 @@ def test_config_check_accepts_the_repository_config(capsys: pytest.CaptureFixtur
     ("text", "fragments"),
     [
         ("colour: red\n", ["colour", "allowed", "strategy"]),
-        ("strategy:\n  batch: 3\n", ["strategy.batch", "batch_size"]),
+        ("strategy:\n  batch: 3\n", ["strategy.batch", "did you mean strategy.batch_size?"]),
         ("strategy:\n  batch_size: 0\n", ["strategy.batch_size", "[1, 1000]"]),
         ("memory_threshold: 1.5\n", ["memory_threshold", "(0, 1]"]),
         ("strategy:\n  batch_size: many\n", ["strategy.batch_size", "an integer"]),
@@ -80,6 +80,25 @@ def test_config_check_rejects_a_bad_file_naming_the_key_and_allowed_values(
     assert captured.out == ""
     for fragment in fragments:
         assert fragment in captured.err
+
+
+def test_config_check_prints_every_problem_on_its_own_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (
+        "paper:\n  fee_rate: 0.1\n"
+        "strategy:\n  min_score: 0.4\n  history_candles: 6000\n"
+        f"market:\n  source: csv\n  csv_directory: {tmp_path / 'absent'}\n"
+    )
+    assert main(["config", "check", str(write_yaml(tmp_path, text))]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == f"config errors in {tmp_path / 'candidate.yaml'}:"
+    assert [line.split("=")[0].strip() for line in lines[1:]] == [
+        "invalid strategy.history_candles",
+        "invalid strategy.min_score",
+        "invalid paper.fee_rate",
+        "invalid market.csv_directory",
+    ]
 
 
 def test_config_check_of_a_missing_file_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -168,19 +187,18 @@ def test_memory_stats_prints_json_with_the_expected_keys(capsys: pytest.CaptureF
         "pressure_level",
         "usage_ratio",
         "limit_bytes",
+        "unmanaged_bytes",
         "caches",
         "cache_bytes",
+        "cache_budget_bytes",
+        "cache_entries",
         "models",
-        "process_memory_mb",
-        "system_memory_percent",
-        "total_cache_size_mb",
-        "ml_models_count",
+        "model_bytes",
         "leak_suspected",
         "reading",
     }
     assert expected <= set(stats)
-    assert stats["pressure_level"] == "NORMAL" and stats["process_memory_mb"] > 0
-    assert stats["reading"]["rss_bytes"] > 0
+    assert stats["pressure_level"] == "NORMAL" and stats["reading"]["rss_bytes"] > 0
 
 
 def test_memory_stats_uses_the_configured_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -222,9 +222,11 @@ TRADER_SCRIPT = textwrap.dedent(
     import sys
 
     from crypto_bot.execution import PaperBroker, TradeJournal
+    from crypto_bot.execution.broker import PaperConfig
     from crypto_bot.strategy import Regime, Signal
 
-    broker = PaperBroker(TradeJournal(sys.argv[1]), starting_balance=1e9, fee_rate=0.001, slippage_bps=5.0)
+    config = PaperConfig(starting_balance=1e9, fee_rate=0.001, slippage_bps=5.0)
+    broker = PaperBroker(TradeJournal(sys.argv[1]), config)
     number = 0
     while True:
         price = 100.0 + number % 13

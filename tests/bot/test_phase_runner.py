@@ -16,14 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crypto_bot import phase_runner
 from crypto_bot.cache_views import CacheView
-from crypto_bot.memory import MemoryReading, PressureLevel
+from crypto_bot.memory import MemoryConfig, MemoryManager, MemoryReading, PressureLevel
+from crypto_bot.memory.units import MIB
 from crypto_bot.phase_runner import READING_COST_RATIO, BotContext, PhaseReport, PhaseRunner
-from crypto_bot.utils.enhanced_memory_manager import EnhancedMemoryManager, get_enhanced_memory_manager
 from tests.bot.conftest import RecordingNotifier
 
-QUIET = {"enable_background_cleanup": False}
 SEED_FIELDS = [
     "positions",
     "df_cache",
@@ -54,14 +52,22 @@ def frame(seed: int = 0, rows: int = 50) -> pd.DataFrame:
 
 
 @pytest.fixture
-def make_context(memory_singleton: None) -> Callable[..., BotContext]:
-    """`make_context(config=..., **fields)`: a context on the process-wide manager, without its thread."""
+def memory() -> MemoryManager:
+    """The test's memory manager (no thread: the runner schedules maintenance)."""
+    return MemoryManager(MemoryConfig(enable_background_cleanup=False))
 
-    def build(config: dict[str, Any] | None = None, **fields: Any) -> BotContext:
+
+@pytest.fixture
+def make_context(memory: MemoryManager) -> Callable[..., BotContext]:
+    """`make_context(**fields)`: a context whose caches are under the test's manager unless told otherwise."""
+
+    def build(**fields: Any) -> BotContext:
         fields.setdefault("positions", {})
         fields.setdefault("df_cache", {})
         fields.setdefault("regime_cache", {})
-        return BotContext(config=dict(QUIET) if config is None else config, **fields)
+        fields.setdefault("config", {})
+        fields.setdefault("memory_manager", memory)
+        return BotContext(**fields)
 
     return build
 
@@ -117,9 +123,18 @@ def test_mutable_defaults_are_not_shared(make_context: Callable[..., BotContext]
     assert second.current_batch == [] and second.timing == {}
 
 
-def test_memory_manager_is_the_facades_process_wide_manager(ctx: BotContext) -> None:
-    assert isinstance(ctx.memory_manager, EnhancedMemoryManager)
-    assert ctx.memory_manager is get_enhanced_memory_manager()
+def test_the_context_uses_the_manager_it_is_given(ctx: BotContext, memory: MemoryManager) -> None:
+    assert ctx.memory_manager is memory
+
+
+def test_a_context_never_creates_a_manager(monkeypatch: pytest.MonkeyPatch) -> None:
+    def forbidden(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("BotContext built a memory manager")
+
+    monkeypatch.setattr(MemoryManager, "__init__", forbidden)
+    cache = {"BTC/USDT": frame(1)}
+    context = BotContext(positions={}, df_cache=cache, regime_cache={}, config={"memory_threshold": 0.8})
+    assert context.memory_manager is None and context.df_cache is cache and context.managed_caches == {}
 
 
 def test_caches_are_registered_with_the_seeds_limits(ctx: BotContext) -> None:
@@ -136,7 +151,7 @@ def test_unknown_managed_cache_is_none(ctx: BotContext) -> None:
 
 
 def test_max_cache_entries_caps_the_managed_caches(make_context: Callable[..., BotContext]) -> None:
-    context = make_context(config={**QUIET, "max_cache_entries": 40})
+    context = make_context(memory_manager=MemoryManager(MemoryConfig(max_cache_entries=40)))
     assert context.get_managed_cache("df_cache").max_size == 40
     assert context.get_managed_cache("regime_cache").max_size == 40
 
@@ -240,52 +255,34 @@ def test_a_dropped_context_unregisters_its_caches(make_context: Callable[..., Bo
     assert manager.caches == {}
 
 
-def test_nested_memory_section_configures_the_manager(make_context: Callable[..., BotContext]) -> None:
-    context = make_context(config={"memory": {**QUIET, "memory_threshold": 0.85, "cache_size_limit_mb": 64}})
-    assert context.memory_manager.config.memory_threshold == 0.85
-    assert context.memory_manager.budget.max_bytes == 64 * 1024 * 1024
-
-
-def test_top_level_memory_keys_configure_the_manager(make_context: Callable[..., BotContext]) -> None:
-    context = make_context(config={**QUIET, "gc_threshold": 0.65, "symbols": ["BTC/USDT"]})
-    assert context.memory_manager.config.gc_threshold == 0.65
-
-
-def test_invalid_memory_setting_warns_naming_the_key_and_uses_the_default(
-    make_context: Callable[..., BotContext], caplog: pytest.LogCaptureFixture
-) -> None:
-    with caplog.at_level(logging.WARNING):
-        context = make_context(config={**QUIET, "memory_threshold": "invalid"})
-    assert context.memory_manager.config.memory_threshold == 0.8
-    assert any("memory_threshold" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
-    assert context.get_managed_cache("df_cache") is not None
-
-
-def test_register_ml_model_tracks_it_in_the_manager(ctx: BotContext) -> None:
+def test_register_ml_model_holds_it_pinned_in_the_managers_registry(ctx: BotContext) -> None:
     model = object()
     ctx.register_ml_model("scorer", model, size_estimate_mb=12)
-    manager = ctx.memory_manager
-    assert manager.ml_models["scorer"]["model"] is model
-    assert manager.ml_models["scorer"]["size_estimate_mb"] == 12
-    assert "scorer" in manager.models
-    assert ctx.get_memory_stats()["ml_models_count"] == 1
+    models = ctx.memory_manager.models
+    assert models.get("scorer") is model
+    assert (models.record("scorer").size_bytes, models.record("scorer").pinned) == (12 * MIB, True)
+    assert ctx.get_memory_stats()["models"]["scorer"]["loaded"] is True
 
 
 def test_register_ml_model_defaults_to_100_mb(ctx: BotContext) -> None:
     ctx.register_ml_model("scorer", object())
-    assert ctx.memory_manager.ml_models["scorer"]["size_estimate_mb"] == 100
+    assert ctx.memory_manager.models.record("scorer").size_bytes == 100 * MIB
 
 
-def test_update_ml_model_usage_refreshes_last_used(ctx: BotContext) -> None:
-    ctx.register_ml_model("scorer", object())
-    ctx.memory_manager.ml_models["scorer"]["last_used"] = 0.0
-    ctx.update_ml_model_usage("scorer")
-    assert ctx.memory_manager.ml_models["scorer"]["last_used"] > time.time() - 60
+def test_update_ml_model_usage_refreshes_last_used(make_context: Callable[..., BotContext]) -> None:
+    clock = FakeClock()
+    context = make_context(memory_manager=MemoryManager(MemoryConfig(), clock=clock))
+    context.register_ml_model("scorer", object())
+    clock.now += 5
+    context.update_ml_model_usage("scorer")
+    context.update_ml_model_usage("unknown")
+    assert context.memory_manager.models.record("scorer").last_used == clock.now
 
 
-def test_perform_memory_maintenance_returns_the_facades_report(ctx: BotContext) -> None:
+def test_perform_memory_maintenance_returns_the_report_with_the_seeds_keys(ctx: BotContext) -> None:
     report = ctx.perform_memory_maintenance()
     assert {"timestamp", "cache_cleanup", "ml_cleanup", "gc_collected", "memory_pressure"} <= set(report)
+    assert {"level", "usage_ratio", "cache_bytes_freed", "expired_entries"} <= set(report)
     assert "error" not in report
 
 
@@ -304,15 +301,11 @@ def test_unmanaged_context_keeps_plain_dict_caches() -> None:
     assert context.df_cache is cache and context.managed_caches == {}
 
 
-def test_a_failing_manager_leaves_a_working_context(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(config: Any) -> EnhancedMemoryManager:
-        raise RuntimeError("no manager today")
-
-    monkeypatch.setattr(phase_runner, "get_enhanced_memory_manager", broken)
-    cache = {"BTC/USDT": frame(1)}
-    context = BotContext(positions={}, df_cache=cache, regime_cache={}, config={})
-    assert context.memory_manager is None and context.df_cache is cache
-    assert "error" in context.get_memory_stats()
+def test_an_unmanaged_context_ignores_a_manager_given(memory: MemoryManager) -> None:
+    context = BotContext(
+        positions={}, df_cache={}, regime_cache={}, config={}, memory_manager=memory, manage_memory=False
+    )
+    assert context.memory_manager is None and memory.caches == {}
 
 
 def test_position_count_and_symbols(make_context: Callable[..., BotContext]) -> None:

@@ -14,6 +14,7 @@ from crypto_bot.execution import (
     RiskManager,
     check_exit,
 )
+from crypto_bot.memory import ConfigError
 
 
 def position(**overrides: object) -> Position:
@@ -131,30 +132,31 @@ def test_atr_too_large_for_a_positive_stop_is_rejected(risk: RiskManager) -> Non
 @pytest.mark.parametrize(
     ("key", "value", "allowed"),
     [
-        ("risk_per_trade_ratio", 0.5, "(0.0, 0.1]"),
-        ("risk_per_trade_ratio", 0.0, "(0.0, 0.1]"),
+        ("risk_per_trade_ratio", 0.5, "(0, 0.1]"),
+        ("risk_per_trade_ratio", 0.0, "(0, 0.1]"),
         ("max_open_positions", 0, "[1, 1000]"),
         ("max_open_positions", 2.5, "[1, 1000]"),
-        ("max_position_ratio", 1.5, "(0.0, 1.0]"),
-        ("max_drawdown_ratio", 1.0, "(0.0, 1.0)"),
-        ("stop_atr_multiple", -1.0, "(0.0, 20.0]"),
-        ("take_profit_atr_multiple", float("nan"), "(0.0, 50.0]"),
-        ("trailing_stop_ratio", 0.9, "(0.0, 0.5]"),
-        ("cash_reserve_ratio", True, "[0.0, 0.5)"),
+        ("max_position_ratio", 1.5, "(0, 1]"),
+        ("max_drawdown_ratio", 1.0, "(0, 1)"),
+        ("stop_atr_multiple", -1.0, "(0, 20]"),
+        ("take_profit_atr_multiple", float("nan"), "(0, 50]"),
+        ("trailing_stop_ratio", 0.9, "(0, 0.5] or null"),
+        ("cash_reserve_ratio", True, "[0, 0.5)"),
     ],
 )
 def test_config_error_names_the_key_and_allowed_range(key: str, value: object, allowed: str) -> None:
-    with pytest.raises(ValueError, match=key) as error:
+    with pytest.raises(ConfigError) as error:
         RiskConfig(**{key: value})
-    assert allowed in str(error.value)
+    (problem,) = error.value.problems
+    assert problem.startswith(f"invalid risk.{key}={value!r}: allowed ") and problem.endswith(allowed)
 
 
 def test_trailing_stop_can_be_disabled() -> None:
     assert RiskConfig(trailing_stop_ratio=None).trailing_stop_ratio is None
 
 
-def test_config_from_mapping_rejects_unknown_keys_by_name() -> None:
-    with pytest.raises(ValueError, match="max_positions"):
+def test_config_from_mapping_rejects_unknown_keys_suggesting_the_right_one() -> None:
+    with pytest.raises(ConfigError, match="unknown key risk.max_positions: did you mean risk.max_open_positions"):
         RiskConfig.from_mapping({"max_positions": 3})
 
 

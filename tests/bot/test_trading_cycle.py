@@ -13,7 +13,7 @@ import pytest
 from crypto_bot.bot import MODEL_NAME, TradingBot, build_market
 from crypto_bot.cache_views import CacheView
 from crypto_bot.market import MarketDataSource
-from crypto_bot.memory import PressureLevel
+from crypto_bot.memory import MemoryConfig, MemoryManager, PressureLevel
 from crypto_bot.settings import Settings, parse_settings
 from tests.bot.conftest import RecordingNotifier
 
@@ -46,7 +46,7 @@ class Session:
 
 
 @pytest.fixture
-def start(memory_singleton: None) -> Iterator[Callable[..., Session]]:
+def start() -> Iterator[Callable[..., Session]]:
     """`start(settings, **TradingBot options)`: a prepared bot; all are closed at teardown."""
     sessions: list[Session] = []
 
@@ -75,7 +75,7 @@ def test_a_cycle_runs_all_phases_and_writes_positions_to_sqlite(
     bot = session.bot
     assert [report.name for report in bot.runner.last_report] == PHASES
     assert all(report.error is None for report in bot.runner.last_report)
-    journal = Path(bot_settings.storage["journal_path"])
+    journal = Path(bot_settings.storage.journal_path)
     rows = journal_rows(journal, "SELECT id, symbol, quantity FROM positions")
     assert sorted(rows) == sorted((p.id, p.symbol, p.quantity) for p in bot.broker.positions.values())
     assert journal_rows(journal, "SELECT cash FROM account") == [(pytest.approx(bot.broker.cash),)]
@@ -91,7 +91,7 @@ def test_closed_trades_are_written_to_sqlite(start: Callable[..., Session], bot_
             break
     else:
         pytest.fail("no trade closed in 40 cycles")
-    journal = Path(bot_settings.storage["journal_path"])
+    journal = Path(bot_settings.storage.journal_path)
     trades = journal_rows(journal, "SELECT position_id, pnl, exit_reason FROM trades")
     assert len(trades) == bot.broker.trades_count
     assert sum(pnl for _, pnl, _ in trades) == pytest.approx(bot.broker.realized_pnl)
@@ -154,7 +154,7 @@ def test_pressure_during_trading_keeps_trading_and_never_drops_a_position(
         assert [r.error for r in bot.runner.last_report] == [None] * 6
         assert [r.pressure_level for r in bot.runner.last_report] == [PressureLevel.CRITICAL] * 6
     session.loop.run_until_complete(bot.runner.drain())
-    journal = Path(bot_settings.storage["journal_path"])
+    journal = Path(bot_settings.storage.journal_path)
     closed = {row[0] for row in journal_rows(journal, "SELECT position_id FROM trades")}
     assert held_before <= set(bot.broker.positions) | closed
     assert set(bot.ctx.positions) == {row[0] for row in journal_rows(journal, "SELECT id FROM positions")}
@@ -185,7 +185,7 @@ def test_cache_cleanup_keeps_df_cache_within_its_limits_with_a_rotating_universe
         position_ids |= set(session.bot.broker.positions)
     assert cache.stats()["evictions"]["size"] > 0
     assert len(session.bot.market.universe()) <= 8
-    journal = Path(settings.storage["journal_path"])
+    journal = Path(settings.storage.journal_path)
     closed = {row[0] for row in journal_rows(journal, "SELECT position_id FROM trades")}
     assert position_ids <= set(session.bot.broker.positions) | closed
 
@@ -201,7 +201,7 @@ def test_a_restarted_bot_resumes_the_open_positions(start: Callable[..., Session
     assert second.bot.broker.cash == pytest.approx(cash)
     assert second.bot.ctx.get_position_count() == len(positions)
     second.cycle()
-    journal = Path(bot_settings.storage["journal_path"])
+    journal = Path(bot_settings.storage.journal_path)
     closed = {row[0] for row in journal_rows(journal, "SELECT position_id FROM trades")}
     assert set(positions) <= set(second.bot.broker.positions) | closed
 
@@ -248,6 +248,30 @@ def test_a_held_symbol_stays_in_the_batch(start: Callable[..., Session], config_
     session.cycle()
     held = {p.symbol for p in session.bot.broker.positions.values()}
     assert held <= set(session.bot.ctx.current_batch)
+
+
+def test_the_bot_builds_its_manager_from_the_memory_settings(
+    start: Callable[..., Session], bot_settings: Settings
+) -> None:
+    bot = start(bot_settings).bot
+    assert type(bot.memory) is MemoryManager and bot.ctx.memory_manager is bot.memory
+    assert bot.memory.config is bot_settings.memory and not bot.memory.running
+
+
+def test_an_injected_manager_holds_the_bots_caches_and_model(
+    start: Callable[..., Session], bot_settings: Settings
+) -> None:
+    memory = MemoryManager(MemoryConfig(enable_background_cleanup=False, cache_size_limit_mb=64))
+    session = start(bot_settings, memory=memory)
+    session.cycle()
+    assert session.bot.ctx.memory_manager is memory and session.bot.memory is memory
+    assert set(memory.caches) == {"df_cache", "regime_cache"} and MODEL_NAME in memory.models
+    assert memory.budget.max_bytes == 64 * 1024 * 1024
+
+
+def test_an_unmanaged_bot_refuses_a_manager(bot_settings: Settings) -> None:
+    with pytest.raises(ValueError, match="manage_memory=False"):
+        TradingBot(bot_settings, memory=MemoryManager(), manage_memory=False)
 
 
 def test_unmanaged_mode_trades_without_a_manager(start: Callable[..., Session], bot_settings: Settings) -> None:

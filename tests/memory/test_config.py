@@ -149,9 +149,39 @@ def test_hysteresis_margin_ratio_must_be_below_gc_threshold() -> None:
         MemoryConfig(gc_threshold=0.3, memory_threshold=0.5, pressure_target_ratio=0.2, hysteresis_margin_ratio=0.4)
 
 
-def test_from_mapping_rejects_unknown_keys_naming_them() -> None:
-    with pytest.raises(ConfigError, match="unknown memory setting.*memory_treshold"):
+def test_from_mapping_rejects_a_misspelt_key_suggesting_the_right_one() -> None:
+    with pytest.raises(ConfigError, match="unknown key memory_treshold: did you mean memory_threshold"):
         MemoryConfig.from_mapping({"memory_treshold": 0.8})
+
+
+def test_from_mapping_lists_the_allowed_keys_for_an_unrecognisable_key() -> None:
+    with pytest.raises(ConfigError, match="unknown key colour; allowed: memory_threshold, gc_threshold"):
+        MemoryConfig.from_mapping({"colour": "red"})
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as error:
+        MemoryConfig.from_mapping({"memory_treshold": 0.8, "gc_threshold": 2, "max_cache_entries": 0})
+    assert [problem.split("=")[0].split(":")[0] for problem in error.value.problems] == [
+        "unknown key memory_treshold",
+        "invalid gc_threshold",
+        "invalid max_cache_entries",
+    ]
+
+
+def test_cross_field_rules_are_reported_together() -> None:
+    with pytest.raises(ConfigError) as error:
+        MemoryConfig(gc_threshold=0.3, memory_threshold=0.95, pressure_target_ratio=0.5, hysteresis_margin_ratio=0.4)
+    assert [problem.split()[0:2] for problem in error.value.problems] == [
+        ["thresholds", "must"],
+        ["invalid", "pressure_target_ratio=0.5:"],
+        ["invalid", "hysteresis_margin_ratio=0.4:"],
+    ]
+
+
+def test_the_config_is_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        MemoryConfig().gc_threshold = 0.5  # type: ignore[misc]
 
 
 def test_from_mapping_validates_values() -> None:

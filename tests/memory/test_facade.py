@@ -95,7 +95,6 @@ def singleton(system_memory: SystemMemory) -> Iterator[None]:
 
 
 def test_seed_names_are_importable_from_the_facade() -> None:
-    assert issubclass(EnhancedMemoryManager, MemoryManager)
     assert (ManagedCache, CacheEntry) == (memory.ManagedCache, memory.CacheEntry)
     assert issubclass(MemoryConfig, memory.MemoryConfig)
     assert callable(get_enhanced_memory_manager) and callable(reset_enhanced_memory_manager)
@@ -107,6 +106,22 @@ def test_seed_names_are_importable_from_the_facade() -> None:
         "get_enhanced_memory_manager",
         "reset_enhanced_memory_manager",
     }
+
+
+def test_the_facade_holds_a_memory_manager_rather_than_being_one(manager: EnhancedMemoryManager) -> None:
+    assert not issubclass(EnhancedMemoryManager, MemoryManager)
+    assert isinstance(manager.manager, MemoryManager)
+    assert manager.policy is manager.manager.policy and manager.config is manager.manager.config
+
+
+def test_the_held_managers_api_is_reachable_through_the_facade(manager: EnhancedMemoryManager) -> None:
+    cache = manager.register_cache("quotes")
+    assert manager.manager.get_cache("quotes") is cache and manager.caches == {"quotes": cache}
+    replacement = FakeProbe(usage_ratio=0.55)
+    manager.probe = replacement
+    assert manager.manager.probe is replacement and manager.read_memory().usage_ratio == 0.55
+    with pytest.raises(AttributeError):
+        manager._slots  # noqa: B018 - the manager's private state is not the facade's
 
 
 def test_memory_config_accepts_the_seed_keys_as_keywords() -> None:
