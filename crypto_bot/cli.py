@@ -183,11 +183,13 @@ async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: flo
 
 
 def _announce(settings: Settings) -> None:
+    from crypto_bot.memory import cache_backend
+
     journal = Path(settings.storage.journal_path)
     banner = (
         f"PAPER TRADING - simulated fills, no real orders. Market: {settings.market.source}, "
         f"{len(settings.symbols)} symbols, timeframes {', '.join(settings.timeframes)}, "
-        f"starting balance {settings.paper.starting_balance:.2f}, journal {journal}"
+        f"starting balance {settings.paper.starting_balance:.2f}, journal {journal}, cache store {cache_backend()}"
     )
     print("=" * len(banner), banner, "=" * len(banner), sep="\n", flush=True)
     logger.info(banner)
