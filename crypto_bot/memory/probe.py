@@ -1,8 +1,11 @@
 """Memory readings for this process: its RSS, its own cgroup's limit and usage, and the host's.
 
 Covers: locating the process's own memory cgroup (v1 or v2, nested, seen from inside a container),
-reading its limit, high mark, usage, working set, OOM kills and PSI, and folding them with the
-host figures into one effective limit and one usage ratio. Sources are opened once and re-read
+reading its limit, high mark, usage, working set, OOM kills and PSI, and comparing each limit with
+the memory it bounds: the process limit with the process's RSS, the cgroup limit with the
+cgroup's working set, the host total with host usage. The usage ratio is the largest of those
+ratios and the reading names the one that set it (``MemoryReading.limiting``): other processes
+and page cache in our cgroup never count against a limit meant for this process alone (issue 11). Sources are opened once and re-read
 with ``pread``, so a reading costs a handful of syscalls; when a cgroup vanishes (ENODEV after its
 rmdir) or the process forks, the probe resolves its files again.
 Not covered: what to do about the numbers (``crypto_bot.memory.pressure``) or freeing memory
@@ -27,7 +30,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import psutil
 
@@ -49,17 +52,37 @@ _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 
 _T = TypeVar("_T")
 
+LimitSource = Literal["process", "cgroup", "host", "system_percent"]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitUsage:
+    """One limit and the memory it bounds: ``used_bytes / limit_bytes == ratio``.
+
+    Sources: ``process`` (RSS against process_limit_bytes), ``cgroup`` (the cgroup's working set,
+    or our RSS where memory.stat is unreadable, against the smallest limit on the cgroup's path),
+    ``host`` (host usage against host total), ``system_percent`` (the host's percent used, with no
+    plausible total to turn it into bytes: both byte figures are None).
+    """
+
+    source: LimitSource
+    used_bytes: int | None
+    limit_bytes: int | None
+    ratio: float
+
 
 @dataclass(frozen=True, slots=True)
 class MemoryReading:
     """One snapshot; sizes in bytes, None where the source is absent or unreadable.
 
     ``working_set_bytes`` is cgroup usage minus inactive file cache (reclaimable page cache).
-    ``limit_bytes`` is the smallest of process_limit_bytes, the cgroup limit and host total;
-    ``usage_ratio`` = max(system_percent / 100, working set (RSS without one) / limit_bytes), or
-    system_percent / 100 alone when no limit is known.
+    ``usages`` compares each known limit with the memory it bounds (see LimitUsage);
+    ``usage_ratio`` is the largest of their ratios and ``limiting`` the usage that set it (None
+    without any). ``limit_bytes`` is the tightest figure any source allows (the smallest of
+    process_limit_bytes, the cgroup limit and host total), not necessarily the limiting one.
     ``system_percent`` and ``psi_some_avg10`` are percentages (0-100) as the kernel reports them.
     Host figures that cannot be real are None (see ``_host_figures``).
+    The fields after ``cgroup_version`` have defaults so that stand-in readings may leave them out.
     """
 
     rss_bytes: int | None
@@ -75,6 +98,13 @@ class MemoryReading:
     limit_bytes: int | None
     usage_ratio: float | None
     cgroup_version: int | None
+    process_limit_bytes: int | None = None
+    usages: tuple[LimitUsage, ...] = ()
+    limiting: LimitUsage | None = None
+
+    def usage(self, source: LimitSource) -> LimitUsage | None:
+        """The usage of one source, or None where that limit is unknown."""
+        return next((usage for usage in self.usages if usage.source == source), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +225,7 @@ class MemoryProbe:
 
     @property
     def process_limit_bytes(self) -> int | None:
-        """A limit below the cgroup's and the host's, or None; at most 2**50 bytes."""
+        """A limit on this process's RSS (compared with nothing else), or None; at most 2**50 bytes."""
         return self._process_limit_bytes
 
     @process_limit_bytes.setter
@@ -296,8 +326,17 @@ class MemoryProbe:
             if usage_bytes is None or inactive_file_bytes is None
             else max(usage_bytes - inactive_file_bytes, 0)
         )
-        limit_bytes = _smallest((self.process_limit_bytes, cgroup_limit_bytes, total_bytes))
-        used_bytes = working_set_bytes if working_set_bytes is not None else rss_bytes
+        process_limit_bytes = self.process_limit_bytes
+        usages = limit_usages(
+            rss_bytes=rss_bytes,
+            process_limit_bytes=process_limit_bytes,
+            cgroup_used_bytes=working_set_bytes if working_set_bytes is not None else rss_bytes,
+            cgroup_limit_bytes=cgroup_limit_bytes,
+            system_total_bytes=total_bytes,
+            system_available_bytes=available_bytes,
+            system_percent=system_percent,
+        )
+        limiting = _largest(usages)
         return MemoryReading(
             rss_bytes=rss_bytes,
             system_total_bytes=total_bytes,
@@ -309,9 +348,12 @@ class MemoryProbe:
             working_set_bytes=working_set_bytes,
             oom_kills=self._value(self._events, _parse_keyed, b"oom_kill"),
             psi_some_avg10=self._value(self._psi, _parse_psi_some_avg10),
-            limit_bytes=limit_bytes,
-            usage_ratio=_usage_ratio(system_percent, used_bytes, limit_bytes),
+            limit_bytes=_smallest((process_limit_bytes, cgroup_limit_bytes, total_bytes)),
+            usage_ratio=None if limiting is None else limiting.ratio,
             cgroup_version=None if self.location is None else self.location.version,
+            process_limit_bytes=process_limit_bytes,
+            usages=usages,
+            limiting=limiting,
         )
 
     def _read_rss_bytes(self) -> int | None:
@@ -561,13 +603,45 @@ def _smallest(values: Iterable[int | None]) -> int | None:
     return min((value for value in values if value is not None), default=None)
 
 
-def _usage_ratio(
-    system_percent: float | None, used_bytes: int | None, limit_bytes: int | None
-) -> float | None:
-    """The tighter of host usage and our usage against the effective limit; host usage alone without a limit."""
-    candidates = []
+def limit_usages(
+    *,
+    rss_bytes: int | None,
+    process_limit_bytes: int | None,
+    cgroup_used_bytes: int | None,
+    cgroup_limit_bytes: int | None,
+    system_total_bytes: int | None,
+    system_available_bytes: int | None,
+    system_percent: float | None,
+) -> tuple[LimitUsage, ...]:
+    """Each known limit against the memory it bounds, in the order process, cgroup, host.
+
+    The process limit bounds this process alone, so it is compared with our RSS, never with the
+    cgroup's working set: other processes and page cache in the same cgroup once put a 197 MiB
+    process under pressure at a 700 MiB process limit (issue 11). Host usage is the host's own
+    percent used where psutil gives one (it counts what the kernel can reclaim as available),
+    else total minus available.
+    """
+    usages: list[LimitUsage] = []
+    if process_limit_bytes is not None and rss_bytes is not None:
+        usages.append(LimitUsage("process", rss_bytes, process_limit_bytes, rss_bytes / process_limit_bytes))
+    if cgroup_limit_bytes is not None and cgroup_used_bytes is not None:
+        usages.append(LimitUsage("cgroup", cgroup_used_bytes, cgroup_limit_bytes, cgroup_used_bytes / cgroup_limit_bytes))
     if system_percent is not None:
-        candidates.append(system_percent / 100.0)
-    if used_bytes is not None and limit_bytes is not None:
-        candidates.append(used_bytes / limit_bytes)
-    return max(candidates, default=None)
+        ratio = system_percent / 100.0
+        if system_total_bytes is None:
+            usages.append(LimitUsage("system_percent", None, None, ratio))
+        else:
+            usages.append(LimitUsage("host", round(ratio * system_total_bytes), system_total_bytes, ratio))
+    elif system_total_bytes is not None and system_available_bytes is not None:
+        used_bytes = max(system_total_bytes - system_available_bytes, 0)
+        usages.append(LimitUsage("host", used_bytes, system_total_bytes, used_bytes / system_total_bytes))
+    return tuple(usages)
+
+
+def _largest(usages: Iterable[LimitUsage]) -> LimitUsage | None:
+    """The usage with the largest ratio; on a tie the first (process before cgroup before host)."""
+    largest: LimitUsage | None = None
+    for usage in usages:
+        if largest is None or usage.ratio > largest.ratio:
+            largest = usage
+    return largest

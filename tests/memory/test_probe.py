@@ -13,7 +13,7 @@ from unittest.mock import MagicMock
 import psutil
 import pytest
 
-from crypto_bot.memory.probe import MemoryProbe, MemoryReading, locate_memory_cgroup, read_memory
+from crypto_bot.memory.probe import LimitUsage, MemoryProbe, MemoryReading, locate_memory_cgroup, read_memory
 from tests.cgroup_util import CgroupUnavailable, child_memory_cgroup
 
 GIB = 1024**3
@@ -441,6 +441,99 @@ def test_usage_ratio_uses_rss_without_cgroup(tmp_path: Path, host: SimpleNamespa
     write_files(tmp_path, {"proc/self/statm": "0 256 0 0 0 0 0\n"})
     expected = 256 * PAGE_BYTES / (GIB // 2)
     assert read(tmp_path, process_limit_bytes=GIB // 2).usage_ratio == expected
+
+
+# each limit against the memory it bounds (issue 11, section 6)
+
+
+def rss_pages(size_bytes: int) -> str:
+    """A statm line whose resident field is size_bytes (rounded down to pages)."""
+    return f"90000 {size_bytes // PAGE_BYTES} 300 1 0 2000 0\n"
+
+
+def test_process_limit_is_compared_with_rss_not_the_cgroups_working_set(tmp_path: Path, host: SimpleNamespace) -> None:
+    # The reported case: a 197 MiB process under pressure at a 700 MiB process limit, because other
+    # processes and page cache in its cgroup (650 MiB working set) were counted against it.
+    v1_tree(tmp_path, usage_bytes=750 * MIB, inactive_file_bytes=100 * MIB, limits={"/bots/alpha": str(4 * GIB)})
+    write_files(tmp_path, {"proc/self/statm": rss_pages(197 * MIB)})
+    reading = read(tmp_path, process_limit_bytes=700 * MIB)
+    assert reading.usage("process") == LimitUsage("process", 197 * MIB, 700 * MIB, 197 / 700)
+    assert reading.limiting == reading.usage("process") and reading.usage_ratio == 197 / 700
+
+
+def test_cgroup_limit_is_compared_with_the_cgroups_working_set(tmp_path: Path, host: SimpleNamespace) -> None:
+    v1_tree(tmp_path, usage_bytes=1000 * MIB, inactive_file_bytes=100 * MIB)
+    write_files(tmp_path, {"proc/self/statm": rss_pages(200 * MIB)})
+    reading = read(tmp_path, process_limit_bytes=700 * MIB)
+    assert reading.usage("cgroup") == LimitUsage("cgroup", 900 * MIB, GIB, 900 / 1024)
+    assert reading.limiting == reading.usage("cgroup") and reading.usage_ratio == 900 / 1024
+
+
+def test_host_total_is_compared_with_host_usage(tmp_path: Path, host: SimpleNamespace) -> None:
+    host.percent = 85.0
+    v1_tree(tmp_path)
+    reading = read(tmp_path, process_limit_bytes=700 * MIB)
+    expected = LimitUsage("host", round(0.85 * HOST_TOTAL_BYTES), HOST_TOTAL_BYTES, 0.85)
+    assert (reading.usage("host"), reading.limiting, reading.usage_ratio) == (expected, expected, 0.85)
+
+
+def test_host_usage_is_total_minus_available_without_a_percent(tmp_path: Path, host: SimpleNamespace) -> None:
+    host.percent, host.available = None, HOST_TOTAL_BYTES // 4
+    no_cgroup_limit(tmp_path)
+    usage = read(tmp_path).usage("host")
+    assert usage == LimitUsage("host", HOST_TOTAL_BYTES * 3 // 4, HOST_TOTAL_BYTES, 0.75)
+
+
+def test_reading_lists_every_known_limit_in_order(tmp_path: Path, host: SimpleNamespace) -> None:
+    v1_tree(tmp_path)
+    reading = read(tmp_path, process_limit_bytes=700 * MIB)
+    assert [usage.source for usage in reading.usages] == ["process", "cgroup", "host"]
+    assert reading.process_limit_bytes == 700 * MIB
+
+
+def test_no_process_limit_means_no_process_usage(tmp_path: Path, host: SimpleNamespace) -> None:
+    v1_tree(tmp_path)
+    reading = read(tmp_path)
+    assert (reading.usage("process"), reading.process_limit_bytes) == (None, None)
+
+
+def test_unlimited_cgroup_has_no_cgroup_usage(tmp_path: Path, host: SimpleNamespace) -> None:
+    no_cgroup_limit(tmp_path)
+    assert read(tmp_path).usage("cgroup") is None
+
+
+def test_cgroup_usage_falls_back_to_rss_without_memory_stat(tmp_path: Path, host: SimpleNamespace) -> None:
+    own = v1_tree(tmp_path)
+    (own / "memory.stat").unlink()
+    reading = read(tmp_path)
+    assert reading.usage("cgroup") == LimitUsage("cgroup", 2500 * PAGE_BYTES, GIB, 2500 * PAGE_BYTES / GIB)
+
+
+def test_system_percent_without_a_host_total_is_its_own_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(percent=50.0))
+    no_cgroup_limit(tmp_path)
+    reading = read(tmp_path)
+    assert reading.limiting == LimitUsage("system_percent", None, None, 0.5)
+
+
+def test_equal_ratios_name_the_process_limit(tmp_path: Path, host: SimpleNamespace) -> None:
+    v1_tree(tmp_path, usage_bytes=612 * MIB, inactive_file_bytes=100 * MIB)  # cgroup: 512 MiB of 1 GiB
+    write_files(tmp_path, {"proc/self/statm": rss_pages(256 * MIB)})
+    reading = read(tmp_path, process_limit_bytes=512 * MIB)
+    assert (reading.limiting.source, reading.usage_ratio) == ("process", 0.5)
+
+
+def test_without_any_limit_or_percent_nothing_is_limiting(tmp_path: Path, host: SimpleNamespace) -> None:
+    host.total, host.percent = 1, 250.0
+    no_cgroup_limit(tmp_path)
+    reading = read(tmp_path)
+    assert (reading.usages, reading.limiting, reading.usage_ratio) == ((), None, None)
+
+
+def test_real_process_limit_is_compared_with_the_real_rss() -> None:
+    reading = read_memory(process_limit_bytes=MIB)
+    assert reading.limiting is not None and reading.limiting.source == "process"
+    assert reading.usage_ratio == reading.rss_bytes / MIB
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, 1.5, "1G", 2**50 + 1])
