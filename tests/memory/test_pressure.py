@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from crypto_bot.memory import reclaim
-from crypto_bot.memory.pressure import PressureLevel, PressurePolicy
+from crypto_bot.memory.pressure import ClearingPass, PressureLevel, PressurePolicy, Thrashing, ThrashWatch
 from crypto_bot.memory.reclaim import collect_garbage
 from tests.fakes import FakeClock
 
@@ -107,6 +107,29 @@ def test_classify_applies_hysteresis_without_changing_level(policy: PressurePoli
 def test_zero_margin_leaves_a_level_just_below_its_threshold(clock: FakeClock) -> None:
     policy = PressurePolicy(margin_ratio=0.0, clock=clock)
     assert walk(policy, [0.8, 0.7999]) == [PRESSURE, GC]
+
+
+def test_decision_says_when_hysteresis_held_the_level(policy: PressurePolicy) -> None:
+    entered = assess(policy, 0.82)
+    held = assess(policy, 0.77)
+    assert (entered.held_by_hysteresis, held.held_by_hysteresis, held.level) == (False, True, PRESSURE)
+
+
+def test_a_level_the_ratio_enters_itself_is_not_held(policy: PressurePolicy) -> None:
+    assess(policy, 0.95)
+    decision = assess(policy, 0.82)
+    assert (decision.level, decision.held_by_hysteresis) == (PRESSURE, False)
+
+
+def test_last_decision_is_the_one_that_set_the_level(policy: PressurePolicy) -> None:
+    assert policy.last_decision is None
+    decision = assess(policy, 0.82)
+    policy.classify(0.3)
+    assert policy.last_decision is decision
+
+
+def test_thresholds_name_the_entry_ratio_of_each_level(policy: PressurePolicy) -> None:
+    assert policy.thresholds == {CRITICAL: 0.9, PRESSURE: 0.8, GC: 0.7}
 
 
 # actions per tier
@@ -299,6 +322,130 @@ def test_invalid_sizes_are_named(policy: PressurePolicy, kwargs: dict, name: str
 def test_invalid_gc_record_is_named(policy: PressurePolicy, started_at: float, seconds: float, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         policy.record_gc(started_at, seconds)
+
+
+# ThrashWatch: a budget that clears what the process loads again, pass after pass
+
+
+CACHE_BYTES = 4 * MIB
+MODEL_BYTES = MIB
+
+
+@pytest.fixture
+def watch() -> ThrashWatch:
+    return ThrashWatch(memory_threshold=0.8, passes=3)
+
+
+def clearing(
+    level: PressureLevel = CRITICAL, *, cache: int = CACHE_BYTES, model: int = MODEL_BYTES, floor: int = 200 * MIB
+) -> ClearingPass:
+    """A pass that found `cache` and `model` bytes loaded and freed all of them."""
+    return ClearingPass(
+        level, cache, model, cache, model, floor_bytes=floor, limit_bytes=50 * MIB, limit_source="process"
+    )
+
+
+def quiet(level: PressureLevel) -> ClearingPass:
+    """A pass that freed nothing."""
+    return ClearingPass(level, 0, 0)
+
+
+def observe_all(watch: ThrashWatch, passes: list[ClearingPass]) -> list[str]:
+    """What each pass changed: "started", "stopped" or ""."""
+    changes = []
+    for one in passes:
+        verdict = watch.observe(one)
+        changes.append("started" if verdict.started else "stopped" if verdict.stopped else "")
+    return changes
+
+
+def test_clearing_what_came_back_pass_after_pass_is_thrashing(watch: ThrashWatch) -> None:
+    # The first clear starts the run; each later one cleared what the process had loaded again.
+    assert observe_all(watch, [clearing()] * 4) == ["", "", "", "started"]
+
+
+def test_thrashing_is_reported_once_while_it_lasts(watch: ThrashWatch) -> None:
+    assert observe_all(watch, [clearing()] * 8).count("started") == 1
+    assert watch.thrashing is not None and watch.thrashing.passes == 7
+
+
+def test_a_pass_below_pressure_stops_it_and_a_new_run_starts_it_again(watch: ThrashWatch) -> None:
+    changes = observe_all(watch, [clearing()] * 4 + [quiet(GC)] + [clearing()] * 4)
+    assert changes == ["", "", "", "started", "stopped", "", "", "", "started"]
+
+
+def test_a_pass_below_pressure_breaks_a_run_before_it_counts(watch: ThrashWatch) -> None:
+    assert observe_all(watch, [clearing()] * 3 + [quiet(NORMAL)] + [clearing()] * 3) == [""] * 7
+
+
+def test_passes_that_free_nothing_neither_count_nor_break_the_run(watch: ThrashWatch) -> None:
+    # Several passes to a cycle: the ones that find nothing come back yet are neutral.
+    run = [clearing(), quiet(CRITICAL), clearing(), quiet(CRITICAL), clearing(), quiet(PRESSURE), clearing()]
+    assert observe_all(watch, run)[-1] == "started"
+
+
+def test_freeing_what_was_never_cleared_before_is_not_thrashing(watch: ThrashWatch) -> None:
+    # PRESSURE shrinking an old cache a slice at a time: nothing freed had come back after a clear.
+    slices = [ClearingPass(PRESSURE, 40 * MIB - step * MIB, 0, MIB, 0) for step in range(8)]
+    assert observe_all(watch, slices) == [""] * 8
+
+
+def test_thrashing_carries_the_limit_floor_and_reloaded_bytes(watch: ThrashWatch) -> None:
+    observe_all(watch, [clearing(floor=210 * MIB), clearing(floor=200 * MIB), clearing(), clearing(model=2 * MIB)])
+    assert watch.thrashing == Thrashing(
+        passes=3,
+        level=CRITICAL,
+        limit_source="process",
+        limit_bytes=50 * MIB,
+        floor_bytes=200 * MIB,
+        cache_reloaded_bytes=CACHE_BYTES,
+        model_reloaded_bytes=2 * MIB,
+        memory_threshold=0.8,
+    )
+
+
+def test_only_what_came_back_since_the_previous_clear_counts_as_reloaded(watch: ThrashWatch) -> None:
+    # A model that stayed loaded (pinned) is not reloaded: it was left by the previous clear.
+    pinned = 3 * MIB
+    run = [ClearingPass(CRITICAL, CACHE_BYTES, pinned + MODEL_BYTES, CACHE_BYTES, MODEL_BYTES)] * 4
+    observe_all(watch, run)
+    assert (watch.thrashing.cache_reloaded_bytes, watch.thrashing.model_reloaded_bytes) == (CACHE_BYTES, MODEL_BYTES)
+
+
+@pytest.mark.parametrize(
+    ("floor_bytes", "cache_bytes", "model_bytes", "stopping_mib"),
+    [
+        (200 * MIB, MIB, MIB // 2, 252),  # 201.5 MiB / 0.8 = 251.9 MiB, rounded up
+        (78 * MIB, 2 * MIB, 0, 101),  # 80 MiB / 0.8 = 100 MiB exactly: at 100 MiB PRESSURE is entered
+    ],
+)
+def test_stopping_limit_holds_the_reloaded_working_set_below_pressure(
+    floor_bytes: int, cache_bytes: int, model_bytes: int, stopping_mib: int
+) -> None:
+    thrashing = Thrashing(3, CRITICAL, "process", 50 * MIB, floor_bytes, cache_bytes, model_bytes, 0.8)
+    assert thrashing.needed_bytes == floor_bytes + cache_bytes + model_bytes
+    assert thrashing.stopping_limit_bytes == stopping_mib * MIB
+    assert thrashing.needed_bytes < 0.8 * thrashing.stopping_limit_bytes
+    assert thrashing.needed_bytes >= 0.8 * (thrashing.stopping_limit_bytes - MIB)
+
+
+def test_stopping_limit_is_unknown_without_a_floor() -> None:
+    thrashing = Thrashing(3, CRITICAL, "system_percent", None, None, MIB, 0, 0.8)
+    assert (thrashing.needed_bytes, thrashing.stopping_limit_bytes) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [({"memory_threshold": 0.0}, "memory_threshold"), ({"memory_threshold": 0.8, "passes": 0}, "passes")],
+)
+def test_invalid_watch_argument_is_named(kwargs: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=f"{name} must be"):
+        ThrashWatch(**kwargs)
+
+
+def test_invalid_pass_figure_is_named(watch: ThrashWatch) -> None:
+    with pytest.raises(ValueError, match="cache_bytes_freed must be a number of bytes"):
+        watch.observe(ClearingPass(CRITICAL, 0, 0, cache_bytes_freed=-1))
 
 
 # collect_garbage (reclaim.py)
