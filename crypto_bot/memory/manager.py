@@ -4,8 +4,12 @@ It turns readings into actions: expiry on a cadence, idle models unloaded, the p
 (collect, shrink the lowest-priority caches, clear everything and alert), leak checks, and a
 daemon thread that does all of that every `maintenance_interval_seconds`. Trading state never
 lives here: positions and orders are not in any cache, so no tier can evict them.
+A limit too small for the work makes every pass clear what the process loads again; the manager
+says so once (a warning and an alert) with the figures and the limit that would stop it, and
+again only after it stopped and started anew. Its stats show each limit with the memory it
+bounds, which one set the level, and the ratio, thresholds and hysteresis the level came from.
 
-See also: `pressure.py` (the tier decisions, pure logic), `probe.py` (the readings),
+See also: `pressure.py` (the tier decisions and the thrash watch, pure logic), `probe.py` (the readings),
 `models.py` (the model lifecycle), `leaks.py` (growth and release checks), and
 `crypto_bot.utils.enhanced_memory_manager` (the seed-compatible facade over this class).
 """
@@ -28,8 +32,8 @@ from .cache import ManagedCache, RemovalCause
 from .config import MemoryConfig
 from .leaks import AllocationGrowth, LeakDetector, ReleaseWatch, diagnose
 from .models import ModelRegistry
-from .pressure import PressureDecision, PressureLevel, PressurePolicy
-from .probe import MemoryProbe, MemoryReading
+from .pressure import ClearingPass, PressureDecision, PressureLevel, PressurePolicy, Thrashing, ThrashWatch
+from .probe import LimitUsage, MemoryProbe, MemoryReading
 from .reclaim import collect_garbage
 from .units import MIB as _MIB
 from .units import format_mib as _mib
@@ -40,6 +44,20 @@ logger = logging.getLogger(__name__)
 _EVICTION_CAUSES = frozenset({RemovalCause.SIZE, RemovalCause.PRESSURE, RemovalCause.EXPIRED})
 
 AlertCallback = Callable[[str, dict[str, Any]], None]
+
+# Passes in a row that clear what came back since the previous clear before the budget counts as
+# thrashing: one or two can be a burst (a big backfill); three more after the first clear cannot.
+THRASH_PASSES = 3
+
+# How each limit is named in messages, and what it is compared with (probe.LimitUsage.source).
+_LIMIT_NAMES = {
+    "process": "the process limit",
+    "cgroup": "the cgroup limit",
+    "host": "host memory",
+    "system_percent": "host memory",
+    None: "the limit",
+}
+_MEASURES = {"process": "RSS", "cgroup": "cgroup working set", "host": "host usage", None: "usage"}
 
 
 @dataclass(slots=True)
@@ -86,6 +104,7 @@ class MemoryManager:
     models: ModelRegistry
     probe: MemoryProbe
     policy: PressurePolicy
+    thrash_watch: ThrashWatch
     leaks: LeakDetector
     release_watch: ReleaseWatch
 
@@ -115,11 +134,15 @@ class MemoryManager:
             rss_probe=self.probe.rss_bytes,
         )
         self.policy = self._build_policy()
+        self.thrash_watch = self._build_thrash_watch()
         self.leaks = self._build_leak_detector()
         self.release_watch = ReleaseWatch()
         self._alert_callbacks: list[AlertCallback] = [on_alert] if on_alert is not None else []
         self.history: deque[MonitoringRecord] = deque(maxlen=history_size)
         self.last_reading: MemoryReading | None = None
+        # The reading the policy's level was decided on, and when (the manager's clock).
+        self.level_reading: MemoryReading | None = None
+        self._level_decided_at: float | None = None
         self.last_report: MaintenanceReport | None = None
         self.maintenance_runs = 0
         self.pressure_events = 0
@@ -143,6 +166,12 @@ class MemoryManager:
             clock=self._clock,
         )
 
+    def _build_thrash_watch(self) -> ThrashWatch:
+        c = self.config
+        return ThrashWatch(
+            memory_threshold=c.memory_threshold, margin_ratio=c.hysteresis_margin_ratio, passes=THRASH_PASSES
+        )
+
     def _build_leak_detector(self) -> LeakDetector:
         c = self.config
         return LeakDetector(
@@ -161,6 +190,8 @@ class MemoryManager:
             if self.probe is self._own_probe:
                 self.probe.process_limit_bytes = config.process_memory_limit_bytes
             self.policy = self._build_policy()
+            self.thrash_watch = self._build_thrash_watch()
+            self.level_reading = self._level_decided_at = None
             self.leaks = self._build_leak_detector()
             # A shorter interval takes effect now, not after the pass scheduled under the old one.
             now = self._clock()
@@ -263,18 +294,25 @@ class MemoryManager:
         started = time.perf_counter()
         now = self._clock()
         reading = self.read_memory()
-        managed = self.cache_bytes + self.models.loaded_bytes
-        # Without a usage figure there is no tier to act on; the cadence work below still runs.
-        decision = (
-            None
-            if reading.usage_ratio is None
-            else self.policy.assess(reading.usage_ratio, limit_bytes=reading.limit_bytes, managed_bytes=managed)
-        )
-        level = self.policy.level if decision is None else decision.level
-        report = MaintenanceReport(timestamp=time.time(), level=level, usage_ratio=reading.usage_ratio)
         with self._lock:
+            cache_bytes_before, model_bytes_before = self.cache_bytes, self.models.loaded_bytes
+            # Without a usage figure there is no tier to act on; the cadence work below still runs.
+            # Assessed under the lock, so that level_reading is the reading of policy.last_decision.
+            decision = (
+                None
+                if reading.usage_ratio is None
+                else self.policy.assess(
+                    reading.usage_ratio,
+                    limit_bytes=_limiting_limit_bytes(reading),
+                    managed_bytes=cache_bytes_before + model_bytes_before,
+                )
+            )
+            level = self.policy.level if decision is None else decision.level
+            report = MaintenanceReport(timestamp=time.time(), level=level, usage_ratio=reading.usage_ratio)
             if decision is not None:
+                self.level_reading, self._level_decided_at = reading, now
                 self._apply_decision(decision, reading, report)
+                self._watch_thrashing(decision, reading, report, cache_bytes_before, model_bytes_before)
             if now >= self._next_cache_cleanup:
                 self._next_cache_cleanup = now + self.config.cache_cleanup_interval
                 report.expired_entries = self.cleanup_expired()
@@ -308,6 +346,66 @@ class MemoryManager:
             report.gc_collected, report.gc_seconds = result.collected, result.seconds
         if decision.alert:
             self._alert(decision, reading, report)
+
+    def _watch_thrashing(
+        self,
+        decision: PressureDecision,
+        reading: MemoryReading,
+        report: MaintenanceReport,
+        cache_bytes_before: int,
+        model_bytes_before: int,
+    ) -> None:
+        """Feed the pass to the thrash watch; say once when thrashing starts, and when it stops."""
+        cache_freed, model_freed = report.cache_bytes_freed, report.model_bytes_freed
+        floor_bytes = None
+        if decision.level >= PressureLevel.PRESSURE and (cache_freed or model_freed):
+            floor_bytes = self._usage_after_clearing(reading)
+        verdict = self.thrash_watch.observe(
+            ClearingPass(
+                decision.level,
+                cache_bytes_before,
+                model_bytes_before,
+                cache_freed,
+                model_freed,
+                floor_bytes=floor_bytes,
+                limit_bytes=_limiting_limit_bytes(reading),
+                limit_source=None if reading.limiting is None else reading.limiting.source,
+            )
+        )
+        if verdict.started:
+            self._alert_thrashing(verdict.thrashing)
+        elif verdict.stopped:
+            logger.info(
+                "memory budget no longer thrashing: %s at %.0f%% of %s",
+                decision.level.name,
+                100 * decision.usage_ratio,
+                _LIMIT_NAMES[None if reading.limiting is None else reading.limiting.source],
+            )
+
+    def _usage_after_clearing(self, reading: MemoryReading) -> int | None:
+        """The limiting figure again, after the tiers ran: what the process uses without what they freed."""
+        after = self.probe.read()
+        if reading.limiting is None:  # a reading without usages (a stand-in probe): the old measure
+            return after.working_set_bytes if after.working_set_bytes is not None else after.rss_bytes
+        usage = after.usage(reading.limiting.source)
+        return None if usage is None else usage.used_bytes
+
+    def _alert_thrashing(self, thrashing: Thrashing) -> None:
+        details = {
+            "kind": "thrashing",
+            "level": thrashing.level.name,
+            "passes": thrashing.passes,
+            "limiting": thrashing.limit_source,
+            "limit_bytes": thrashing.limit_bytes,
+            "floor_bytes": thrashing.floor_bytes,
+            "cache_reloaded_bytes": thrashing.cache_reloaded_bytes,
+            "model_reloaded_bytes": thrashing.model_reloaded_bytes,
+            "needed_bytes": thrashing.needed_bytes,
+            "stopping_limit_bytes": thrashing.stopping_limit_bytes,
+            "memory_threshold": thrashing.memory_threshold,
+            "leave_ratio": thrashing.leave_ratio,
+        }
+        self._send_alert(describe_thrashing(thrashing), details)
 
     def _unload(self, report: MaintenanceReport, unload: Callable[[], int]) -> None:
         loaded_before = sum(1 for record in self.models.records() if record.loaded)
@@ -343,21 +441,28 @@ class MemoryManager:
         self._alert_callbacks.append(callback)
 
     def _alert(self, decision: PressureDecision, reading: MemoryReading, report: MaintenanceReport) -> None:
+        source = None if reading.limiting is None else reading.limiting.source
+        limit_bytes = _limiting_limit_bytes(reading)
         details = {
+            "kind": "pressure",
             "level": decision.level.name,
             "usage_ratio": reading.usage_ratio,
+            "limiting": source,
             "working_set_bytes": reading.working_set_bytes,
             "rss_bytes": reading.rss_bytes,
-            "limit_bytes": reading.limit_bytes,
+            "limit_bytes": limit_bytes,
             "cache_bytes_freed": report.cache_bytes_freed,
             "model_bytes_freed": report.model_bytes_freed,
         }
         message = (
-            f"memory {decision.level.name} at {reading.usage_ratio:.0%} of the limit: "
+            f"memory {decision.level.name} at {reading.usage_ratio:.0%} of {_LIMIT_NAMES[source]}: "
             f"rss {_mib(reading.rss_bytes)}, working set {_mib(reading.working_set_bytes)}, "
-            f"limit {_mib(reading.limit_bytes)}; freed {_mib(report.cache_bytes_freed)} of caches and "
+            f"limit {_mib(limit_bytes)}; freed {_mib(report.cache_bytes_freed)} of caches and "
             f"{_mib(report.model_bytes_freed)} of models"
         )
+        self._send_alert(message, details)
+
+    def _send_alert(self, message: str, details: dict[str, Any]) -> None:
         logger.warning(message)
         self.alerts_sent += 1
         for callback in list(self._alert_callbacks):
@@ -414,10 +519,14 @@ class MemoryManager:
         caches = {name: slot.cache.stats() for name, slot in list(self._slots.items())}
         records = self.models.records()
         leak = self.leaks.report()
+        thrashing = self.thrash_watch.thrashing
         return {
             "timestamp": time.time(),
             "reading": reading,
             "pressure_level": self.policy.level.name,
+            "pressure": self._pressure_stats(reading),
+            "limits": limit_stats(reading),
+            "thrashing": None if thrashing is None else self._thrashing_stats(thrashing),
             "usage_ratio": reading.usage_ratio,
             "limit_bytes": reading.limit_bytes,
             "unmanaged_bytes": self.unmanaged_bytes(reading),
@@ -434,6 +543,50 @@ class MemoryManager:
             "leak_slope_bytes_per_hour": leak.slope_bytes_per_unit,
         }
 
+    def _pressure_stats(self, reading: MemoryReading) -> dict[str, Any]:
+        """The level with the figures it was computed from, and the level this reading would lead to.
+
+        The level is the latest pass's, decided on that pass's reading: a newer reading beside it
+        may well call for another one (the next pass moves there), and hysteresis holds a level
+        until the ratio is a margin below the level's threshold.
+        """
+        policy = self.policy
+        decision = policy.last_decision
+        decided_by = None
+        if decision is not None and self.level_reading is not None and self._level_decided_at is not None:
+            limiting = self.level_reading.limiting
+            decided_by = {
+                "usage_ratio": decision.usage_ratio,
+                "limiting": None if limiting is None else limiting.source,
+                "used_bytes": None if limiting is None else limiting.used_bytes,
+                "limit_bytes": _limiting_limit_bytes(self.level_reading),
+                "seconds_ago": self._clock() - self._level_decided_at,
+            }
+        held = decision is not None and decision.held_by_hysteresis
+        return {
+            "level": policy.level.name,
+            "decided_by": decided_by,
+            "thresholds": {level.name: ratio for level, ratio in sorted(policy.thresholds.items())},
+            "held_by_hysteresis": held,
+            # Held: the level is left once the ratio falls below this (its threshold minus the margin).
+            "held_until_below_ratio": policy.thresholds[policy.level] - policy.margin_ratio if held else None,
+            "hysteresis_margin_ratio": policy.margin_ratio,
+            "level_of_this_reading": None if reading.usage_ratio is None else policy.classify(reading.usage_ratio).name,
+        }
+
+    @staticmethod
+    def _thrashing_stats(thrashing: Thrashing) -> dict[str, Any]:
+        return {
+            "level": thrashing.level.name,
+            "passes": thrashing.passes,
+            "limiting": thrashing.limit_source,
+            "limit_bytes": thrashing.limit_bytes,
+            "floor_bytes": thrashing.floor_bytes,
+            "cache_reloaded_bytes": thrashing.cache_reloaded_bytes,
+            "model_reloaded_bytes": thrashing.model_reloaded_bytes,
+            "stopping_limit_bytes": thrashing.stopping_limit_bytes,
+        }
+
     @contextmanager
     def memory_monitoring(self, label: str) -> Iterator[None]:
         """Record the duration and RSS change of the block in the bounded `history`."""
@@ -445,3 +598,58 @@ class MemoryManager:
             rss_after = self.probe.rss_bytes()
             delta = 0 if rss_before is None or rss_after is None else rss_after - rss_before
             self.history.append(MonitoringRecord(label, started_at, self._clock() - started, delta))
+
+
+def _limiting_limit_bytes(reading: MemoryReading) -> int | None:
+    """The limit the usage ratio was measured against; the tightest limit where no source is named."""
+    if reading.limiting is not None and reading.limiting.limit_bytes is not None:
+        return reading.limiting.limit_bytes
+    return reading.limit_bytes
+
+
+def limit_stats(reading: MemoryReading) -> dict[str, Any]:
+    """Each limit beside the memory it bounds (process RSS, cgroup working set, host usage), and the limiting one.
+
+    A figure is listed even without its limit, so the process's and the cgroup's are always both shown.
+    """
+
+    def figure(usage: LimitUsage | None, measure: str, used_bytes: int | None) -> dict[str, Any]:
+        if usage is None:
+            return {"measure": measure, "used_bytes": used_bytes, "limit_bytes": None, "ratio": None}
+        return {
+            "measure": measure, "used_bytes": usage.used_bytes, "limit_bytes": usage.limit_bytes, "ratio": usage.ratio
+        }
+
+    host = reading.usage("host") or reading.usage("system_percent")
+    return {
+        "process": figure(reading.usage("process"), "rss", reading.rss_bytes),
+        "cgroup": figure(reading.usage("cgroup"), "working_set", reading.working_set_bytes),
+        "host": figure(host, "used", None),
+        "limiting": None if reading.limiting is None else reading.limiting.source,
+    }
+
+
+def describe_thrashing(thrashing: Thrashing) -> str:
+    """The warning for a thrashing budget: what is cleared and reloaded, against which limit, and what would stop it."""
+    source = thrashing.limit_source
+    message = (
+        f"memory budget thrashing: {thrashing.passes} maintenance passes in a row at {thrashing.level.name} "
+        f"cleared caches and models that were loaded again since the previous clear. "
+        f"Limit: {_LIMIT_NAMES[source]}, {_mib(thrashing.limit_bytes)}; {_MEASURES.get(source, 'usage')} after "
+        f"clearing {_mib(thrashing.floor_bytes)} (what the process needs without caches); reloaded between clears: "
+        f"{_mib(thrashing.cache_reloaded_bytes)} of caches, {_mib(thrashing.model_reloaded_bytes)} of models. "
+    )
+    stopping_bytes = thrashing.stopping_limit_bytes
+    if stopping_bytes is None:
+        return message + "No limit in bytes to size one that would stop it: the host's percent used decides."
+    stopping_mib = stopping_bytes // _MIB
+    limit = {
+        "process": f"process_memory_limit_mb: {stopping_mib} or more (or no process limit)",
+        "cgroup": f"a cgroup memory limit of {stopping_mib} MiB or more",
+        "host": f"{stopping_mib} MiB of host memory or more at today's other use",
+    }.get(source, f"a limit of {stopping_mib} MiB or more")
+    return message + (
+        f"With {limit}, the {_mib(thrashing.needed_bytes)} it reloads to stays below "
+        f"{thrashing.leave_ratio:.0%} (the PRESSURE threshold, {thrashing.memory_threshold:.0%}, less the "
+        f"hysteresis margin) and the clearing stops."
+    )

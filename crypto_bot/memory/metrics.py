@@ -6,7 +6,8 @@ and a small HTTP endpoint that binds 127.0.0.1 unless told otherwise. Names foll
 cache conventions: `cache_gets_total{cache,result}`, `cache_puts_total{cache}`,
 `cache_evictions_total{cache,cause}`, `cache_size_bytes{cache}`, `cache_entries{cache}`,
 `model_loaded{model}`, `model_size_bytes{model}`, `memory_working_set_bytes`,
-`memory_limit_bytes`, `memory_pressure_level`, `memory_unmanaged_bytes`.
+`memory_limit_bytes`, `memory_usage_ratio{limit}` (each limit against the memory it bounds),
+`memory_pressure_level`, `memory_budget_thrashing`, `memory_unmanaged_bytes`.
 Not covered: the bot's trading metrics, or acting on these numbers (`manager.py` does).
 
 prometheus_client is an optional dependency (the `metrics` extra), imported only when a
@@ -69,7 +70,17 @@ def _empty_families() -> dict[str, Metric]:
             labels=(),
         ),
         gauge("memory_limit_bytes", "Effective memory limit: the smallest of process, cgroup and host.", labels=()),
+        gauge(
+            "memory_usage_ratio",
+            "Each limit against the memory it bounds: process (RSS), cgroup (working set), host (usage).",
+            labels=("limit",),
+        ),
         gauge("memory_pressure_level", f"Pressure tier of the last maintenance pass: {_LEVELS_HELP}.", labels=()),
+        gauge(
+            "memory_budget_thrashing",
+            "1 while maintenance passes keep clearing caches and models the process loads again, else 0.",
+            labels=(),
+        ),
         gauge(
             "memory_unmanaged_bytes", "RSS not explained by caches, loaded models or the start-up baseline.", labels=()
         ),
@@ -109,6 +120,9 @@ class MemoryCollector:
         reading = manager.read_memory()
         working_set_bytes = reading.working_set_bytes if reading.working_set_bytes is not None else reading.rss_bytes
         families["memory_pressure_level"].add_metric((), int(manager.policy.level))
+        families["memory_budget_thrashing"].add_metric((), 0 if manager.thrash_watch.thrashing is None else 1)
+        for usage in reading.usages:
+            families["memory_usage_ratio"].add_metric((usage.source,), usage.ratio)
         # An unreadable source leaves its family without a sample: absent, never a made-up zero.
         for name, value in (
             ("memory_working_set_bytes", working_set_bytes),

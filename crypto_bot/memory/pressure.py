@@ -2,9 +2,9 @@
 
 Covers: the pressure levels and their hysteresis, the GC throttle, how many managed bytes to shed,
 alert rate-limiting, and telling a budget that thrashes (every pass clears what the process loads
-again) from one that merely holds usage down (``ThrashWatch``). Pure logic: it reads no memory figures, calls no psutil and runs no
-collections; the clock is injected. Thread-safe: assess() and record_gc() may come from
-different threads.
+again) from one that merely holds usage down (``ThrashWatch``). Pure logic: it reads no memory
+figures, calls no psutil and runs no collections; the clock is injected. Thread-safe: assess(),
+record_gc() and ThrashWatch.observe() may come from different threads.
 See also: ``crypto_bot.memory.probe`` (where usage ratios come from) and
 ``crypto_bot.memory.reclaim`` (running a collection and timing it for record_gc()).
 
@@ -215,6 +215,7 @@ class Thrashing:
 
     ``floor_bytes`` is the lowest usage measured right after a clear; ``cache_reloaded_bytes`` and
     ``model_reloaded_bytes`` the most that came back between two clears and was cleared again.
+    ``leave_ratio`` is where a held PRESSURE level is left: its threshold less the hysteresis margin.
     """
 
     passes: int
@@ -225,6 +226,12 @@ class Thrashing:
     cache_reloaded_bytes: int
     model_reloaded_bytes: int
     memory_threshold: float
+    margin_ratio: float
+
+    @property
+    def leave_ratio(self) -> float:
+        # The same expression PressurePolicy compares with, so that "below" means the same to both.
+        return self.memory_threshold - self.margin_ratio
 
     @property
     def needed_bytes(self) -> int | None:
@@ -235,12 +242,24 @@ class Thrashing:
 
     @property
     def stopping_limit_bytes(self) -> int | None:
-        """The smallest whole-MiB limit that holds needed_bytes below the PRESSURE threshold."""
+        """The smallest whole-MiB limit that holds needed_bytes below leave_ratio.
+
+        Below the PRESSURE threshold alone is not enough in a running process: a level that
+        thrashes at CRITICAL falls to PRESSURE, and hysteresis holds it there (still shrinking
+        every pass) until usage is a margin below the threshold. Below leave_ratio, the limit
+        stops the clearing both live and after a restart.
+        """
         needed_bytes = self.needed_bytes
         if needed_bytes is None:
             return None
-        # Strictly below: at the threshold itself the PRESSURE tier is entered.
-        return (math.floor(needed_bytes / (self.memory_threshold * MIB)) + 1) * MIB
+        leave_ratio = self.leave_ratio
+        limit_mib = max(1, math.floor(needed_bytes / (leave_ratio * MIB)) + 1)
+        # Settle float rounding the way the policy will see it: needed / limit strictly below leave_ratio.
+        while needed_bytes / (limit_mib * MIB) >= leave_ratio:
+            limit_mib += 1
+        while limit_mib > 1 and needed_bytes / ((limit_mib - 1) * MIB) < leave_ratio:
+            limit_mib -= 1
+        return limit_mib * MIB
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,11 +291,17 @@ class ThrashWatch:
 
     passes: int
     memory_threshold: float
+    margin_ratio: float
 
-    def __init__(self, *, memory_threshold: float, passes: int = 3) -> None:
+    def __init__(self, *, memory_threshold: float, margin_ratio: float, passes: int = 3) -> None:
         self.memory_threshold = validation.number(
             "memory_threshold", memory_threshold, minimum=0, minimum_open=True, maximum=1
         )
+        self.margin_ratio = validation.number(
+            "margin_ratio", margin_ratio, minimum=0, maximum=self.memory_threshold
+        )
+        if not self.margin_ratio < self.memory_threshold:
+            raise ValueError(f"margin_ratio must be below memory_threshold ({memory_threshold}), got {margin_ratio!r}")
         self.passes = validation.integer("passes", passes, minimum=1)
         self._lock = threading.Lock()
         self._reset_locked()
@@ -312,7 +337,8 @@ class ThrashWatch:
                 self._reclears += 1
                 self._cache_reloaded = max(self._cache_reloaded, cache_reloaded)
                 self._model_reloaded = max(self._model_reloaded, model_reloaded)
-        self._left_after = (cache_before - cache_freed, model_before - model_freed)
+        # Freed can exceed before when the caller's caches grew during the pass; nothing is left then.
+        self._left_after = (max(0, cache_before - cache_freed), max(0, model_before - model_freed))
         if clearing.floor_bytes is not None:
             self._floor = clearing.floor_bytes if self._floor is None else min(self._floor, clearing.floor_bytes)
         self._level = max(self._level, clearing.level)
@@ -327,6 +353,7 @@ class ThrashWatch:
                 cache_reloaded_bytes=self._cache_reloaded,
                 model_reloaded_bytes=self._model_reloaded,
                 memory_threshold=self.memory_threshold,
+                margin_ratio=self.margin_ratio,
             )
 
     def _reset_locked(self) -> None:

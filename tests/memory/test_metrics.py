@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from crypto_bot.memory import MemoryConfig, MemoryManager, MemoryReading
 from crypto_bot.memory.metrics import MemoryCollector, MetricsServer, register_collector, start_metrics_server
+from crypto_bot.memory.probe import limit_usages
 from crypto_bot.utils.enhanced_memory_manager import EnhancedMemoryManager
 from tests.fakes import FakeClock
 
@@ -209,6 +210,38 @@ def test_pressure_level_follows_the_last_maintenance_pass(
     manager.perform_maintenance()
 
     assert scrape(server).value("memory_pressure_level") == 2
+
+
+def test_usage_ratio_is_exported_per_limit(probe: FakeProbe, server: MetricsServer) -> None:
+    usages = limit_usages(
+        rss_bytes=100 * MIB,
+        process_limit_bytes=400 * MIB,
+        cgroup_used_bytes=600 * MIB,
+        cgroup_limit_bytes=1000 * MIB,
+        system_total_bytes=None,
+        system_available_bytes=None,
+        system_percent=None,
+    )
+    probe.reading = dataclasses.replace(probe.reading, usages=usages, limiting=usages[1])
+
+    metrics = scrape(server)
+
+    assert metrics.value("memory_usage_ratio", limit="process") == 0.25
+    assert metrics.value("memory_usage_ratio", limit="cgroup") == 0.6
+    assert metrics.value("memory_usage_ratio", limit="host") is None
+
+
+def test_budget_thrashing_is_zero_until_passes_keep_clearing_what_comes_back(
+    manager: MemoryManager, probe: FakeProbe, server: MetricsServer
+) -> None:
+    assert scrape(server).value("memory_budget_thrashing") == 0
+    probe.reading = reading(rss_bytes=800 * MIB, working_set_bytes=950 * MIB, limit_bytes=1000 * MIB)
+    cache = manager.register_cache("books")
+    for _ in range(4):
+        cache.put("BTC/USDT", object(), size_bytes=3000)
+        manager.perform_maintenance()
+
+    assert scrape(server).value("memory_budget_thrashing") == 1
 
 
 def test_facade_manager_is_collected_like_the_core_manager() -> None:

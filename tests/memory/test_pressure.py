@@ -333,7 +333,7 @@ MODEL_BYTES = MIB
 
 @pytest.fixture
 def watch() -> ThrashWatch:
-    return ThrashWatch(memory_threshold=0.8, passes=3)
+    return ThrashWatch(memory_threshold=0.8, margin_ratio=0.05, passes=3)
 
 
 def clearing(
@@ -401,6 +401,7 @@ def test_thrashing_carries_the_limit_floor_and_reloaded_bytes(watch: ThrashWatch
         cache_reloaded_bytes=CACHE_BYTES,
         model_reloaded_bytes=2 * MIB,
         memory_threshold=0.8,
+        margin_ratio=0.05,
     )
 
 
@@ -415,28 +416,42 @@ def test_only_what_came_back_since_the_previous_clear_counts_as_reloaded(watch: 
 @pytest.mark.parametrize(
     ("floor_bytes", "cache_bytes", "model_bytes", "stopping_mib"),
     [
-        (200 * MIB, MIB, MIB // 2, 252),  # 201.5 MiB / 0.8 = 251.9 MiB, rounded up
-        (78 * MIB, 2 * MIB, 0, 101),  # 80 MiB / 0.8 = 100 MiB exactly: at 100 MiB PRESSURE is entered
+        (200 * MIB, MIB, MIB // 2, 269),  # 201.5 MiB / 0.75 = 268.7 MiB, rounded up
+        (73 * MIB, 2 * MIB, 0, 101),  # 75 MiB / 0.75 = 100 MiB exactly: at 100 MiB a held PRESSURE stays
     ],
 )
-def test_stopping_limit_holds_the_reloaded_working_set_below_pressure(
+def test_stopping_limit_holds_the_reloaded_working_set_below_where_pressure_is_left(
     floor_bytes: int, cache_bytes: int, model_bytes: int, stopping_mib: int
 ) -> None:
-    thrashing = Thrashing(3, CRITICAL, "process", 50 * MIB, floor_bytes, cache_bytes, model_bytes, 0.8)
+    thrashing = Thrashing(3, CRITICAL, "process", 50 * MIB, floor_bytes, cache_bytes, model_bytes, 0.8, 0.05)
     assert thrashing.needed_bytes == floor_bytes + cache_bytes + model_bytes
     assert thrashing.stopping_limit_bytes == stopping_mib * MIB
-    assert thrashing.needed_bytes < 0.8 * thrashing.stopping_limit_bytes
-    assert thrashing.needed_bytes >= 0.8 * (thrashing.stopping_limit_bytes - MIB)
+
+
+def test_at_the_stopping_limit_the_policy_leaves_pressure_and_one_mib_less_it_does_not(clock: FakeClock) -> None:
+    # A held PRESSURE (after CRITICAL) is what a running process sees when its limit is raised.
+    thrashing = Thrashing(3, CRITICAL, "process", 50 * MIB, 200 * MIB, MIB, MIB // 2, 0.8, 0.05)
+    levels = []
+    for limit_bytes in (thrashing.stopping_limit_bytes - MIB, thrashing.stopping_limit_bytes):
+        policy = PressurePolicy(clock=clock)
+        assess(policy, 0.95)
+        levels.append(assess(policy, thrashing.needed_bytes / limit_bytes).level)
+    assert levels == [PRESSURE, GC]
 
 
 def test_stopping_limit_is_unknown_without_a_floor() -> None:
-    thrashing = Thrashing(3, CRITICAL, "system_percent", None, None, MIB, 0, 0.8)
+    thrashing = Thrashing(3, CRITICAL, "system_percent", None, None, MIB, 0, 0.8, 0.05)
     assert (thrashing.needed_bytes, thrashing.stopping_limit_bytes) == (None, None)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "name"),
-    [({"memory_threshold": 0.0}, "memory_threshold"), ({"memory_threshold": 0.8, "passes": 0}, "passes")],
+    [
+        ({"memory_threshold": 0.0, "margin_ratio": 0.0}, "memory_threshold"),
+        ({"memory_threshold": 0.8, "margin_ratio": -0.1}, "margin_ratio"),
+        ({"memory_threshold": 0.8, "margin_ratio": 0.8}, "margin_ratio"),
+        ({"memory_threshold": 0.8, "margin_ratio": 0.05, "passes": 0}, "passes"),
+    ],
 )
 def test_invalid_watch_argument_is_named(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=f"{name} must be"):
