@@ -633,8 +633,9 @@ def describe_thrashing(thrashing: Thrashing) -> str:
     """The warning for a thrashing budget: what is cleared and reloaded, against which limit, and what would stop it."""
     source = thrashing.limit_source
     message = (
-        f"memory budget thrashing: {thrashing.passes} maintenance passes in a row at {thrashing.level.name} "
-        f"cleared caches and models that were loaded again since the previous clear. "
+        f"memory budget thrashing: {thrashing.passes} maintenance passes at up to {thrashing.level.name} cleared "
+        f"caches and models that were loaded again since the previous clear, and usage never fell below "
+        f"PRESSURE in between. "
         f"Limit: {_LIMIT_NAMES[source]}, {_mib(thrashing.limit_bytes)}; {_MEASURES.get(source, 'usage')} after "
         f"clearing {_mib(thrashing.floor_bytes)} (what the process needs without caches); reloaded between clears: "
         f"{_mib(thrashing.cache_reloaded_bytes)} of caches, {_mib(thrashing.model_reloaded_bytes)} of models. "
