@@ -1,4 +1,5 @@
-"""Compare ManagedCache with a locked OrderedDict LRU, cachetools and cachebox: speed and bytes per entry.
+"""Compare ManagedCache, on its C and on its pure-Python entry store, with a locked OrderedDict LRU,
+cachetools and cachebox: speed and bytes per entry; then the two stores side by side.
 
 Speed: a read-through workload (a `get`, and on a miss a `put`) over Zipf(1.1) keys drawn from 10k
 keys against 5k entries of capacity; repetitions are interleaved across the caches, the median is
@@ -10,6 +11,9 @@ Overhead: bookkeeping bytes per entry of a cache holding 100k keys and values al
 measurement, so only the cache's own memory counts. tracemalloc gives exact requested bytes (it
 sees ManagedCache's C store, which allocates through PyMem) but cannot see cachebox's Rust allocations; resident-set growth sees everything, includes allocator
 overhead and is only good to some 20 bytes per entry (freed memory gets reused).
+
+Stores: both run in this one process (crypto_bot.memory.cache.managed_cache_class), whatever
+CRYPTO_BOT_CACHE_BACKEND says; the last table gives each Python-store figure as a ratio to the C one.
 
 Run: .venv/bin/python bench/bench_cache.py
 """
@@ -32,7 +36,8 @@ import cachetools
 import numpy as np
 import psutil
 
-from crypto_bot.memory import ManagedCache, sizeof
+from crypto_bot.memory import sizeof
+from crypto_bot.memory.cache import managed_cache_class
 
 KEY_COUNT = 10_000
 CAPACITY_ENTRIES = 5_000
@@ -47,7 +52,9 @@ TARGET_OVERHEAD_BYTES = 150
 # Values here are ~136 bytes, so a budget of 1 KiB per entry never binds and hit rates stay comparable.
 BYTE_BUDGET_PER_ENTRY_BYTES = 1024
 BASELINE = "OrderedDict + Lock"
-MANAGED = "ManagedCache"
+MANAGED = "ManagedCache, C store"
+MANAGED_PYTHON = "ManagedCache, Python store"
+STORES = {"c": MANAGED, "python": MANAGED_PYTHON}
 
 Getter = Callable[[Hashable], Any]
 Putter = Callable[[Hashable, Any], Any]
@@ -101,14 +108,19 @@ def build_locked_lru(max_entries: int) -> tuple[object, Getter, Putter]:
     return cache, cache.get, cache.put
 
 
-def build_managed(max_entries: int) -> tuple[object, Getter, Putter]:
-    cache = ManagedCache(max_size=max_entries, ttl_seconds=TTL_SECONDS)
-    return cache, cache.get, cache.put
+def managed_builders(backend: str) -> tuple[Builder, Builder]:
+    """Builders of ManagedCache on the store `backend`: plain, and with a byte budget that never binds."""
+    cache_class = managed_cache_class(backend)
 
+    def build_managed(max_entries: int) -> tuple[object, Getter, Putter]:
+        cache = cache_class(max_size=max_entries, ttl_seconds=TTL_SECONDS)
+        return cache, cache.get, cache.put
 
-def build_managed_with_byte_budget(max_entries: int) -> tuple[object, Getter, Putter]:
-    cache = ManagedCache(max_size=max_entries, ttl_seconds=TTL_SECONDS, max_bytes=BYTE_BUDGET_PER_ENTRY_BYTES * max_entries)
-    return cache, cache.get, cache.put
+    def build_managed_with_byte_budget(max_entries: int) -> tuple[object, Getter, Putter]:
+        cache = cache_class(max_size=max_entries, ttl_seconds=TTL_SECONDS, max_bytes=BYTE_BUDGET_PER_ENTRY_BYTES * max_entries)
+        return cache, cache.get, cache.put
+
+    return build_managed, build_managed_with_byte_budget
 
 
 def build_cachetools(max_entries: int) -> tuple[object, Getter, Putter]:
@@ -121,10 +133,17 @@ def build_cachebox(max_entries: int) -> tuple[object, Getter, Putter]:
     return cache, cache.get, cache.insert
 
 
+def managed_caches() -> list[tuple[str, Builder]]:
+    caches = []
+    for backend, name in STORES.items():
+        plain, with_byte_budget = managed_builders(backend)
+        caches += [(name, plain), (f"{name} + max_bytes", with_byte_budget)]
+    return caches
+
+
 CACHES: list[tuple[str, Builder]] = [
     (BASELINE, build_locked_lru),
-    (MANAGED, build_managed),
-    ("ManagedCache + max_bytes", build_managed_with_byte_budget),
+    *managed_caches(),
     ("cachetools.TTLCache + Lock", build_cachetools),
     ("cachebox.TTLCache (FIFO+TTL)", build_cachebox),
 ]
@@ -288,9 +307,9 @@ def main() -> None:
     print_table(
         f"read-through: {OPERATION_COUNT:,} ops (get; put on a miss), Zipf({ZIPF_EXPONENT}) over {KEY_COUNT:,} keys, "
         f"capacity {CAPACITY_ENTRIES:,}, value a 3-float tuple; CPU ns, median of {SPEED_REPEATS} interleaved runs",
-        f"{'cache':30} {'ns/op':>7} {'hit rate':>8} {'vs baseline':>11}",
+        f"{'cache':40} {'ns/op':>7} {'hit rate':>8} {'vs baseline':>11}",
         [
-            f"{name:30} {ns:>7.0f} {hit_ratio:>8.1%} {ns / baseline_ns:>10.2f}x"
+            f"{name:40} {ns:>7.0f} {hit_ratio:>8.1%} {ns / baseline_ns:>10.2f}x"
             for name, (ns, hit_ratio) in read_through_results.items()
         ],
     )
@@ -300,9 +319,9 @@ def main() -> None:
     baseline_hit_ns, baseline_put_ns = split[BASELINE]
     print_table(
         f"cost split: get that hits, put of a new key into a full cache (evicts one); CPU ns, median of {SPEED_REPEATS}",
-        f"{'cache':30} {'hit get':>7} {'vs base':>7} {'new put':>7} {'vs base':>7}",
+        f"{'cache':40} {'hit get':>7} {'vs base':>7} {'new put':>7} {'vs base':>7}",
         [
-            f"{name:30} {hit_ns:>7.0f} {hit_ns / baseline_hit_ns:>6.2f}x {put_ns:>7.0f} {put_ns / baseline_put_ns:>6.2f}x"
+            f"{name:40} {hit_ns:>7.0f} {hit_ns / baseline_hit_ns:>6.2f}x {put_ns:>7.0f} {put_ns / baseline_put_ns:>6.2f}x"
             for name, (hit_ns, put_ns) in split.items()
         ],
     )
@@ -311,14 +330,43 @@ def main() -> None:
     print_table(
         f"bookkeeping bytes per entry, {OVERHEAD_ENTRIES:,} entries, keys and values allocated beforehand "
         "(cachebox allocates in Rust: tracemalloc sees ~0, use RSS)",
-        f"{'cache':30} {'traced':>7} {'traced, each key read':>21} {'RSS':>5}",
-        [f"{name:30} {filled:>7.0f} {read:>21.0f} {rss:>5.0f}" for name, (filled, read, rss) in overhead.items()],
+        f"{'cache':40} {'traced':>7} {'traced, each key read':>21} {'RSS':>5}",
+        [f"{name:40} {filled:>7.0f} {read:>21.0f} {rss:>5.0f}" for name, (filled, read, rss) in overhead.items()],
     )
     managed_read_bytes = overhead[MANAGED][1]
     print(
         f"ManagedCache {managed_read_bytes:.0f} B/entry once entries have been read "
         f"(goal <= {TARGET_OVERHEAD_BYTES} B): {verdict(managed_read_bytes, TARGET_OVERHEAD_BYTES)}"
     )
+
+    print_table(
+        "the two entry stores side by side: the same workloads as above, Python store / C store",
+        f"{'measure':44} {'C store':>9} {'Python store':>12} {'Python / C':>10}",
+        [
+            f"{measure:44} {c_value:>9.0f} {python_value:>12.0f} {python_value / c_value:>9.2f}x"
+            for measure, c_value, python_value in store_comparison(read_through_results, split, overhead)
+        ],
+    )
+
+
+def store_comparison(
+    read_through_results: dict[str, tuple[float, float]],
+    split: dict[str, tuple[float, float]],
+    overhead: dict[str, tuple[float, float, float]],
+) -> list[tuple[str, float, float]]:
+    """(measure, C figure, Python figure) for each table above, plain and with max_bytes."""
+    rows = []
+    for suffix in ("", " + max_bytes"):
+        c_name, python_name = MANAGED + suffix, MANAGED_PYTHON + suffix
+        label = "+ max_bytes: " if suffix else ""
+        rows += [
+            (f"{label}read-through, ns/op", read_through_results[c_name][0], read_through_results[python_name][0]),
+            (f"{label}get that hits, ns", split[c_name][0], split[python_name][0]),
+            (f"{label}new put into a full cache, ns", split[c_name][1], split[python_name][1]),
+            (f"{label}traced B/entry, each key read", overhead[c_name][1], overhead[python_name][1]),
+            (f"{label}RSS B/entry", overhead[c_name][2], overhead[python_name][2]),
+        ]
+    return rows
 
 
 if __name__ == "__main__":

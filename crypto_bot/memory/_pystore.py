@@ -20,6 +20,8 @@ reads the clock before it changes anything; allocates what it needs (the new ent
 removed entries) first; changes the structure with plain attribute writes only (the links below;
 list growth is no GC-tracked allocation); and builds the (key, value, cause) triples it returns
 once the lock is released. Removed entries are never reused, so a triple always shows what left.
+Hidden allocations count too: a with-statement allocates a bound `__exit__` and `min`/`max`
+an argument tuple (either may start a collection), so neither appears mid-change.
 
 Layout: a dict from key to entry for lookups; the recency list and the two put-order expiry
 queues are doubly linked lists through the entries' own slots (no allocation to move an entry);
@@ -210,8 +212,14 @@ class CacheCore:
             hash(key)
         except TypeError:
             raise _unhashable(key) from None
-        with self._store_lock:
-            now = self._read_clock()
+        lock = self._store_lock
+        lock.acquire()  # the hot path: acquire/release cost half of a with-statement on 3.11
+        try:
+            now = self._store_clock()
+            if now.__class__ is float and now >= self._last_now:  # _read_clock's common case, inline
+                self._last_now = now
+            else:
+                now = self._held_time(now)
             entry = self._table.get(key)
             if self._last_now > now:  # a key's __eq__ read the clock again: time never goes back
                 now = self._last_now
@@ -233,6 +241,8 @@ class CacheCore:
                 return default
             self._unlink(entry, _EXPIRED)
             self._compact()
+        finally:
+            lock.release()
         self._notify(self._triples([entry]))
         return default
 
@@ -298,8 +308,8 @@ class CacheCore:
             oldest = _INF
             for queue in (self._default_queue, self._custom_queue):
                 head = queue.queue_next
-                if head is not queue:
-                    oldest = min(oldest, head.timestamp)
+                if head is not queue and head.timestamp < oldest:  # no min(): its argument tuple is an allocation
+                    oldest = head.timestamp
             expired, size, pressure, explicit, replaced = self._evictions
             hits, misses, puts, used, total_bytes = self._hits, self._misses, self._puts, self._used, self._total_bytes
         return hits, misses, puts, (expired, size, pressure, explicit, replaced), used, total_bytes, _optional(oldest)
@@ -349,9 +359,13 @@ class CacheCore:
         """
         removed: list[_Entry] = []
         entry = _Entry()
+        lock = self._store_lock
         try:
-            with self._store_lock:
+            lock.acquire()  # as in get: cheaper than a with-statement
+            try:
                 self._store_locked(entry, key, value, size, ttl, removed)
+            finally:
+                lock.release()
         except BaseException:
             if removed:  # a key's __hash__/__eq__ failed after it had replaced the old entry
                 self._notify(self._triples(removed))
@@ -391,7 +405,10 @@ class CacheCore:
                     break
         finally:
             self._pinned -= 1
-        now = max(now, self._last_now)
+        # From setdefault to the last link below, `entry` is in the table but not yet linked: nothing
+        # here may run Python code, not even an allocation (a collection could run a finalizer).
+        if self._last_now > now:  # the table updates ran Python code that read the clock again
+            now = self._last_now
         entry.key = key
         entry.value = value
         entry.size = size
@@ -440,7 +457,8 @@ class CacheCore:
             if entry.cause != _ALIVE:
                 self._compact()
                 return None
-            now = max(now, self._last_now)
+            if self._last_now > now:
+                now = self._last_now
             self._unlink(entry, _EXPLICIT if now < entry.expires else _EXPIRED)
             self._compact()
         return self._triples([entry])
@@ -504,9 +522,11 @@ class CacheCore:
 
     def _read_clock(self) -> float:
         """The clock's reading, held at the latest one if the clock went back (lock held)."""
-        now = self._store_clock()
-        if now.__class__ is not float:
-            now = _as_double(now)
+        return self._held_time(self._store_clock())
+
+    def _held_time(self, reading: Any) -> float:
+        """The store's time for a clock reading: the reading, or the latest one if it is lower (counted)."""
+        now = reading if reading.__class__ is float else _as_double(reading)
         if now != now:
             raise ValueError("the cache clock returned NaN")
         if now < self._last_now:
@@ -526,7 +546,7 @@ class CacheCore:
             entry = self._table.get(key)
             if entry is not None and entry.cause != _ALIVE:
                 entry = None
-            return entry, max(now, self._last_now)
+            return entry, (now if now >= self._last_now else self._last_now)
 
     def _cause_code(self, cause: Any) -> int:
         for code, known in enumerate(self._causes):
