@@ -13,7 +13,7 @@ shared budgets, single flight and listeners. Listeners run after the store has l
 removed entries (and its lock); their exceptions are logged.
 
 Which store: `CRYPTO_BOT_CACHE_BACKEND` = `c` or `python` forces one; unset, the C store when it
-imports, else the Python one (logged once at INFO with the reason). On a free-threaded
+imports, else the Python one (the reason is logged once at INFO, when the first cache is built). On a free-threaded
 interpreter running without the GIL the default is the Python store, because importing the C
 store would turn the GIL on for the whole process. `cache_backend()` names the choice.
 """
@@ -99,8 +99,15 @@ def _choose_store(requested: str | None, gil_enabled: bool, import_c_store: Call
 
 
 _BACKEND, _Store, _fallback_reason = _choose_store(os.environ.get(BACKEND_VARIABLE), _gil_enabled(), _import_c_store)
-if _fallback_reason is not None:
-    logger.info("cache store: pure Python, because %s; set %s=c to require the C store", _fallback_reason, BACKEND_VARIABLE)
+
+
+def _log_fallback_once() -> None:
+    """Say why the cache runs on the Python store, once, when the first cache is built: logging is
+    usually configured by then, and not yet at import time (the CLI imports before it configures)."""
+    global _fallback_reason
+    reason, _fallback_reason = _fallback_reason, None
+    if reason is not None:
+        logger.info("cache store: pure Python, because %s; set %s=c to require the C store", reason, BACKEND_VARIABLE)
 
 
 def cache_backend() -> str:
@@ -168,6 +175,8 @@ class _CacheFront:
         on_evict: EvictionListener | None = None,
         sizer: Callable[[Any], int] = sizeof,
     ) -> None:
+        if _fallback_reason is not None:
+            _log_fallback_once()
         super().__init__(
             validation.integer("max_size", max_size, minimum=1, maximum=sys.maxsize),
             validation.integer("max_bytes", max_bytes, minimum=1, maximum=validation.MAX_SIZE_BYTES, optional=True),

@@ -94,9 +94,10 @@ def test_a_process_whose_c_store_does_not_import_logs_the_fallback_once():
     result = run_python(
         """
         import logging, sys
-        logging.basicConfig(level=logging.INFO)
         sys.modules["crypto_bot.memory._cachecore"] = None  # as if it had not been built
-        from crypto_bot.memory import cache_backend
+        from crypto_bot.memory import ManagedCache, cache_backend
+        logging.basicConfig(level=logging.INFO)  # after the import, as the CLI does: the first cache logs
+        ManagedCache(), ManagedCache()
         print(cache_backend())
         """
     )
