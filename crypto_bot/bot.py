@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +169,7 @@ class TradingBot:
         self._cursor = 0
         self._discovered = 0
         self._model: Any = None  # only held here in unmanaged mode
+        self._warned_budget = False
         strategy = settings.strategy
         self._min_candles = required_candles(fast=strategy.ema_fast, slow=strategy.ema_slow)
         self._analysis_candles = max(ANALYSIS_CANDLES, self._min_candles)
@@ -253,7 +254,7 @@ class TradingBot:
             known = ctx.regime_cache.get(symbol)
             if known is None or known.as_of != as_of:  # a regime changes only with a new candle
                 snapshot = compute_indicators(frame.iloc[-self._analysis_candles :], **self._spans())
-                ctx.regime_cache[symbol] = RegimeResult(classify_regime(snapshot), as_of)
+                self._keep(ctx.regime_cache, symbol, RegimeResult(classify_regime(snapshot), as_of))
 
     async def _refresh_series(self, ctx: BotContext, symbol: str, timeframe: str) -> pd.DataFrame | None:
         window = self.settings.strategy.history_candles
@@ -275,8 +276,17 @@ class TradingBot:
             fresh = pd.concat([cached, fresh])
             fresh = fresh[~fresh.index.duplicated(keep="last")]
         frame = fresh.iloc[-window:].copy()  # a copy, so the window does not pin the concatenated buffer
-        series[symbol] = frame
+        self._keep(series, symbol, frame)
         return frame
+
+    def _keep(self, cache: MutableMapping[Any, Any], key: Any, value: Any) -> None:
+        """Cache `value`; one larger than the whole cache budget is used this cycle and not kept."""
+        try:
+            cache[key] = value
+        except ValueError as error:
+            log = logger.debug if self._warned_budget else logger.warning
+            self._warned_budget = True
+            log("%s: used this cycle, not cached (cache_size_limit_mb is smaller than one entry)", error)
 
     def _spans(self) -> dict[str, int]:
         return {"fast": self.settings.strategy.ema_fast, "slow": self.settings.strategy.ema_slow}

@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     check = config_commands.add_parser("check", help="strictly validate a config file")
     check.add_argument("file")
     check.set_defaults(handler=_config_check)
+    keys = config_commands.add_parser("keys", help="list every key: default, allowed values, meaning")
+    keys.set_defaults(handler=_config_keys)
 
     memory = commands.add_parser("memory", help="memory tools")
     memory_commands = memory.add_subparsers(dest="memory_command", required=True)
@@ -117,6 +119,14 @@ def _config_check(args: argparse.Namespace) -> int:
         f"{args.file}: OK ({settings.market.source} market, {len(settings.symbols)} symbols, "
         f"timeframes {', '.join(settings.timeframes)}, cache budget {settings.memory.cache_size_limit_mb} MB)"
     )
+    return 0
+
+
+def _config_keys(args: argparse.Namespace) -> int:
+    from crypto_bot.settings import describe_keys
+
+    for key, default, allowed, meaning in describe_keys():
+        print(f"{key:<36} {json.dumps(default):<12} {allowed}\n{'':<36} {meaning}")
     return 0
 
 

@@ -188,6 +188,21 @@ def parse_settings(raw: Any) -> Settings:
 _SECTION_OF_KEY = {key: f"{name}.{key}" for name, section in SECTIONS.items() for key in settings_of(section)}
 
 
+def describe_keys() -> list[tuple[str, Any, str, str]]:
+    """(key as written in the file, default, allowed values, meaning) of every key, from the schema."""
+    rows = [(key, rule.default, rule.allowed, rule.meaning) for key, rule in settings_of(MemoryConfig).items()]
+    rows.append(("symbols", list(DEFAULT_SYMBOLS), "a non-empty list of pairs like BTC/USDT", "the pairs traded"))
+    rows.append(
+        ("timeframes", list(DEFAULT_TIMEFRAMES), f"a non-empty list of {', '.join(TIMEFRAMES)}",
+         "candle timeframes: the smallest is analysed, the largest gives the regime")
+    )
+    for name, section in SECTIONS.items():
+        rows.extend(
+            (f"{name}.{key}", rule.default, rule.allowed, rule.meaning) for key, rule in settings_of(section).items()
+        )
+    return rows
+
+
 def _section(name: str, section: type[ConfigSection], values: Any, problems: list[str]) -> Any:
     """The section built from its mapping, or None with its problems added."""
     if values is None:

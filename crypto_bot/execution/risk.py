@@ -37,8 +37,9 @@ class RiskConfig(ConfigSection):
     max_drawdown_ratio: float = _ratio(
         0.2, "drawdown from the equity peak that halts new entries", 1, maximum_open=True
     )
-    stop_atr_multiple: float = _ratio(2.0, "stop loss distance in ATRs", 20)
-    take_profit_atr_multiple: float = _ratio(3.0, "take profit distance in ATRs", 50)
+    # Below a tenth of an ATR a stop is inside the noise of one candle (and a tiny multiple underflows the sizing).
+    stop_atr_multiple: float = setting(2.0, "stop loss distance in ATRs", float, minimum=0.1, maximum=20)
+    take_profit_atr_multiple: float = setting(3.0, "take profit distance in ATRs", float, minimum=0.1, maximum=50)
     trailing_stop_ratio: float | None = _ratio(
         0.02, "trailing stop distance from the best price; null: off", 0.5, optional=True
     )

@@ -20,6 +20,7 @@ import difflib
 import logging
 import math
 import numbers
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
@@ -82,23 +83,29 @@ class Setting:
         return f"{text} or null" if self.optional else text
 
     def _range(self, noun: str) -> str:
-        low, high = self.minimum, self.maximum
-        if low == 0 and self.minimum_open and high is None:
-            return "a positive integer" if self.kind is int else "a positive number"
+        low, high, low_open, high_open = self.minimum, self.maximum, self.minimum_open, self.maximum_open
+        if self.kind is int:  # integers read best with closed bounds: (0, 10) is [1, 9]
+            if low is not None and low_open:
+                low, low_open = math.floor(low) + 1, False
+            if high is not None and high_open:
+                high, high_open = math.ceil(high) - 1, False
+            if low == 1 and high is None:
+                return "a positive integer"
+        elif low == 0 and low_open and high is None:
+            return "a positive number"
         if low is not None and high is not None:
-            return (
-                f"{noun} in {'(' if self.minimum_open else '['}{_figure(low)}, "
-                f"{_figure(high)}{')' if self.maximum_open else ']'}"
-            )
+            return f"{noun} in {'(' if low_open else '['}{_figure(low)}, {_figure(high)}{')' if high_open else ']'}"
         if low is not None:
-            return f"{noun} {'>' if self.minimum_open else '>='} {_figure(low)}"
+            return f"{noun} {'>' if low_open else '>='} {_figure(low)}"
         if high is not None:
-            return f"{noun} {'<' if self.maximum_open else '<='} {_figure(high)}"
+            return f"{noun} {'<' if high_open else '<='} {_figure(high)}"
         return noun
 
 
 def _figure(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(float(value))
+    if isinstance(value, int):
+        return str(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
 
 
 def setting(default: Any, meaning: str, kind: type, **limits: Any) -> Any:
@@ -205,8 +212,22 @@ def _ratio(default: float, meaning: str) -> Any:
     return setting(default, meaning, float, minimum=0, minimum_open=True, maximum=1)
 
 
-def _positive(default: float | None, meaning: str, kind: type = float) -> Any:
-    return setting(default, meaning, kind, minimum=0, minimum_open=True, optional=default is None)
+# Sizes stop at 256 TiB (2**28 MiB), as sizes do everywhere (validation.MAX_SIZE_BYTES); seconds at a
+# year: a longer wait overflows the platform's timeout (threading.TIMEOUT_MAX) on some systems.
+MAX_MB = 2**28
+MAX_SECONDS = 365 * 24 * 3600
+
+
+def _positive(default: float | None, meaning: str, kind: type = float, maximum: float | None = None) -> Any:
+    return setting(default, meaning, kind, minimum=0, minimum_open=True, maximum=maximum, optional=default is None)
+
+
+def _megabytes(default: float | None, meaning: str) -> Any:
+    return _positive(default, meaning, maximum=MAX_MB)
+
+
+def _seconds(default: float, meaning: str) -> Any:
+    return _positive(default, meaning, maximum=MAX_SECONDS)
 
 
 def _flag(default: bool, meaning: str) -> Any:
@@ -227,14 +248,14 @@ class MemoryConfig(ConfigSection):
     aggressive_cleanup_threshold: float = _ratio(
         0.9, "CRITICAL tier: clear every evictable cache, unload every unpinned model, alert"
     )
-    cache_size_limit_mb: float = _positive(500, "one byte budget (MiB) across all managed caches")
-    model_cleanup_interval: float = _positive(300, "seconds between idle-model checks")
-    cache_cleanup_interval: float = _positive(600, "seconds between TTL sweeps")
-    max_cache_entries: int = _positive(1000, "default entry limit of new caches", int)
-    cache_ttl_seconds: float = _positive(3600, "default time to live of new caches' entries")
+    cache_size_limit_mb: float = _megabytes(500, "one byte budget (MiB) across all managed caches")
+    model_cleanup_interval: float = _seconds(300, "seconds between idle-model checks")
+    cache_cleanup_interval: float = _seconds(600, "seconds between TTL sweeps")
+    max_cache_entries: int = _positive(1000, "default entry limit of new caches", int, maximum=sys.maxsize)
+    cache_ttl_seconds: float = _seconds(3600, "default time to live of new caches' entries")
     enable_background_cleanup: bool = _flag(True, "run maintenance on a daemon thread")
     # Container limit, pressure policy, models, maintenance and leak detection.
-    process_memory_limit_mb: float | None = _positive(None, "a limit (MiB) below the cgroup's and the host's")
+    process_memory_limit_mb: float | None = _megabytes(None, "a limit (MiB) below the cgroup's and the host's")
     pressure_target_ratio: float = setting(
         0.6, "where the PRESSURE tier shrinks usage back to", float, minimum=0, minimum_open=True, maximum=1,
         maximum_open=True,
@@ -243,8 +264,8 @@ class MemoryConfig(ConfigSection):
         0.05, "how far below its threshold usage must fall to leave a level", float, minimum=0, maximum=0.5,
         maximum_open=True,
     )
-    maintenance_interval_seconds: float = _positive(30, "cadence of the maintenance thread")
-    model_idle_seconds: float = _positive(3600, "a model unused this long is unloaded")
+    maintenance_interval_seconds: float = _seconds(30, "cadence of the maintenance thread")
+    model_idle_seconds: float = _seconds(3600, "a model unused this long is unloaded")
     gc_time_fraction: float = _ratio(0.05, "most of the wall time forced collections may take")
     leak_window_samples: int = setting(60, "readings in the leak regression's window", int, minimum=3)
     leak_slope_threshold_mb_per_hour: float = _positive(50, "unmanaged growth (MiB/hour) reported as a leak")
@@ -308,14 +329,15 @@ class MemoryConfig(ConfigSection):
             logger.warning("%s; ignored", problem)
         return cls(**{key: value for key, value in values.items() if key in KEYS})
 
+    # A limit below one byte is a one-byte limit: the budget and the probe need a whole, positive number.
     @property
     def cache_size_limit_bytes(self) -> int:
-        return int(self.cache_size_limit_mb * 1024 * 1024)
+        return max(1, int(self.cache_size_limit_mb * 1024 * 1024))
 
     @property
     def process_memory_limit_bytes(self) -> int | None:
         mb = self.process_memory_limit_mb
-        return None if mb is None else int(mb * 1024 * 1024)
+        return None if mb is None else max(1, int(mb * 1024 * 1024))
 
 
 KEYS_IN_ORDER = tuple(settings_of(MemoryConfig))

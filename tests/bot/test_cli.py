@@ -101,6 +101,15 @@ def test_config_check_prints_every_problem_on_its_own_line(
     ]
 
 
+def test_config_keys_lists_every_key_of_the_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    from crypto_bot.settings import describe_keys
+
+    assert main(["config", "keys"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
+    assert listed == [key for key, *_ in describe_keys()]
+    assert {"memory_threshold", "symbols", "strategy.min_score", "paper.fee_rate", "metrics.port"} <= set(listed)
+
+
 def test_config_check_of_a_missing_file_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "check", str(tmp_path / "absent.yaml")]) != 0
     assert "cannot read config file" in capsys.readouterr().err

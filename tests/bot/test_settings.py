@@ -108,7 +108,7 @@ def test_numbers_in_range_are_accepted_at_the_closed_ends() -> None:
         ({"strategy": {"batch_size": "six"}}, ["strategy.batch_size='six'", "an integer"]),
         ({"strategy": {"batch_size": True}}, ["strategy.batch_size=True", "an integer"]),
         ({"metrics": {"port": 9108.5}}, ["metrics.port", "an integer in [1, 65535]"]),
-        ({"memory": {"cache_size_limit_mb": "lots"}}, ["cache_size_limit_mb", "a positive number"]),
+        ({"memory": {"cache_size_limit_mb": "lots"}}, ["cache_size_limit_mb", "a number in (0, 268435456]"]),
         ({"risk": {"max_open_positions": 2.5}}, ["risk.max_open_positions", "[1, 1000]"]),
         ({"market": {"source": "binance"}}, ["market.source", "one of simulated, csv, ccxt"]),
         ({"strategy": "fast"}, ["strategy must be a mapping", "batch_size"]),

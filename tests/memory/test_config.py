@@ -114,12 +114,26 @@ def test_equal_thresholds_are_allowed() -> None:
 @pytest.mark.parametrize("key", POSITIVE_KEYS)
 @pytest.mark.parametrize("value", [0, -1, math.inf, "10"])
 def test_size_or_interval_that_is_not_positive_is_rejected_naming_the_key(key: str, value: object) -> None:
-    with pytest.raises(ConfigError, match=rf"{key}=.*positive"):
+    with pytest.raises(ConfigError, match=rf"{key}=.*(positive|in \(0, |in \[1, )"):
+        MemoryConfig(**{key: value})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("cache_size_limit_mb", 2**28 + 1),
+        ("process_memory_limit_mb", 2**28 + 1),
+        ("maintenance_interval_seconds", 366 * 24 * 3600),
+        ("cache_ttl_seconds", 1e12),
+    ],
+)
+def test_sizes_and_seconds_beyond_what_the_runtime_accepts_are_rejected(key: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=rf"invalid {key}=.*: allowed a number in \(0, "):
         MemoryConfig(**{key: value})
 
 
 def test_max_cache_entries_must_be_an_integer() -> None:
-    with pytest.raises(ConfigError, match="max_cache_entries=1.5.*positive integer"):
+    with pytest.raises(ConfigError, match=r"max_cache_entries=1.5.*an integer in \[1, "):
         MemoryConfig(max_cache_entries=1.5)
 
 
