@@ -5,9 +5,9 @@ reading its limit, high mark, usage, working set, OOM kills and PSI, and compari
 the memory it bounds: the process limit with the process's RSS, the cgroup limit with the
 cgroup's working set, the host total with host usage. The usage ratio is the largest of those
 ratios and the reading names the one that set it (``MemoryReading.limiting``): other processes
-and page cache in our cgroup never count against a limit meant for this process alone (issue 11). Sources are opened once and re-read
-with ``pread``, so a reading costs a handful of syscalls; when a cgroup vanishes (ENODEV after its
-rmdir) or the process forks, the probe resolves its files again.
+and page cache in our cgroup never count against a limit meant for this process alone (issue 11).
+Sources are opened once and re-read with ``pread``, so a reading costs a handful of syscalls; when
+a cgroup vanishes (ENODEV after its rmdir) or the process forks, the probe resolves its files again.
 Not covered: what to do about the numbers (``crypto_bot.memory.pressure``) or freeing memory
 (``crypto_bot.memory.reclaim``).
 
@@ -625,7 +625,8 @@ def limit_usages(
     if process_limit_bytes is not None and rss_bytes is not None:
         usages.append(LimitUsage("process", rss_bytes, process_limit_bytes, rss_bytes / process_limit_bytes))
     if cgroup_limit_bytes is not None and cgroup_used_bytes is not None:
-        usages.append(LimitUsage("cgroup", cgroup_used_bytes, cgroup_limit_bytes, cgroup_used_bytes / cgroup_limit_bytes))
+        cgroup_ratio = cgroup_used_bytes / cgroup_limit_bytes
+        usages.append(LimitUsage("cgroup", cgroup_used_bytes, cgroup_limit_bytes, cgroup_ratio))
     if system_percent is not None:
         ratio = system_percent / 100.0
         if system_total_bytes is None:
