@@ -283,8 +283,8 @@ class PhaseRunner:
     async def _alert(self, ctx: BotContext, manager: MemoryManager, report: PhaseReport, reading: Any) -> None:
         usage = "n/a" if reading.usage_ratio is None else f"{reading.usage_ratio:.0%}"
         message = (
-            f"memory {report.pressure_level.name} after phase {report.name}: {usage} of "
-            f"{_mib(reading.limit_bytes)} limit, rss {_mib(reading.rss_bytes)}, caches {_mib(manager.cache_bytes)}"
+            f"memory {report.pressure_level.name} after phase {report.name}: {usage} of {_limit_phrase(reading)}, "
+            f"rss {_mib(reading.rss_bytes)}, caches {_mib(manager.cache_bytes)}"
         )
         logger.warning(message)
         deliveries = [notify(ctx, message)]
@@ -314,10 +314,41 @@ async def _awaited(callback: Callable[..., Any], *args: Any) -> None:
         await result
 
 
+def _limit_phrase(reading: MemoryReading) -> str:
+    """The limit that set `reading`'s usage ratio, named, with the memory it bounds: "the cgroup limit 700.0 MiB
+    (working set 580.0 MiB)"."""
+    limiting = reading.limiting
+    if limiting is None:  # a stand-in reading without usages: the tightest limit is all there is
+        return f"the {_mib(reading.limit_bytes)} limit"
+    if limiting.limit_bytes is None:  # system_percent: the host's own percentage, no byte figures
+        return "host memory (the host's percent used)"
+    name, measure = _LIMIT_WORDS[limiting.source]
+    return f"{name} {_mib(limiting.limit_bytes)} ({measure} {_mib(limiting.used_bytes)})"
+
+
+# How each probe.LimitUsage.source reads in the alert: the limit, and the memory compared with it.
+_LIMIT_WORDS = {
+    "process": ("the process limit (process_memory_limit_mb)", "rss"),
+    "cgroup": ("the cgroup limit", "cgroup working set"),
+    "host": ("host memory", "host usage"),
+}
+
+
 def _rss_at_next_threshold(policy: PressurePolicy, reading: MemoryReading) -> float:
-    """The RSS at which growth alone would lift `reading`'s usage to the next threshold up (-inf: unknown)."""
-    if reading.usage_ratio is None or reading.rss_bytes is None or not reading.limit_bytes:
+    """The RSS at which growth alone would lift `reading`'s level to the next threshold up (-inf: unknown).
+
+    Our RSS growth adds to every usage (process RSS, the cgroup's working set, host usage), each
+    against its own limit; the level rises when the first of them reaches the next threshold above
+    the usage ratio (the limiting usage's), so the answer is the smallest growth over the usages.
+    """
+    if reading.usage_ratio is None or reading.rss_bytes is None:
         return -math.inf
     thresholds = (policy.gc_threshold, policy.memory_threshold, policy.critical_threshold)
     next_ratio = min((ratio for ratio in thresholds if ratio > reading.usage_ratio), default=math.inf)
-    return reading.rss_bytes + (next_ratio - reading.usage_ratio) * reading.limit_bytes
+    if next_ratio == math.inf:
+        return math.inf
+    usages = [usage for usage in reading.usages if usage.limit_bytes]
+    if not usages:  # no byte figures (a stand-in reading, or the host's percent only): read every phase
+        return -math.inf
+    growth_bytes = min((next_ratio - usage.ratio) * usage.limit_bytes for usage in usages)
+    return reading.rss_bytes + growth_bytes

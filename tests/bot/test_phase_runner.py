@@ -18,6 +18,7 @@ import pytest
 
 from crypto_bot.cache_views import CacheView
 from crypto_bot.memory import MemoryConfig, MemoryManager, MemoryReading, PressureLevel
+from crypto_bot.memory.probe import LimitUsage
 from crypto_bot.memory.units import MIB
 from crypto_bot.phase_runner import READING_COST_RATIO, BotContext, PhaseReport, PhaseRunner
 from tests.bot.conftest import RecordingNotifier
@@ -531,14 +532,18 @@ class FakeClock:
 
 
 class ScriptedProbe:
-    """A probe over a 1 GiB limit whose RSS and usage the test sets; each full reading takes 1 ms of `clock`."""
+    """A probe over a 1 GiB cgroup limit whose RSS and usage the test sets; each full reading takes 1 ms of `clock`.
+
+    `usages` (source, limit bytes, ratio) replace the one cgroup usage when a test sets them.
+    """
 
     limit_bytes = 1024 * 1024 * 1024
 
-    def __init__(self, clock: FakeClock) -> None:
-        self.clock = clock
+    def __init__(self, clock: FakeClock | None = None) -> None:
+        self.clock = clock if clock is not None else FakeClock()
         self.rss_bytes_now = 100 * 1024 * 1024
         self.usage_ratio = 0.5
+        self.usages: list[tuple[str, int, float]] | None = None
         self.reads = 0
 
     def rss_bytes(self) -> int:
@@ -547,8 +552,17 @@ class ScriptedProbe:
     def read(self) -> MemoryReading:
         self.reads += 1
         self.clock.now += 0.001
+        scripted = self.usages if self.usages is not None else [("cgroup", self.limit_bytes, self.usage_ratio)]
+        usages = tuple(LimitUsage(source, int(limit * ratio), limit, ratio) for source, limit, ratio in scripted)
+        limiting = max(usages, key=lambda usage: usage.ratio)
         fields = dict.fromkeys(f.name for f in dataclasses.fields(MemoryReading))
-        fields.update(rss_bytes=self.rss_bytes_now, limit_bytes=self.limit_bytes, usage_ratio=self.usage_ratio)
+        fields.update(
+            rss_bytes=self.rss_bytes_now,
+            limit_bytes=min(usage.limit_bytes for usage in usages),
+            usage_ratio=limiting.ratio,
+            usages=usages,
+            limiting=limiting,
+        )
         return MemoryReading(**fields)
 
 
@@ -598,6 +612,43 @@ def test_rss_growth_that_reaches_a_threshold_forces_a_full_reading(
     levels = [r.pressure_level for r in runner.last_report]
     assert levels == [PressureLevel.NORMAL, PressureLevel.NORMAL, PressureLevel.PRESSURE, PressureLevel.PRESSURE]
     assert runner.last_report[2].rss_delta_bytes == int(0.3 * probe.limit_bytes)
+
+
+def test_pressure_alert_names_the_limit_that_set_the_ratio_not_the_smallest(
+    ctx: BotContext, monkeypatch: pytest.MonkeyPatch, no_maintenance: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    probe = ScriptedProbe()
+    # The process limit (700 MiB) is the smallest, but the cgroup's working set set the ratio.
+    probe.usages = [("process", 700 * MIB, 0.3), ("cgroup", 1024 * MIB, 0.85)]
+    monkeypatch.setattr(ctx.memory_manager, "probe", probe)
+    with caplog.at_level(logging.WARNING, logger="crypto_bot.phase_runner"):
+        run(PhaseRunner([recorder([], "fetch")]), ctx)
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "crypto_bot.phase_runner"]
+    assert "PRESSURE after phase fetch: 85% of the cgroup limit 1024.0 MiB (cgroup working set 870.4 MiB)" in message
+    assert "700" not in message
+
+
+@pytest.mark.parametrize(("growth_mib", "reads"), [(50, [0, 1, 1, 1]), (100, [0, 1, 1, 2])], ids=["below", "reaching"])
+def test_rss_growth_forces_a_reading_when_any_limit_would_reach_the_next_threshold(
+    ctx: BotContext, monkeypatch: pytest.MonkeyPatch, no_maintenance: None, growth_mib: int, reads: list[int]
+) -> None:
+    clock = FakeClock()
+    probe = ScriptedProbe(clock)
+    # The cgroup sets the ratio (0.5, 205 MiB from 0.7), but the 200 MiB process limit goes from 0.4 to 0.7
+    # with 60 MiB more RSS: 50 MiB reaches neither threshold, 100 MiB reaches the process limit's.
+    probe.usages = [("process", 200 * MIB, 0.4), ("cgroup", 1024 * MIB, 0.5)]
+    monkeypatch.setattr(ctx.memory_manager, "probe", probe)
+    reads_after: list[int] = []
+
+    async def idle(context: BotContext) -> None:
+        reads_after.append(probe.reads)
+
+    async def allocate(context: BotContext) -> None:
+        reads_after.append(probe.reads)
+        probe.rss_bytes_now += growth_mib * MIB
+
+    run(PhaseRunner([idle, idle, allocate, idle], clock=clock), ctx)
+    assert reads_after == reads
 
 
 def test_request_stop_finishes_the_running_phase_and_skips_the_rest(ctx: BotContext) -> None:
