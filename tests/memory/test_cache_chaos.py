@@ -6,6 +6,7 @@ at those points. The sanitizer step of .ci/run (scripts/sanitize) runs this file
 from __future__ import annotations
 
 import gc
+import os
 import random
 import subprocess
 import sys
@@ -21,11 +22,13 @@ from crypto_bot.memory import ManagedCache, RemovalCause
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_isolated(source: str) -> subprocess.CompletedProcess[str]:
-    """Run `source` in a fresh interpreter: a crash fails the test instead of ending the run."""
+def run_isolated(source: str, backend: str) -> subprocess.CompletedProcess[str]:
+    """Run `source` in a fresh interpreter on the entry store `backend`: a crash fails the test
+    instead of ending the run."""
     return subprocess.run(
         [sys.executable, "-X", "faulthandler", "-c", textwrap.dedent(source)],
         cwd=ROOT,
+        env={**os.environ, "CRYPTO_BOT_CACHE_BACKEND": backend},
         capture_output=True,
         text=True,
         check=False,
@@ -45,7 +48,7 @@ def collect_every_allocation() -> Iterator[None]:
         gc.collect()
 
 
-def test_keys_survive_a_collection_whose_finalizer_grows_the_cache():
+def test_keys_survive_a_collection_whose_finalizer_grows_the_cache(cache_class):
     # the reproducer of issue 10: keys() allocated its list, the collection it started put 50 entries
     result = run_isolated(
         """
@@ -64,13 +67,14 @@ def test_keys_survive_a_collection_whose_finalizer_grows_the_cache():
         assert sorted(keys) == list(range(50)) or keys == [], keys
         assert sorted(cache.keys()) == list(range(50))
         print("ok")
-        """
+        """,
+        cache_class._backend,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 
 
-def test_items_survive_a_collection_whose_finalizer_empties_the_cache():
+def test_items_survive_a_collection_whose_finalizer_empties_the_cache(cache_class):
     result = run_isolated(
         """
         import gc
@@ -87,7 +91,8 @@ def test_items_survive_a_collection_whose_finalizer_empties_the_cache():
         cache._verify()
         assert items == [] or items == [(i, str(i)) for i in range(100)], items
         print("ok")
-        """
+        """,
+        cache_class._backend,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
@@ -182,14 +187,15 @@ def chaos_step(cache: ManagedCache, rng: random.Random, mutator: Mutator) -> Non
         cache.get_or_load(key, lambda: [key])
 
 
-def test_gc_chaos_every_collection_mutates_the_cache(collect_every_allocation):
-    cache = ManagedCache(max_size=100, max_bytes=5000, ttl_seconds=5)
-    mutator = Mutator(cache, seed=1)
+@pytest.mark.parametrize("seed", [1, 4])
+def test_gc_chaos_every_collection_mutates_the_cache(cache_class, collect_every_allocation, seed):
+    cache = cache_class(max_size=100, max_bytes=5000, ttl_seconds=5)
+    mutator = Mutator(cache, seed=seed)
     removed: list[RemovalCause] = []
     cache.add_listener(lambda key, value, cause: removed.append(cause))
     gc.callbacks.append(mutator)
     try:
-        rng = random.Random(2)
+        rng = random.Random(seed + 1)
         for step in range(3000):
             chaos_step(cache, rng, mutator)
             if step % 100 == 0:
@@ -201,8 +207,8 @@ def test_gc_chaos_every_collection_mutates_the_cache(collect_every_allocation):
     assert removed
 
 
-def test_eight_threads_with_cyclic_garbage_keep_the_store_intact(collect_every_allocation):
-    cache = ManagedCache(max_size=100, max_bytes=5000, ttl_seconds=5)
+def test_eight_threads_with_cyclic_garbage_keep_the_store_intact(cache_class, collect_every_allocation):
+    cache = cache_class(max_size=100, max_bytes=5000, ttl_seconds=5)
     errors: list[BaseException] = []
     start = threading.Barrier(8)
 

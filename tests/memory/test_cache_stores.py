@@ -16,7 +16,6 @@ from crypto_bot.memory import RemovalCause, SharedBudget, _pystore
 from crypto_bot.memory.cache import BACKENDS, ManagedCache, managed_cache_class
 from tests.fakes import FakeClock
 from tests.memory.support import C_STORE_BUILT, CollidingKey
-from tests.memory.test_cache_chaos import Mutator, chaos_step, collect_every_allocation  # noqa: F401 - a fixture
 
 # ------------------------------------------------------------- one contract
 
@@ -272,24 +271,6 @@ def test_python_store_a_key_hash_that_changes_the_cache_mid_put_leaves_it_whole(
     cache._verify()
     assert cache.items() == [(RestoringKey(2, cache), "put")]
     assert removed[-1] == ("again", RemovalCause.REPLACED)
-
-
-@pytest.mark.parametrize("seed", [1, 4])
-def test_python_store_gc_chaos_every_collection_mutates_the_cache(python_cache_class, collect_every_allocation, seed):
-    # what found a max() between a put's table update and its links (its argument tuple, an allocation, starts collections)
-    cache = python_cache_class(max_size=100, max_bytes=5000, ttl_seconds=5)
-    mutator = Mutator(cache, seed=seed)
-    gc.callbacks.append(mutator)
-    try:
-        rng = random.Random(seed + 1)
-        for step in range(1500):
-            chaos_step(cache, rng, mutator)
-            if step % 100 == 0:
-                cache._verify()
-    finally:
-        gc.callbacks.remove(mutator)
-    cache._verify()
-    assert mutator.calls > 500
 
 
 def test_python_store_is_the_one_the_module_names(python_cache_class):

@@ -3,13 +3,13 @@ at its latest reading, so entries still expire in put order and none is left uns
 
 from __future__ import annotations
 
-from crypto_bot.memory import ManagedCache, RemovalCause
+from crypto_bot.memory import RemovalCause
 from tests.fakes import FakeClock
 
 
-def test_a_clock_that_steps_back_is_held_at_its_latest_reading():
+def test_a_clock_that_steps_back_is_held_at_its_latest_reading(cache_class):
     clock = FakeClock(100.0)
-    cache = ManagedCache(ttl_seconds=10, clock=clock)
+    cache = cache_class(ttl_seconds=10, clock=clock)
     cache.put("a", 1, size_bytes=1)
     clock.now = 50.0
     cache.put("b", 2, size_bytes=1)
@@ -18,10 +18,10 @@ def test_a_clock_that_steps_back_is_held_at_its_latest_reading():
     cache._verify()  # put order is still expiry order
 
 
-def test_entries_put_after_a_step_back_expire_with_the_others():
+def test_entries_put_after_a_step_back_expire_with_the_others(cache_class):
     clock = FakeClock(100.0)
     removed: list[tuple[str, RemovalCause]] = []
-    cache = ManagedCache(ttl_seconds=10, clock=clock, on_evict=lambda key, value, cause: removed.append((key, cause)))
+    cache = cache_class(ttl_seconds=10, clock=clock, on_evict=lambda key, value, cause: removed.append((key, cause)))
     cache.put("a", 1, size_bytes=1)
     clock.now = 50.0
     cache.put("b", 2, size_bytes=1)
@@ -34,9 +34,9 @@ def test_entries_put_after_a_step_back_expire_with_the_others():
     assert len(cache) == 0
 
 
-def test_each_clock_reading_below_the_latest_is_counted():
+def test_each_clock_reading_below_the_latest_is_counted(cache_class):
     clock = FakeClock(100.0)
-    cache = ManagedCache(clock=clock)
+    cache = cache_class(clock=clock)
     cache.get("x")
     clock.now = 99.0
     cache.get("x")
