@@ -5,7 +5,7 @@
 
 from crypto_bot.market.ccxt_market import CcxtMarket, exchange_ids, offered_timeframes
 from crypto_bot.market.config import SOURCES, MarketConfig
-from crypto_bot.market.csv_market import CsvFormatError, CsvMarket, csv_file_name, csv_symbols
+from crypto_bot.market.csv_market import CsvFileError, CsvFormatError, CsvMarket, csv_file_name, csv_symbols
 from crypto_bot.market.simulated import DEFAULT_SYMBOLS, SimulatedMarket, generated_symbols
 from crypto_bot.market.source import OHLCV_COLUMNS, MarketDataSource, ohlcv_frame
 from crypto_bot.market.timeframes import MAX_LIMIT, TIMEFRAME_MS, timeframe_ms
@@ -17,6 +17,7 @@ __all__ = [
     "SOURCES",
     "TIMEFRAME_MS",
     "CcxtMarket",
+    "CsvFileError",
     "CsvFormatError",
     "CsvMarket",
     "MarketConfig",

@@ -5,24 +5,26 @@ Covers `CsvMarket` and its file format. Does not cover downloading data or live 
 
 File layout: `<directory>/<BASE>_<QUOTE>-<timeframe>.csv`, e.g. `BTC_USDT-1m.csv` for "BTC/USDT"
 at "1m". Each row is `timestamp_ms,open,high,low,close,volume` with the candle's open time in epoch
-milliseconds, rows in strictly increasing time, each timestamp a multiple of the timeframe. An
-optional header line (first field not a number) is skipped; blank lines are ignored; gaps are
-allowed. Any other deviation (wrong field count, non-numbers, non-finite values, unordered or
-unaligned timestamps, high/low not enclosing open and close, negative volume) raises
-`CsvFormatError` naming the file and line.
+milliseconds, rows in strictly increasing time, each timestamp a multiple of the timeframe, UTF-8
+text. An optional header line (first field not a number) is skipped; blank lines are ignored; gaps
+are allowed. Any other deviation (wrong field count, non-numbers, non-finite values, unordered or
+unaligned timestamps, high/low not enclosing open and close, negative volume, bytes that are not
+UTF-8) raises `CsvFormatError` naming the file and line; a file that cannot be read raises
+`CsvFileError` naming it.
 
-Each file is read once, lazily, on its first fetch, into two numpy arrays (int64 open times and an
-(n, 5) float64 block): memory is the size of the data fetched so far (`loaded_bytes`), never a
-DataFrame per fetch. The universe is the symbols with a file for the base timeframe.
+Input costs its window, not its size: each file is read forward, lazily, as the replay clock
+reveals its candles, and only the newest `window_candles` candles are kept (two numpy arrays,
+compacted in place). A 500 MB file costs what its window costs; rows are parsed and checked once,
+when the clock reaches them, and never read again. A fetch reaching further back than the window
+gets the oldest candles kept. The universe is the symbols with a file for the base timeframe.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
+import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ import pandas as pd
 
 from crypto_bot.market.source import OHLCV_COLUMNS, ohlcv_frame, visible_slice
 from crypto_bot.market.timeframes import (
+    MAX_LIMIT,
     TIMEFRAME_MS,
     require_served,
     timeframe_ms,
@@ -38,6 +41,7 @@ from crypto_bot.market.timeframes import (
     validate_symbol,
     validate_timeframes,
 )
+from crypto_bot.memory import validation
 
 logger = logging.getLogger(__name__)
 
@@ -45,28 +49,22 @@ DEFAULT_WARMUP_CANDLES = 200
 """Without `start_ms`, the clock starts when this many base candles have closed."""
 
 _FIELD_COUNT = 1 + len(OHLCV_COLUMNS)
+_ROW_BYTES = 8 * _FIELD_COUNT  # one candle in the window: an int64 open time and five float64 values
+_FIRST_CAPACITY = 64  # candles a window's arrays start with; they double up to twice the window
 _FILE_PATTERN = re.compile(rf"^([A-Z0-9]+)_([A-Z0-9]+)-({'|'.join(TIMEFRAME_MS)})\.csv$")
 
 
-class CsvFormatError(ValueError):
-    """A CSV file that does not follow the documented layout; names the file and line."""
+class CsvFileError(ValueError):
+    """A CSV file that cannot be read, or (CsvFormatError) does not follow the layout; names the file and line."""
 
     def __init__(self, path: Path, line_number: int, reason: str) -> None:
-        super().__init__(f"{path}:{line_number}: {reason}")
+        super().__init__(f"{path}:{line_number}: {reason}" if line_number else f"{path}: {reason}")
         self.path = path
         self.line_number = line_number
 
 
-@dataclass(frozen=True, slots=True)
-class _Candles:
-    """One file's candles: sorted open times and the matching OHLCV rows."""
-
-    open_ms: np.ndarray
-    values: np.ndarray
-
-    @property
-    def nbytes(self) -> int:
-        return self.open_ms.nbytes + self.values.nbytes
+class CsvFormatError(CsvFileError):
+    """A CSV file that does not follow the documented layout; names the file and line."""
 
 
 def csv_file_name(symbol: str, timeframe: str) -> str:
@@ -84,94 +82,166 @@ def csv_symbols(directory: str | Path, timeframe: str) -> list[str]:
     )
 
 
-def _header_lines(path: Path) -> int:
-    """1 if the first line is a header (its first field is not a number), else 0."""
-    with path.open(encoding="utf-8") as lines:
-        first_field = next(lines, "").split(",", 1)[0].strip()
-    if not first_field:
-        return 0
-    try:
-        float(first_field)
-    except ValueError:
-        return 1
-    return 0
+class _SeriesReader:
+    """One file read forward as the clock reveals its candles, keeping only the newest `window` of them.
 
+    The kept candles are `_open_ms[_start:_end]` and `_values[_start:_end]`; the arrays hold at most
+    twice the window, and when full the window is moved to their front (amortised O(1) per row).
+    `_offset` and `_line_number` are where reading resumes: a row that fails its checks is read
+    again, and fails again, at the next fetch.
+    """
 
-def _data_lines(path: Path, header_lines: int) -> Iterable[tuple[int, str]]:
-    """(line number, text) of each non-blank line after the header."""
-    with path.open(encoding="utf-8") as lines:
-        for line_number, line in enumerate(lines, start=1):
-            if line_number > header_lines and line.strip():
-                yield line_number, line
-
-
-def _unparsable_line(path: Path, header_lines: int) -> CsvFormatError | None:
-    """Error for the first line that is not six comma-separated numbers, if any."""
-    for line_number, line in _data_lines(path, header_lines):
-        fields = line.split(",")
-        if len(fields) != _FIELD_COUNT:
-            return CsvFormatError(path, line_number, f"expected {_FIELD_COUNT} fields, got {len(fields)}")
-        for position, field in enumerate(fields):
-            try:
-                float(field)
-            except ValueError:
-                return CsvFormatError(path, line_number, f"field {position + 1} is not a number: {field.strip()!r}")
-    return None
-
-
-def _first_invalid_row(rows: np.ndarray, length_ms: int) -> tuple[int, str] | None:
-    """(row index, reason) of the first row breaking a value rule, or None if all rows are valid."""
-    timestamps, opens, highs, lows, closes, volumes = rows.T
-    with np.errstate(invalid="ignore"):
-        misaligned = timestamps % length_ms != 0
-    checks = (
-        (~np.isfinite(rows).all(axis=1), "non-finite value"),
-        (misaligned, f"timestamp is not a multiple of the timeframe ({length_ms} ms)"),
-        (np.r_[False, np.diff(timestamps) <= 0], "timestamp is not after the previous row's"),
-        (
-            (lows > np.minimum(opens, closes)) | (highs < np.maximum(opens, closes)),
-            "high/low do not enclose open and close (need low <= open, close <= high)",
-        ),
-        (volumes < 0, "negative volume"),
+    __slots__ = (
+        "_end",
+        "_exhausted",
+        "_last_open_ms",
+        "_length_ms",
+        "_line_number",
+        "_offset",
+        "_open_ms",
+        "_pending",
+        "_start",
+        "_values",
+        "_window",
+        "path",
     )
-    invalid = np.zeros(len(rows), dtype=bool)
-    for mask, _ in checks:
-        invalid |= mask
-    if not invalid.any():
+
+    path: Path
+    _length_ms: int
+    _window: int
+    _offset: int
+    _line_number: int
+    _pending: tuple[int, list[float]] | None
+    _last_open_ms: int | None
+    _exhausted: bool
+    _open_ms: np.ndarray
+    _values: np.ndarray
+    _start: int
+    _end: int
+
+    def __init__(self, path: Path, length_ms: int, window: int) -> None:
+        self.path = path
+        self._length_ms = length_ms
+        self._window = window
+        self._offset = 0
+        self._line_number = 0
+        self._pending = None  # the next row, read but not yet closed at the clock
+        self._last_open_ms = None
+        self._exhausted = False
+        capacity = min(_FIRST_CAPACITY, 2 * window)
+        self._open_ms = np.empty(capacity, dtype=np.int64)
+        self._values = np.empty((capacity, len(OHLCV_COLUMNS)), dtype=np.float64)
+        self._start = self._end = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the candles kept."""
+        return (self._end - self._start) * _ROW_BYTES
+
+    def candles(self) -> tuple[np.ndarray, np.ndarray]:
+        """The kept open times and OHLCV rows, oldest first (views: copy before keeping them)."""
+        return self._open_ms[self._start : self._end], self._values[self._start : self._end]
+
+    def first_open_ms(self) -> int | None:
+        """Open time of the file's first candle (read, not yet kept), or None for a file without candles."""
+        self._read(newest_open_ms=-math.inf)
+        return None if self._pending is None else self._pending[0]
+
+    def catch_up(self, now_ms: int) -> None:
+        """Keep every candle closed by `now_ms` (open + length <= now_ms), reading on from where the last call stopped."""
+        self._read(newest_open_ms=now_ms - self._length_ms)
+
+    def _read(self, newest_open_ms: float) -> None:
+        """Keep the rows that open at or before `newest_open_ms`; the first later one becomes the pending row."""
+        if self._pending is not None:
+            if self._pending[0] > newest_open_ms:
+                return
+            self._keep(*self._pending)
+            self._pending = None
+        if self._exhausted:
+            return
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self._offset)
+                for raw in handle:
+                    row = self._parse(raw, self._line_number + 1)
+                    self._offset += len(raw)  # only past a line that passed its checks
+                    self._line_number += 1
+                    if row is None:
+                        continue
+                    self._last_open_ms = row[0]
+                    if row[0] > newest_open_ms:
+                        self._pending = row
+                        return
+                    self._keep(*row)
+        except OSError as error:
+            raise CsvFileError(self.path, 0, f"cannot be read: {error.strerror or error}") from error
+        self._exhausted = True
+
+    def _parse(self, raw: bytes, line_number: int) -> tuple[int, list[float]] | None:
+        """(open ms, [o, h, l, c, v]) of one line; None for a blank or header line; CsvFormatError otherwise."""
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            reason = f"not UTF-8 text (byte {raw[error.start]:#04x}); save the file as UTF-8"
+            raise CsvFormatError(self.path, line_number, reason) from None
+        if not text.strip():
+            return None
+        fields = text.split(",")
+        if line_number == 1 and fields[0].strip() and not _is_number(fields[0]):
+            return None  # a header: its first field is text
+        if len(fields) != _FIELD_COUNT:
+            raise CsvFormatError(self.path, line_number, f"expected {_FIELD_COUNT} fields, got {len(fields)}")
+        try:
+            numbers = list(map(float, fields))
+        except ValueError:
+            position, field = next((i, f) for i, f in enumerate(fields, start=1) if not _is_number(f))
+            raise CsvFormatError(self.path, line_number, f"field {position} is not a number: {field.strip()!r}") from None
+        reason = self._broken_rule(numbers)
+        if reason is not None:
+            raise CsvFormatError(self.path, line_number, reason)
+        return int(numbers[0]), numbers[1:]
+
+    def _broken_rule(self, numbers: list[float]) -> str | None:
+        timestamp, open_, high, low, close, volume = numbers
+        if not all(map(math.isfinite, numbers)):
+            return "non-finite value"
+        if timestamp % self._length_ms:
+            return f"timestamp is not a multiple of the timeframe ({self._length_ms} ms)"
+        if self._last_open_ms is not None and timestamp <= self._last_open_ms:
+            return "timestamp is not after the previous row's"
+        if low > min(open_, close) or high < max(open_, close):
+            return "high/low do not enclose open and close (need low <= open, close <= high)"
+        if volume < 0:
+            return "negative volume"
         return None
-    row = int(np.argmax(invalid))
-    return row, next(reason for mask, reason in checks if mask[row])
+
+    def _keep(self, open_ms: int, values: list[float]) -> None:
+        if self._end == len(self._open_ms):
+            kept = self._end - self._start
+            if len(self._open_ms) < 2 * self._window:
+                capacity = min(2 * len(self._open_ms), 2 * self._window)
+                self._open_ms = np.concatenate([self._open_ms[self._start : self._end], np.empty(capacity - kept, np.int64)])
+                self._values = np.concatenate(
+                    [self._values[self._start : self._end], np.empty((capacity - kept, len(OHLCV_COLUMNS)))]
+                )
+            else:  # full at twice the window: move the window to the front
+                self._open_ms[:kept] = self._open_ms[self._start : self._end]
+                self._values[:kept] = self._values[self._start : self._end]
+            self._start, self._end = 0, kept
+        self._open_ms[self._end] = open_ms
+        self._values[self._end] = values
+        self._end += 1
+        if self._end - self._start > self._window:
+            self._start += 1
 
 
-def _load_candles(path: Path, length_ms: int) -> _Candles:
-    """Parse and validate one file; CsvFormatError names the first bad line."""
-    header_lines = _header_lines(path)
-    if next(_data_lines(path, header_lines), None) is None:
-        return _Candles(np.empty(0, dtype=np.int64), np.empty((0, len(OHLCV_COLUMNS))))
+def _is_number(text: str) -> bool:
     try:
-        rows = np.loadtxt(path, delimiter=",", skiprows=header_lines, ndmin=2, comments=None, encoding="utf-8")
-    except ValueError as exc:
-        raise _unparsable_line(path, header_lines) or CsvFormatError(path, 0, str(exc)) from exc
-    if rows.shape[1] != _FIELD_COUNT:
-        raise _unparsable_line(path, header_lines) or CsvFormatError(path, 0, f"expected {_FIELD_COUNT} fields")
-    invalid = _first_invalid_row(rows, length_ms)
-    if invalid is not None:
-        row, reason = invalid
-        line_number, _ = next(itertools.islice(_data_lines(path, header_lines), row, None))
-        raise CsvFormatError(path, line_number, reason)
-    return _Candles(rows[:, 0].astype(np.int64), np.ascontiguousarray(rows[:, 1:]))
-
-
-def _first_open_ms(path: Path) -> int | None:
-    """Open time of the first candle in `path`, reading only its first data line."""
-    first = next(_data_lines(path, _header_lines(path)), None)
-    if first is None:
-        return None
-    line_number, line = first
-    try:
-        return int(float(line.split(",", 1)[0]))
-    except (ValueError, OverflowError):
-        raise CsvFormatError(path, line_number, "timestamp is not a number") from None
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 class CsvMarket:
@@ -182,10 +252,11 @@ class CsvMarket:
         "_closed",
         "_directory",
         "_elapsed_candles",
-        "_loaded",
+        "_readers",
         "_start_ms",
         "_symbols",
         "_timeframes",
+        "_window_candles",
         "name",
     )
 
@@ -196,7 +267,8 @@ class CsvMarket:
     _symbols: tuple[str, ...]
     _start_ms: int
     _elapsed_candles: int
-    _loaded: dict[tuple[str, str], _Candles]
+    _window_candles: int
+    _readers: dict[tuple[str, str], _SeriesReader]
     _closed: bool
 
     def __init__(
@@ -207,9 +279,12 @@ class CsvMarket:
         base_timeframe: str | None = None,
         start_ms: int | None = None,
         warmup_candles: int = DEFAULT_WARMUP_CANDLES,
+        window_candles: int = MAX_LIMIT,
     ) -> None:
         """`base_timeframe` defaults to the smallest of `timeframes`; `start_ms` to the earliest
-        base candle plus `warmup_candles` base candles (read from the first line of each file)."""
+        base candle plus `warmup_candles` base candles (read from the first line of each file).
+        `window_candles` is how many of the newest candles are kept per file (the bot's window;
+        by default as many as one fetch may ask for)."""
         self.name = "csv"
         self._directory = Path(directory)
         if not self._directory.is_dir():
@@ -222,17 +297,16 @@ class CsvMarket:
         self._timeframes = validate_timeframes(timeframes, base_timeframe)
         self._base_ms = timeframe_ms(base_timeframe)
         self._symbols = tuple(csv_symbols(self._directory, base_timeframe))
-        if isinstance(warmup_candles, bool) or not isinstance(warmup_candles, int) or warmup_candles < 0:
-            raise ValueError(f"warmup_candles must be an int >= 0; got {warmup_candles!r}")
+        self._window_candles = validation.integer("window_candles", window_candles, minimum=1, maximum=MAX_LIMIT)
+        validation.integer("warmup_candles", warmup_candles, minimum=0)
+        self._readers = {}  # the base files' readers are made here when they give the default start
         if start_ms is None:
             start_ms = self._default_start_ms(base_timeframe, warmup_candles)
-        if isinstance(start_ms, bool) or not isinstance(start_ms, int) or start_ms < 0 or start_ms % self._base_ms:
-            raise ValueError(
-                f"start_ms must be an int >= 0, a multiple of base_timeframe {base_timeframe!r}; got {start_ms!r}"
-            )
+        validation.integer("start_ms", start_ms, minimum=0)
+        if start_ms % self._base_ms:
+            raise ValueError(f"start_ms must be a multiple of base_timeframe {base_timeframe!r}, got {start_ms!r}")
         self._start_ms = start_ms
         self._elapsed_candles = 0
-        self._loaded = {}
         self._closed = False
         logger.info("CSV replay of %d symbols from %s starting at %d ms", len(self._symbols), self._directory, start_ms)
 
@@ -240,7 +314,7 @@ class CsvMarket:
         first_opens_ms = [
             first_ms
             for symbol in self._symbols
-            if (first_ms := _first_open_ms(self._directory / csv_file_name(symbol, base_timeframe))) is not None
+            if (first_ms := self._reader(symbol, base_timeframe).first_open_ms()) is not None
         ]
         if not first_opens_ms:
             raise ValueError(
@@ -265,8 +339,8 @@ class CsvMarket:
 
     @property
     def loaded_bytes(self) -> int:
-        """Bytes held by the arrays of files read so far."""
-        return sum(candles.nbytes for candles in self._loaded.values())
+        """Bytes of the candles kept, over every file read so far (at most window_candles per file)."""
+        return sum(reader.nbytes for reader in self._readers.values())
 
     def universe(self) -> list[str]:
         """Symbols with a base-timeframe file, sorted."""
@@ -279,28 +353,29 @@ class CsvMarket:
     async def fetch_ohlcv(
         self, symbol: str, timeframe: str, *, since_ms: int | None = None, limit: int = 200
     ) -> pd.DataFrame:
-        """Replayed candles closed by `now_ms` (see `source` for the window rule)."""
+        """Replayed candles closed by `now_ms` (see `source` for the window rule), from the kept window."""
         if self._closed:
             raise RuntimeError("CsvMarket is closed")
         length_ms = require_served(timeframe, self._timeframes)
         validate_limit(limit)
         validate_since_ms(since_ms)
-        candles = self._candles(symbol, timeframe, length_ms)
-        rows = visible_slice(candles.open_ms, self.now_ms, length_ms, since_ms, limit)
-        return ohlcv_frame(candles.open_ms[rows], candles.values[rows])
+        reader = self._reader(symbol, timeframe)
+        reader.catch_up(self.now_ms)
+        open_ms, values = reader.candles()
+        rows = visible_slice(open_ms, self.now_ms, length_ms, since_ms, limit)
+        return ohlcv_frame(open_ms[rows], values[rows])
 
-    def _candles(self, symbol: str, timeframe: str, length_ms: int) -> _Candles:
+    def _reader(self, symbol: str, timeframe: str) -> _SeriesReader:
         key = (symbol, timeframe)
-        candles = self._loaded.get(key)
-        if candles is None:
+        reader = self._readers.get(key)
+        if reader is None:
             path = self._directory / csv_file_name(symbol, timeframe)
             if not path.is_file():
                 raise KeyError(f"no data for symbol {symbol!r} at {timeframe!r}: missing file {path}")
-            candles = self._loaded[key] = _load_candles(path, length_ms)
-            logger.debug("loaded %d candles (%d bytes) from %s", len(candles.open_ms), candles.nbytes, path)
-        return candles
+            reader = self._readers[key] = _SeriesReader(path, timeframe_ms(timeframe), self._window_candles)
+        return reader
 
     async def close(self) -> None:
-        """Drop the loaded arrays; later fetches raise RuntimeError. Safe to call twice."""
-        self._loaded.clear()
+        """Drop the kept candles; later fetches raise RuntimeError. Safe to call twice."""
+        self._readers.clear()
         self._closed = True

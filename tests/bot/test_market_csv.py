@@ -1,15 +1,16 @@
-"""CsvMarket: replay of real CSV files with a stepping clock, lazy single reads, precise errors."""
+"""CsvMarket: replay of real CSV files with a stepping clock, read forward keeping only a window, precise errors."""
 
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from crypto_bot.market import CsvFormatError, CsvMarket, MarketDataSource, csv_file_name
+from crypto_bot.market import CsvFileError, CsvFormatError, CsvMarket, MarketDataSource, csv_file_name
 
 START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 MINUTE_MS = 60_000
@@ -120,17 +121,77 @@ def test_gaps_in_the_data_are_kept(tmp_path):
     assert closes(fetch(market)) == [100, 101, 104]
 
 
-def test_each_file_is_read_once(data_dir, market):
+def test_rows_already_read_are_never_read_again(data_dir, market):
     fetch(market)
-    (data_dir / "BTC_USDT-1m.csv").unlink()
+    path = data_dir / "BTC_USDT-1m.csv"
+    rows = candle_rows(30)
+    rewritten = [row.replace(f",{100 + i}.", f",{900 + i}.").replace(f",{100 + i},", f",{900 + i},") for i, row in enumerate(rows[:3])]
+    assert [len(row) for row in rewritten] == [len(row) for row in rows[:3]]
+    path.write_text(HEADER + "".join(rewritten + rows[3:]), encoding="utf-8")
     market.advance()
-    assert closes(fetch(market, limit=1)) == [103]
+    assert closes(fetch(market, limit=4)) == [100, 101, 102, 103]
 
 
-def test_loaded_bytes_counts_the_arrays_of_files_read(market):
+def test_a_file_removed_during_the_replay_is_an_error_naming_it(data_dir, market):
+    fetch(market)
+    path = data_dir / "BTC_USDT-1m.csv"
+    path.unlink()
+    market.advance()
+    with pytest.raises(CsvFileError, match=f"{path}: cannot be read: No such file"):
+        fetch(market)
+
+
+def test_loaded_bytes_counts_the_candles_kept(market):
     assert market.loaded_bytes == 0
     fetch(market)
-    assert market.loaded_bytes == 30 * (8 + 5 * 8)
+    assert market.loaded_bytes == 3 * (8 + 5 * 8)  # the three candles closed at the start, nothing read ahead
+
+
+def test_only_the_newest_window_candles_are_kept(data_dir):
+    market = CsvMarket(data_dir, start_ms=START_MS + 20 * MINUTE_MS, window_candles=5)
+    assert closes(fetch(market, limit=10)) == [115, 116, 117, 118, 119]
+    assert market.loaded_bytes == 5 * (8 + 5 * 8)
+    for _ in range(7):
+        market.advance()
+    assert closes(fetch(market, limit=10)) == [122, 123, 124, 125, 126]
+
+
+def test_since_before_the_window_gets_the_oldest_candles_kept(data_dir):
+    market = CsvMarket(data_dir, start_ms=START_MS + 20 * MINUTE_MS, window_candles=5)
+    assert closes(fetch(market, since_ms=START_MS, limit=2)) == [115, 116]
+
+
+def peak_bytes_of_reading(directory: Path, rows: int) -> tuple[int, int]:
+    """(tracemalloc peak while the clock's first fetch streams through a `rows`-row file, the file's size)."""
+    directory.mkdir()
+    path = write_csv(directory, "BTC/USDT", "1m", candle_rows(rows))
+    market = CsvMarket(directory, start_ms=START_MS + rows * MINUTE_MS, window_candles=300)
+    tracemalloc.start()
+    try:
+        frame = fetch(market, limit=300)  # reads every row of the file to reach the clock
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert closes(frame)[-1] == 100 + rows - 1 and len(frame) == min(rows, 300)
+    return peak_bytes, path.stat().st_size
+
+
+def test_reading_a_large_file_costs_its_window_not_its_size(tmp_path):
+    peak_bytes_of_reading(tmp_path / "warm-up", 10)  # first-use allocations (pandas, the event loop) not counted
+    window_peak_bytes, window_file_bytes = peak_bytes_of_reading(tmp_path / "window", 1_000)
+    large_peak_bytes, large_file_bytes = peak_bytes_of_reading(tmp_path / "large", 100_000)
+    assert large_file_bytes > 90 * window_file_bytes
+    # A hundred times the rows, the same window: about the same peak (reading it whole held ~2x the file).
+    assert large_peak_bytes < 1.5 * window_peak_bytes, (large_peak_bytes, window_peak_bytes)
+    assert large_peak_bytes < large_file_bytes / 10, (large_peak_bytes, large_file_bytes)
+
+
+def test_a_file_that_is_not_utf8_is_an_error_naming_file_and_line(tmp_path):
+    path = tmp_path / csv_file_name("BTC/USDT", "1m")
+    path.write_bytes(HEADER.encode() + "".join(candle_rows(2)).encode() + b"1704067320000,1,2,0.5,1.5,3\xff\n")
+    market = CsvMarket(tmp_path, start_ms=START_MS + 5 * MINUTE_MS)
+    with pytest.raises(CsvFormatError, match=rf"{path}:4: not UTF-8 text \(byte 0xff\)"):
+        fetch(market)
 
 
 def test_empty_file_gives_an_empty_frame(tmp_path):
@@ -178,7 +239,7 @@ def test_malformed_row_raises_error_naming_file_and_line(tmp_path, bad_row, reas
 
 def test_bad_first_timestamp_is_reported_when_finding_the_start(tmp_path):
     path = write_csv(tmp_path, "BTC/USDT", "1m", ["soon,1,2,0.5,1.5,3\n"])
-    with pytest.raises(CsvFormatError, match=f"{path}:2: timestamp is not a number"):
+    with pytest.raises(CsvFormatError, match=f"{path}:2: field 1 is not a number: 'soon'"):
         CsvMarket(tmp_path)
 
 
@@ -202,8 +263,10 @@ def test_invalid_fetch_arguments_raise_value_error(market, call, message):
     [
         ({"timeframes": ()}, "timeframes must name at least one timeframe"),
         ({"timeframes": ("2h",)}, "timeframe must be one of"),
-        ({"start_ms": START_MS + 1}, "start_ms must be an int >= 0, a multiple of base_timeframe '1m'"),
-        ({"warmup_candles": -1}, "warmup_candles must be an int >= 0"),
+        ({"start_ms": START_MS + 1}, "start_ms must be a multiple of base_timeframe '1m'"),
+        ({"start_ms": -60_000}, "start_ms must be an integer >= 0"),
+        ({"warmup_candles": -1}, "warmup_candles must be an integer >= 0"),
+        ({"window_candles": 0}, "window_candles must be an integer in \\[1, 5000\\]"),
         ({"timeframes": ("1m",), "base_timeframe": "5m"}, "multiples of base_timeframe '5m'"),
     ],
 )
