@@ -27,7 +27,15 @@ import numpy as np
 import pandas as pd
 
 from crypto_bot.execution import PaperBroker, RiskManager, TradeJournal
-from crypto_bot.market import CcxtMarket, CsvMarket, MarketDataSource, SimulatedMarket, generated_symbols, timeframe_ms
+from crypto_bot.market import (
+    CcxtMarket,
+    CsvFileError,
+    CsvMarket,
+    MarketDataSource,
+    SimulatedMarket,
+    generated_symbols,
+    timeframe_ms,
+)
 from crypto_bot.market.simulated import DEFAULT_HISTORY_CANDLES
 from crypto_bot.memory import MemoryManager
 from crypto_bot.memory.units import MIB as _MIB
@@ -56,11 +64,16 @@ ANALYSIS_CANDLES = 300  # indicators and the model look at this many recent cand
 def build_market(settings: Settings) -> MarketDataSource:
     """The market data source the settings name (the simulated market by default).
 
-    The simulated market starts with enough history to fill a whole window of the largest timeframe.
+    The simulated market starts with enough history to fill a whole window of the largest timeframe;
+    a CSV replay keeps only the window of each file.
     """
     market = settings.market
-    if market.source == "csv":
-        return CsvMarket(market.csv_directory, timeframes=settings.timeframes)  # type: ignore[arg-type]
+    if market.source == "csv":  # each file costs the bot's window, whatever its size
+        return CsvMarket(
+            market.csv_directory,  # type: ignore[arg-type]
+            timeframes=settings.timeframes,
+            window_candles=settings.strategy.history_candles,
+        )
     if market.source == "ccxt":
         return CcxtMarket(market.exchange, symbols=settings.symbols, timeframes=settings.timeframes)
     window = max(DEFAULT_HISTORY_CANDLES, settings.strategy.history_candles)
@@ -68,6 +81,10 @@ def build_market(settings: Settings) -> MarketDataSource:
     return SimulatedMarket(
         settings.symbols, timeframes=settings.timeframes, seed=market.seed, history_candles=history_candles
     )
+
+
+class ModelFileError(OSError):
+    """The signal model's file cannot be written; names the path and the key that sets it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +151,11 @@ class TradingBot:
         self.memory = (memory if memory is not None else MemoryManager(settings.memory)) if manage_memory else None
         self.market = market if market is not None else build_market(settings)
         self.journal = TradeJournal(settings.storage.journal_path)
-        self.broker = PaperBroker(self.journal, settings.paper, clock_ms=lambda: self.market.now_ms)
+        try:
+            self.broker = PaperBroker(self.journal, settings.paper, clock_ms=lambda: self.market.now_ms)
+        except BaseException:
+            self.journal.close()  # release the writer lock now, not when the bot is collected
+            raise
         self.risk = RiskManager(settings.risk)
         self.manage_memory = manage_memory
         self.on_status = on_status
@@ -161,6 +182,7 @@ class TradingBot:
                 self.monitor,
             ],
             continue_on_error=True,
+            stop_on=(CsvFileError,),  # a replay with a broken file is not a cycle to skip: the run ends naming it
             monitor_memory=manage_memory,
         )
         self.cycle = 0
@@ -192,7 +214,13 @@ class TradingBot:
             frames = await self._training_frames()
             horizon = self.settings.strategy.model_horizon
             model = await asyncio.to_thread(train_signal_model, frames, horizon=horizon)
-            save_model(model, path)
+            try:
+                save_model(model, path)
+            except OSError as error:
+                raise ModelFileError(
+                    f"cannot write the signal model to {path}: {error.strerror or error}; make its directory "
+                    "writable or set strategy.model_path"
+                ) from error
         if self.memory is not None:
             self.memory.models.register(MODEL_NAME, model, loader=lambda: load_model(path))
         else:
@@ -267,6 +295,8 @@ class TradingBot:
         limit = window if since_ms is None else self.settings.strategy.fetch_limit
         try:
             fresh = await self.market.fetch_ohlcv(symbol, timeframe, since_ms=since_ms, limit=limit)
+        except CsvFileError:
+            raise
         except (KeyError, ValueError) as error:
             logger.warning("no %s candles for %s: %s", timeframe, symbol, error)
             return cached
@@ -350,6 +380,8 @@ class TradingBot:
         for symbol in sorted({p.symbol for p in self.broker.positions.values()}):
             try:
                 candle = await self._latest_candle(ctx, symbol)
+            except CsvFileError:
+                raise
             except (KeyError, ValueError) as error:  # one symbol's missing data must not block the others' exits
                 logger.warning("no %s candle for %s; its exits wait a cycle: %s", self._analysis_timeframe, symbol, error)
                 continue

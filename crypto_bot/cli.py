@@ -1,8 +1,17 @@
-"""The `crypto-bot` command: run the bot, check a config, print memory statistics, soak-test.
+"""The `crypto-bot` command: run the bot, check a config, print memory statistics or the journal, soak-test.
 
 Paper trading is the only mode: fills are simulated by the paper broker and announced as such
 at start-up. SIGINT/SIGTERM let the current phase finish, then the exchange is closed, the
 journal flushed and the maintenance thread stopped, and the command exits 0.
+
+Every failure is one line on stderr naming the file, key, path or port and what to do (a config
+with several problems gives one line per problem), never a traceback; `--debug` adds it. Exit codes:
+
+    0  done, or stopped by SIGINT/SIGTERM (Ctrl-C)
+    1  an unexpected error: a bug (the line says so; --debug shows the traceback)
+    2  usage or configuration: a bad option, a config file that cannot be read or fails the check
+    3  the runtime environment: the trade journal is locked by another bot, not ours or cannot be
+       opened; a port is in use; a file cannot be read or written (a CSV, the signal model)
 """
 
 from __future__ import annotations
@@ -14,9 +23,14 @@ import json
 import logging
 import signal
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from crypto_bot import redaction
+from crypto_bot.memory import validation
+from crypto_bot.memory.config import MAX_SECONDS
 
 if TYPE_CHECKING:  # the settings pull in the trading stack; `memory stats` alone does not need it
     from crypto_bot.settings import Settings
@@ -24,47 +38,113 @@ if TYPE_CHECKING:  # the settings pull in the trading stack; `memory stats` alon
 logger = logging.getLogger("crypto_bot")
 
 DEFAULT_CONFIG = "production_config_enhanced.yaml"
+PROG = "crypto-bot"
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_USAGE = 2  # argparse's own code for a bad option; config errors share it
+EXIT_ENVIRONMENT = 3
+
+
+class CommandError(Exception):
+    """A failure the command reports in its own words: one line per problem, and its exit code."""
+
+    exit_code: int
+    lines: tuple[str, ...]
+
+    def __init__(self, exit_code: int, *lines: str) -> None:
+        super().__init__("\n".join(lines))
+        self.exit_code = exit_code
+        self.lines = lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    return args.handler(args)
+    redaction.install()  # every handler now redacts secrets from each record, whichever logger wrote it
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:  # Ctrl-C outside the run loop's own handler (loading, training): a stop, as there
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_OK
+    except Exception as error:  # the boundary: every failure becomes a line naming what failed
+        exit_code, lines = _failure(error)
+        if getattr(args, "debug", False):
+            print(redaction.redact("".join(traceback.format_exception(error))), end="", file=sys.stderr)
+        for line in lines:
+            print(redaction.redact(f"{PROG}: {line}"), file=sys.stderr)
+        return exit_code
+
+
+def _failure(error: Exception) -> tuple[int, tuple[str, ...]]:
+    """The exit code and the lines that report `error` (imports only on this path, after a failure)."""
+    if isinstance(error, CommandError):
+        return error.exit_code, error.lines
+    from crypto_bot.execution import JournalError
+    from crypto_bot.market import CsvFileError
+    from crypto_bot.memory import ConfigError
+
+    if isinstance(error, ConfigError):
+        return EXIT_USAGE, tuple(f"config error: {problem}" for problem in error.problems)
+    if isinstance(error, JournalError | CsvFileError | OSError):
+        return EXIT_ENVIRONMENT, (str(error) or type(error).__name__,)
+    return EXIT_UNEXPECTED, (
+        f"unexpected error {type(error).__name__}: {error}; this is a bug: rerun with --debug and report the traceback",
+    )
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (exit 2), like every other failure."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crypto-bot", description=__doc__.splitlines()[0])
+    # --debug is global: accepted before the command or after it (SUPPRESS keeps a later default from hiding it).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of a failure"
+    )
+    parser = _Parser(prog=PROG, description=__doc__.splitlines()[0], parents=[common])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="run the bot (paper trading)")
+    run = commands.add_parser("run", help="run the bot (paper trading)", parents=[common])
     run.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config file (default: %(default)s)")
     run.add_argument("--cycles", type=positive_int, default=None, help="stop after N cycles (default: run until stopped)")
-    run.add_argument("--interval", type=_non_negative_float, default=1.0, help="seconds between cycles (default: %(default)s)")
+    run.add_argument(
+        "--interval", type=interval_seconds, default=1.0, help="seconds between cycles, finite, >= 0 (default: %(default)s)"
+    )
     run.add_argument("--verbose", action="store_true")
     run.set_defaults(handler=_run)
 
-    config = commands.add_parser("config", help="configuration tools")
+    config = commands.add_parser("config", help="configuration tools", parents=[common])
     config_commands = config.add_subparsers(dest="config_command", required=True)
-    check = config_commands.add_parser("check", help="strictly validate a config file")
+    check = config_commands.add_parser("check", help="strictly validate a config file", parents=[common])
     check.add_argument("file")
     check.set_defaults(handler=_config_check)
-    keys = config_commands.add_parser("keys", help="list every key: default, allowed values, meaning")
+    keys = config_commands.add_parser("keys", help="list every key: default, allowed values, meaning", parents=[common])
     keys.set_defaults(handler=_config_keys)
 
-    memory = commands.add_parser("memory", help="memory tools")
+    memory = commands.add_parser("memory", help="memory tools", parents=[common])
     memory_commands = memory.add_subparsers(dest="memory_command", required=True)
-    stats = memory_commands.add_parser("stats", help="print the memory statistics as JSON")
+    stats = memory_commands.add_parser("stats", help="print the memory statistics as JSON", parents=[common])
     stats.add_argument("--config", default=None)
     stats.set_defaults(handler=_memory_stats)
 
+    status = commands.add_parser(
+        "status", help="cash, open positions and closed trades from the journal (read-only)", parents=[common]
+    )
+    status.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config file naming the journal (default: %(default)s)")
+    status.set_defaults(handler=_status)
+
     from crypto_bot.soak import add_soak_command
 
-    add_soak_command(commands)
+    add_soak_command(commands, parents=[common])
     return parser
 
 
@@ -81,45 +161,54 @@ def _int_at_least(text: str, minimum: int) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text}")
-    return value
+    return _argument(validation.integer, "the value", value, minimum=minimum)
 
 
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
+def interval_seconds(text: str) -> float:
+    """Seconds between cycles: a finite number in [0, a year] (inf would never return, nan never compares)."""
+    return non_negative_number(text, maximum=MAX_SECONDS)
 
 
-def load_or_report(path: str) -> Settings | None:
-    """Strictly load a config (what `config check` runs); print every problem, one a line, and return None."""
+def non_negative_number(text: str, maximum: float | None = None) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    return _argument(validation.number, "the value", value, minimum=0, maximum=maximum)
+
+
+def _argument(check: Any, name: str, value: Any, **bounds: Any) -> Any:
+    """`check` (a validation function) as an argparse type: its message becomes the usage error."""
+    try:
+        return check(name, value, **bounds)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def load_config(path: str) -> Settings:
+    """Strictly load a config (what `config check` runs); CommandError (exit 2) with one line per problem."""
+    from crypto_bot.config_file import ConfigFileError
     from crypto_bot.memory import ConfigError
     from crypto_bot.settings import load_settings
 
     try:
         return load_settings(path)
+    except ConfigFileError as error:  # its problems name the file already
+        raise CommandError(EXIT_USAGE, *error.problems) from error
     except ConfigError as error:
-        count = len(error.problems)
-        print(f"config error{'s' if count > 1 else ''} in {path}:", file=sys.stderr)
-        for problem in error.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return None
+        raise CommandError(EXIT_USAGE, *(f"config error in {path}: {problem}" for problem in error.problems)) from error
 
 
 # -------------------------------------------------------------------- commands
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    settings = load_or_report(args.file)
-    if settings is None:
-        return 1
+    settings = load_config(args.file)
     print(
         f"{args.file}: OK ({settings.market.source} market, {len(settings.symbols)} symbols, "
         f"timeframes {', '.join(settings.timeframes)}, cache budget {settings.memory.cache_size_limit_mb} MB)"
     )
-    return 0
+    return EXIT_OK
 
 
 def _config_keys(args: argparse.Namespace) -> int:
@@ -127,60 +216,90 @@ def _config_keys(args: argparse.Namespace) -> int:
 
     for key, default, allowed, meaning in describe_keys():
         print(f"{key:<36} {json.dumps(default):<12} {allowed}\n{'':<36} {meaning}")
-    return 0
+    return EXIT_OK
 
 
 def _memory_stats(args: argparse.Namespace) -> int:
+    """This process's memory figures under the config's memory settings; never opens the journal."""
     from crypto_bot.memory import MemoryConfig, MemoryManager
 
-    config = MemoryConfig()
-    if args.config is not None:
-        settings = load_or_report(args.config)
-        if settings is None:
-            return 1
-        config = settings.memory
+    config = MemoryConfig() if args.config is None else load_config(args.config).memory
     stats = MemoryManager(config).get_memory_stats()
     stats["reading"] = dataclasses.asdict(stats["reading"])
     print(json.dumps(stats, indent=2, default=str, sort_keys=True))
-    return 0
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    """The journal's state, opened read-only: works while a bot holds it."""
+    from crypto_bot.execution import TradeJournal
+
+    settings = load_config(args.config)
+    journal = TradeJournal(settings.storage.journal_path, read_only=True)
+    try:
+        cash = journal.cash()
+        positions = journal.open_positions()
+        trades, realized_pnl = journal.trade_totals()
+    finally:
+        journal.close()
+    lines = [
+        f"trade journal   {journal.path} (read-only)",
+        f"  cash            {'n/a' if cash is None else f'{cash:.2f}'}",
+        f"  open positions  {len(positions)}",
+        *(
+            f"    {p.symbol:<10} {p.side:<5} {p.quantity:.6g} @ {p.entry_price:.6g}, stop {p.stop_price:.6g}"
+            for p in positions
+        ),
+        f"  closed trades   {trades}",
+        f"  realized PnL    {realized_pnl:.2f}",
+    ]
+    print("\n".join(lines), flush=True)
+    return EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> int:
-    settings = load_or_report(args.config)
-    if settings is None:
-        return 1
+    settings = load_config(args.config)
     return asyncio.run(_run_bot(settings, args.cycles, args.interval))
+
+
+async def pause_between_cycles(stop: asyncio.Event, seconds: float) -> None:
+    """Wait `seconds`, or until a stop is requested."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass
 
 
 async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: float) -> int:
     from crypto_bot.bot import TradingBot
     from crypto_bot.memory import MemoryManager
 
-    _announce(settings)
     stop = asyncio.Event()
     memory = MemoryManager(settings.memory)
+    # The bot opens the market and the journal first: a locked or foreign journal is refused before the banner.
     bot = TradingBot(settings, memory=memory, on_status=lambda status: print(status.line(), flush=True))
     loop = asyncio.get_running_loop()
+    metrics_server = None
 
     def request_stop() -> None:
         logger.info("stop requested: finishing the current phase")
         bot.request_stop()
         stop.set()
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, request_stop)
-    metrics_server = _start_metrics(settings, memory)
-    if settings.memory.enable_background_cleanup:
-        memory.start()
     try:
+        _announce(settings)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, request_stop)
+        metrics_server = _start_metrics(settings, memory)
+        if settings.memory.enable_background_cleanup:
+            memory.start()
         await bot.prepare_model()
-        while not bot.stopping and (cycles is None or bot.cycle < cycles):
+        while not bot.stopping:
             await bot.run_cycle()
-            if interval_seconds and not bot.stopping:
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=interval_seconds)
-                except TimeoutError:
-                    pass
+            if bot.stopping or (cycles is not None and bot.cycle >= cycles):
+                break  # no pause after the last cycle
+            if interval_seconds:
+                await pause_between_cycles(stop, interval_seconds)
     finally:
         await bot.close()
         memory.stop()
@@ -189,7 +308,7 @@ async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: flo
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     _print_summary(bot.summary())
-    return 0
+    return EXIT_OK
 
 
 def _announce(settings: Settings) -> None:
@@ -211,7 +330,14 @@ def _start_metrics(settings: Settings, memory: Any) -> Any:
         return None
     from crypto_bot.memory.metrics import start_metrics_server
 
-    server = start_metrics_server(memory, metrics.port, addr=metrics.address)
+    try:
+        server = start_metrics_server(memory, metrics.port, addr=metrics.address)
+    except OSError as error:
+        raise CommandError(
+            EXIT_ENVIRONMENT,
+            f"metrics endpoint cannot listen on {metrics.address} port {metrics.port} ({error.strerror or error}): "
+            "stop what listens there or set metrics.port (or metrics.address) to a free one",
+        ) from error
     logger.info("metrics on http://%s:%d/metrics", metrics.address, metrics.port)
     return server
 

@@ -2,8 +2,8 @@
 
 PyYAML lets a repeated key win over the first (a second `paper:` section replaces the first whole);
 here a duplicate at any depth is an error naming the key and both lines. Unreadable, binary or
-non-UTF-8 files and non-string keys are errors that name the file. Validation of the values is
-`crypto_bot.settings`'s.
+non-UTF-8 files and non-string keys are errors that name the file (`ConfigFileError`, a ConfigError
+whose every problem already names the file). Validation of the values is `crypto_bot.settings`'s.
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ from typing import Any
 import yaml
 
 from crypto_bot.memory import ConfigError
+
+
+class ConfigFileError(ConfigError):
+    """The config file cannot be read as YAML; each problem names the file and says what to do."""
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -29,7 +33,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
         key = loader.construct_object(key_node, deep=deep)
         line = key_node.start_mark.line + 1
         if not isinstance(key, str):
-            raise ConfigError(f"line {line}: key {key!r} must be a string")
+            raise ConfigError(f"line {line}: key {key!r} must be a string; quote it or use a key from crypto-bot config keys")
         if key in seen:
             raise ConfigError(f"duplicate key {key!r} on lines {seen[key]} and {line}; keep one")
         seen[key] = line
@@ -52,23 +56,26 @@ def parse_yaml(text: str) -> Any:
 
 
 def read_config_file(path: str | os.PathLike[str]) -> Any:
-    """The YAML document in the file at `path`; every failure is a ConfigError naming the file."""
+    """The YAML document in the file at `path`; every failure is a ConfigFileError naming the file."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from error
+        raise ConfigFileError(
+            f"cannot read config file {path}: {error.strerror or error}; give the path of a YAML config "
+            "(production_config_enhanced.yaml is the reference)"
+        ) from error
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
-        raise ConfigError(
+        raise ConfigFileError(
             f"config file {path} is not UTF-8 text (line {line} has byte {data[error.start]:#04x}); "
             "save it as UTF-8 YAML"
         ) from error
     if "\x00" in text:
-        raise ConfigError(f"config file {path} is binary, not YAML text")
+        raise ConfigFileError(f"config file {path} is binary, not YAML text; give the path of a YAML config")
     try:
         return parse_yaml(text)
     except ConfigError as error:
-        raise ConfigError(f"config file {path}: {error}") from error
+        raise ConfigFileError(f"config file {path}: {error}") from error

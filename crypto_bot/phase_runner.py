@@ -174,6 +174,7 @@ class PhaseRunner:
         phases: Sequence[Phase],
         *,
         continue_on_error: bool = False,
+        stop_on: tuple[type[Exception], ...] = (),
         on_pressure: PressureCallback | None = None,
         monitor_memory: bool = True,
         clock: Callable[[], float] = time.perf_counter,
@@ -182,6 +183,7 @@ class PhaseRunner:
         if not self.phases or not all(callable(p) for p in self.phases):
             raise ValueError("phases must be a non-empty sequence of async callables taking the context")
         self.continue_on_error = continue_on_error
+        self.stop_on = stop_on  # errors that end the run even with continue_on_error (bad input, not a bad cycle)
         self.on_pressure = on_pressure
         self.monitor_memory = monitor_memory
         self._clock = clock
@@ -223,7 +225,7 @@ class PhaseRunner:
                     rss_bytes = await self._observe(ctx, manager, report, rss_bytes)
                 reports.append(report)
                 if error is not None:
-                    if not self.continue_on_error:
+                    if not self.continue_on_error or isinstance(error, self.stop_on):
                         raise error
                     logger.error("phase %s failed: %r; continuing", name, error)
         finally:
@@ -347,8 +349,9 @@ def _rss_at_next_threshold(policy: PressurePolicy, reading: MemoryReading) -> fl
     next_ratio = min((ratio for ratio in thresholds if ratio > reading.usage_ratio), default=math.inf)
     if next_ratio == math.inf:
         return math.inf
-    usages = [usage for usage in reading.usages if usage.limit_bytes]
-    if not usages:  # no byte figures (a stand-in reading, or the host's percent only): read every phase
+    usages = [(usage.ratio, usage.limit_bytes) for usage in reading.usages or () if usage.limit_bytes]
+    if not usages and reading.limit_bytes:  # a stand-in reading without usages: the old measure
+        usages = [(reading.usage_ratio, reading.limit_bytes)]
+    if not usages:  # no byte figures (the host's percent only): read every phase
         return -math.inf
-    growth_bytes = min((next_ratio - usage.ratio) * usage.limit_bytes for usage in usages)
-    return reading.rss_bytes + growth_bytes
+    return reading.rss_bytes + min((next_ratio - ratio) * limit_bytes for ratio, limit_bytes in usages)

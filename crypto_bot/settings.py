@@ -295,9 +295,12 @@ def _validate_model_path(strategy: StrategyConfig) -> list[str]:
 def _file_path_problems(key: str, value: str) -> list[str]:
     """A file the bot creates: not a directory, and its nearest existing ancestor is a directory."""
     path = Path(value)
-    if path.is_dir():
-        return [invalid(key, value, "a file path, not a directory")]
-    ancestor = next((parent for parent in path.absolute().parents if parent.exists()), None)
+    try:
+        if path.is_dir():
+            return [invalid(key, value, "a file path, not a directory")]
+        ancestor = next((parent for parent in path.absolute().parents if parent.exists()), None)
+    except OSError as error:  # a name too long, a loop of links: the OS cannot use the path
+        return [invalid(key, value, f"a path the operating system can use ({error.strerror or error})")]
     if ancestor is not None and not ancestor.is_dir():
         return [invalid(key, value, f"a path whose parent can be a directory ({ancestor} is a file)")]
     return []

@@ -15,7 +15,6 @@ import dataclasses
 import gc
 import json
 import logging
-import math
 import time
 from array import array
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from crypto_bot.cli import load_or_report, non_negative_int, positive_int
+from crypto_bot.cli import EXIT_OK, EXIT_USAGE, CommandError, load_config, non_negative_int, non_negative_number, positive_int
 from crypto_bot.memory import ConfigError, LeakDetector, MemoryManager, MemoryProbe, sizeof
 from crypto_bot.memory.leaks import LEAK_THRESHOLD_BYTES_PER_CYCLE
 from crypto_bot.memory.units import KIB as _KIB
@@ -51,8 +50,8 @@ _injected_leak: list[bytes] = []
 PLAIN_SIZING_EVERY = 25  # sizing every plain dict entry costs O(entries): done every 25 cycles, carried between  # --inject-leak-kib appends here and never lets go
 
 
-def add_soak_command(commands: Any) -> None:
-    soak = commands.add_parser("soak", help="run cycles back to back and record memory (see README)")
+def add_soak_command(commands: Any, parents: list[argparse.ArgumentParser] | None = None) -> None:
+    soak = commands.add_parser("soak", help="run cycles back to back and record memory (see README)", parents=parents or [])
     soak.add_argument("--config", default="production_config_enhanced.yaml")
     soak.add_argument("--cycles", type=positive_int, required=True)
     soak.add_argument("--out", required=True, help="output directory (created)")
@@ -61,7 +60,9 @@ def add_soak_command(commands: Any) -> None:
     soak.add_argument("--new-symbols-per-cycle", type=positive_int, default=6)
     soak.add_argument("--history-candles", type=positive_int, default=1000, help="window kept per series")
     soak.add_argument("--warmup-cycles", type=non_negative_int, default=None, help="cycles excluded from the slope (default: 20%%)")
-    soak.add_argument("--inject-leak-kib", type=float, default=0.0, help="leak this many KiB per cycle (detector demo)")
+    soak.add_argument(
+        "--inject-leak-kib", type=non_negative_number, default=0.0, help="leak this many KiB per cycle (detector demo)"
+    )
     soak.add_argument("--compare", default=None, help="another soak's output directory to draw beside this one")
     soak.add_argument("--no-plot", action="store_true")
     soak.set_defaults(handler=_soak)
@@ -85,18 +86,12 @@ def soak_settings(settings: Settings, args: argparse.Namespace, out: Path) -> Se
 
 
 def _soak(args: argparse.Namespace) -> int:
-    settings = load_or_report(args.config)
-    if settings is None:
-        return 1
-    if args.inject_leak_kib < 0 or not math.isfinite(args.inject_leak_kib):
-        print("--inject-leak-kib must be a number >= 0", flush=True)
-        return 2
+    settings = load_config(args.config)
     out = Path(args.out)
     try:
         workload = soak_settings(settings, args, out)
     except ConfigError as error:
-        print("\n".join(f"soak options out of range: {problem}" for problem in error.problems), flush=True)
-        return 2
+        raise CommandError(EXIT_USAGE, *(f"soak options out of range: {problem}" for problem in error.problems)) from error
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm"):
         (out / stale).unlink(missing_ok=True)
@@ -106,7 +101,7 @@ def _soak(args: argparse.Namespace) -> int:
     if not args.no_plot:
         plot(out, compare=Path(args.compare) if args.compare else None)
         print(f"plot: {out / 'memory.png'}")
-    return 0
+    return EXIT_OK
 
 
 async def run_soak(settings: Settings, args: argparse.Namespace, out: Path) -> dict[str, Any]:

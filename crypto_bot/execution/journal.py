@@ -110,6 +110,7 @@ CREATE TABLE IF NOT EXISTS trades (
 
 
 _PAGE_CACHE_KIB = 256
+_OPEN_HINT = "check that its directory is a writable local directory, or set storage.journal_path"
 
 
 class JournalError(RuntimeError):
@@ -171,7 +172,10 @@ def _stored_version(path: Path) -> int | None:
                 row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
                 legacy = None if row is None else row[0]
     except sqlite3.Error as error:
-        raise ForeignJournalError(f"{path} is not a crypto_bot trade journal ({error}); it was left unchanged") from error
+        raise ForeignJournalError(
+            f"{path} is not a crypto_bot trade journal ({error}); it was left unchanged: set storage.journal_path to "
+            "another file"
+        ) from error
     if application_id == APPLICATION_ID:
         return user_version
     if application_id == 0 and not tables:
@@ -213,7 +217,7 @@ class TradeJournal:
             connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             self._release_writer_lock()
-            raise JournalError(f"cannot open trade journal at {self.path}: {exc}") from exc
+            raise JournalError(f"cannot open trade journal at {self.path}: {exc}; {_OPEN_HINT}") from exc
         except JournalError:
             self._release_writer_lock()
             raise
@@ -222,7 +226,7 @@ class TradeJournal:
         except (OSError, sqlite3.Error) as exc:
             connection.close()
             self._release_writer_lock()
-            raise JournalError(f"cannot open trade journal at {self.path}: {exc}") from exc
+            raise JournalError(f"cannot open trade journal at {self.path}: {exc}; {_OPEN_HINT}") from exc
         except JournalError:
             connection.close()
             self._release_writer_lock()
@@ -231,7 +235,10 @@ class TradeJournal:
 
     def _open_read_only(self) -> sqlite3.Connection:
         if _stored_version(self.path) != SCHEMA_VERSION:
-            raise JournalError(f"trade journal at {self.path} does not exist or needs a writing bot to migrate it")
+            raise JournalError(
+                f"trade journal at {self.path} does not exist or needs a writing bot to migrate it; run the bot "
+                "(crypto-bot run) once on it, or set storage.journal_path"
+            )
         return _connect_read_only(self.path)
 
     def _back_up(self, version: int) -> None:
@@ -250,7 +257,7 @@ class TradeJournal:
         """Switch to WAL, create or migrate the schema and mark the file as ours."""
         mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
-            raise JournalError(f"trade journal at {self.path} cannot use WAL mode (got {mode!r})")
+            raise JournalError(f"trade journal at {self.path} cannot use WAL mode (got {mode!r}); {_OPEN_HINT}")
         connection.execute("PRAGMA synchronous=FULL")
         # SQLite's page cache defaults to 2 MiB and fills slowly as the journal grows; an
         # append-mostly journal needs little of it, and a small cap keeps the bot's memory flat.

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +22,15 @@ from crypto_bot.strategy import save_model, train_signal_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REPOSITORY_CONFIG = REPO_ROOT / "production_config_enhanced.yaml"
+SUBPROCESS_TIMEOUT_SECONDS = 120
+
+
+def crypto_bot(*args: str, cwd: Path, **options: object) -> subprocess.Popen:
+    """`python -m crypto_bot.cli ARGS` in cwd, importing this checkout: the command as a real process."""
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "crypto_bot.cli", *args], cwd=cwd, env=environment, text=True, **options
+    )
 
 
 def small_config(journal_path: Path, model_path: Path, **sections: dict[str, Any]) -> dict[str, Any]:

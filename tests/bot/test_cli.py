@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
-from crypto_bot.cli import main
-from tests.bot.conftest import REPO_ROOT, REPOSITORY_CONFIG
+from crypto_bot import cli
+from crypto_bot.cli import EXIT_USAGE, main
+from tests.bot.conftest import REPOSITORY_CONFIG, SUBPROCESS_TIMEOUT_SECONDS, crypto_bot
 
-SUBPROCESS_TIMEOUT_SECONDS = 120
-
-
-def crypto_bot(*args: str, cwd: Path, **options: object) -> subprocess.Popen:
-    """`python -m crypto_bot.cli ARGS` in cwd, importing this checkout."""
-    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "crypto_bot.cli", *args], cwd=cwd, env=environment, text=True, **options
-    )
 
 
 def write_yaml(tmp_path: Path, text: str) -> Path:
@@ -90,10 +80,11 @@ def test_config_check_prints_every_problem_on_its_own_line(
         "strategy:\n  min_score: 0.4\n  history_candles: 6000\n"
         f"market:\n  source: csv\n  csv_directory: {tmp_path / 'absent'}\n"
     )
-    assert main(["config", "check", str(write_yaml(tmp_path, text))]) == 1
+    assert main(["config", "check", str(write_yaml(tmp_path, text))]) == EXIT_USAGE
     lines = capsys.readouterr().err.splitlines()
-    assert lines[0] == f"config errors in {tmp_path / 'candidate.yaml'}:"
-    assert [line.split("=")[0].strip() for line in lines[1:]] == [
+    prefix = f"crypto-bot: config error in {tmp_path / 'candidate.yaml'}: "
+    assert all(line.startswith(prefix) for line in lines)
+    assert [line.removeprefix(prefix).split("=")[0] for line in lines] == [
         "invalid strategy.history_candles",
         "invalid strategy.min_score",
         "invalid paper.fee_rate",
@@ -119,7 +110,7 @@ def test_a_bad_file_fails_the_command_with_a_non_zero_exit(tmp_path: Path) -> No
     path = write_yaml(tmp_path, "strategy:\n  batch_size: 0\n")
     process = crypto_bot("config", "check", str(path), cwd=tmp_path, stderr=subprocess.PIPE)
     _, err = process.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS)
-    assert process.returncode == 1 and "strategy.batch_size" in err
+    assert process.returncode == EXIT_USAGE and "strategy.batch_size" in err
 
 
 # ------------------------------------------------------------------------- run
@@ -173,16 +164,54 @@ def test_run_stops_cleanly_on_sigterm(tmp_path: Path, config_file: Callable[...,
 
 def test_run_with_a_bad_config_exits_non_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_yaml(tmp_path, "colour: red\n")
-    assert main(["run", "--config", str(path), "--cycles", "1"]) == 1
+    assert main(["run", "--config", str(path), "--cycles", "1"]) == EXIT_USAGE
     assert "colour" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("option", [["--cycles", "0"], ["--interval", "-1"]], ids=["cycles", "interval"])
-def test_run_rejects_bad_numbers(option: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("option", "refusal"),
+    [
+        (["--cycles", "0"], "an integer >= 1, got 0"),
+        (["--cycles", "-3"], "an integer >= 1, got -3"),
+        (["--cycles", "many"], "an integer >= 1, got 'many'"),
+        (["--interval", "-1"], "a finite number in [0, 31536000], got -1.0"),
+        (["--interval", "inf"], "a finite number in [0, 31536000], got inf"),
+        (["--interval=-inf"], "a finite number in [0, 31536000], got -inf"),
+        (["--interval", "nan"], "a finite number in [0, 31536000], got nan"),
+        (["--interval", "1e300"], "a finite number in [0, 31536000], got 1e+300"),
+        (["--interval", "soon"], "a number, got 'soon'"),
+    ],
+    ids=["cycles-zero", "cycles-negative", "cycles-text", "interval-negative", "interval-inf", "interval-minus-inf",
+         "interval-nan", "interval-beyond-a-year", "interval-text"],
+)
+def test_run_refuses_bad_numbers_in_one_line_with_the_usage_exit_code(
+    option: list[str], refusal: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["run", *option])
-    assert exit_info.value.code == 2
-    assert option[0] in capsys.readouterr().err
+    assert exit_info.value.code == EXIT_USAGE
+    (line,) = capsys.readouterr().err.splitlines()
+    name = option[0].split("=")[0]
+    assert line.startswith(f"crypto-bot run: error: argument {name}: ") and refusal in line
+
+
+@pytest.mark.parametrize(("cycles", "pauses"), [(1, []), (3, [3600.0, 3600.0])], ids=["one-cycle", "three-cycles"])
+def test_run_pauses_between_cycles_and_not_after_the_last(
+    cycles: int,
+    pauses: list[float],
+    config_file: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    recorded: list[float] = []
+
+    async def pause(stop: object, seconds: float) -> None:
+        recorded.append(seconds)
+
+    monkeypatch.setattr(cli, "pause_between_cycles", pause)
+    assert main(["run", "--config", str(config_file()), "--cycles", str(cycles), "--interval", "3600"]) == 0
+    assert recorded == pauses
+    assert f"cycles          {cycles}" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------- memory stats
@@ -218,5 +247,5 @@ def test_memory_stats_uses_the_configured_budget(tmp_path: Path, capsys: pytest.
 
 def test_memory_stats_with_a_bad_config_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_yaml(tmp_path, "memory_threshold: 2\n")
-    assert main(["memory", "stats", "--config", str(path)]) == 1
+    assert main(["memory", "stats", "--config", str(path)]) == EXIT_USAGE
     assert "memory_threshold" in capsys.readouterr().err

@@ -371,6 +371,21 @@ def test_continue_on_error_runs_the_remaining_phases(ctx: BotContext) -> None:
     assert runner.last_report[0].error is not None and runner.last_report[1].error is None
 
 
+def test_an_error_of_a_stop_on_type_ends_the_run_even_when_continuing_on_error(ctx: BotContext) -> None:
+    calls: list[str] = []
+
+    class BadInput(ValueError):
+        pass
+
+    async def explode(context: BotContext) -> None:
+        raise BadInput("data.csv:7: negative volume")
+
+    runner = PhaseRunner([explode, recorder(calls, "execute")], continue_on_error=True, stop_on=(BadInput,))
+    with pytest.raises(BadInput, match="data.csv:7"):
+        run(runner, ctx)
+    assert calls == [] and [report.name for report in runner.last_report] == ["explode"]
+
+
 def test_each_phase_records_its_memory_delta_and_pressure_level(ctx: BotContext) -> None:
     size_bytes = 64 * 1024 * 1024
 

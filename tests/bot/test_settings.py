@@ -282,6 +282,12 @@ def test_a_model_path_under_a_file_is_refused(tmp_path: Path) -> None:
     assert problem.startswith("invalid strategy.model_path=") and "is a file" in problem
 
 
+def test_a_journal_path_the_os_cannot_use_is_refused_not_raised(tmp_path: Path) -> None:
+    path = tmp_path / ("j" * 300 + ".sqlite")  # longer than any file name may be
+    (problem,) = problems_of({"storage": {"journal_path": str(path)}})
+    assert problem.startswith("invalid storage.journal_path=") and "a path the operating system can use" in problem
+
+
 def test_metrics_without_prometheus_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *args: None)
