@@ -1,10 +1,14 @@
 """Live candles from a real exchange through ccxt's asyncio client (optional `ccxt` extra).
 
 Covers `CcxtMarket`: one rate-limited exchange instance per market, credentials read only from
-environment variables whose names are given and redacted from ccxt's own log records (ccxt logs
-request headers, API key included, at DEBUG), ccxt's OHLCV lists turned into the `source` frame,
+environment variables whose names are given, ccxt's OHLCV lists turned into the `source` frame,
 and the exchange's still-open candle dropped (no look-ahead). Does not cover order placement
 (see `crypto_bot.execution`) or simulated and replayed data (`simulated`, `csv_market`).
+
+Each credential is registered with `crypto_bot.redaction` as it is read, so the handler-level
+filter (`redaction.install()`, which the command runs at start-up) removes it from every log record
+and exception text, ccxt's own included (ccxt logs request headers, API key included, at DEBUG, and
+exchanges echo keys and signed URLs in their error messages).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crypto_bot import redaction
 from crypto_bot.market.source import OHLCV_COLUMNS, ohlcv_frame, visible_slice
 from crypto_bot.market.timeframes import (
     TIMEFRAME_MS,
@@ -65,25 +70,8 @@ def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class _RedactingLogger(logging.LoggerAdapter):
-    """Hands ccxt's log calls to its usual logger with credential values replaced by "***"."""
-
-    def __init__(self, logger: logging.Logger, secrets: Iterable[str]) -> None:
-        super().__init__(logger, {})
-        self._secrets = tuple(secrets)
-
-    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
-        if not self.isEnabledFor(level):
-            return
-        message = str(msg) % args if args else str(msg)
-        for secret in self._secrets:
-            message = message.replace(secret, "***")
-        kwargs.setdefault("stacklevel", 2)  # report ccxt's line, not this adapter's
-        self.logger.log(level, "%s", message, **kwargs)
-
-
 def _credentials(api_key_env: str | None, secret_env: str | None, password_env: str | None) -> dict[str, str]:
-    """ccxt credential fields read from the named environment variables (values never logged)."""
+    """ccxt credential fields read from the named environment variables, each registered for redaction."""
     credentials: dict[str, str] = {}
     for field, argument, variable in (
         ("apiKey", "api_key_env", api_key_env),
@@ -95,6 +83,13 @@ def _credentials(api_key_env: str | None, secret_env: str | None, password_env: 
         value = os.environ.get(variable, "")
         if not value:
             raise ValueError(f"{argument} names environment variable {variable!r}, which is unset or empty")
+        try:
+            redaction.register_secret(value)
+        except ValueError:
+            raise ValueError(
+                f"{argument} names environment variable {variable!r}, whose value is too short to be a real "
+                "credential or to be redacted from logs (fewer than 4 characters)"
+            ) from None
         credentials[field] = value
     return credentials
 
@@ -159,9 +154,6 @@ class CcxtMarket:
         exchange = exchange_class(exchange_id)
         exchange_config = _checked_config(config)
         credentials = _credentials(api_key_env, secret_env, password_env)
-        if credentials:
-            ccxt_logger = exchange_config.get("logger") or logging.getLogger("ccxt.base.exchange")
-            exchange_config["logger"] = _RedactingLogger(ccxt_logger, credentials.values())
         self._exchange = exchange({**exchange_config, **credentials})
         self.name = exchange_id
         self._symbols = None if symbols is None else tuple(dict.fromkeys(symbols))

@@ -23,6 +23,7 @@ import pytest
 
 pytest.importorskip("ccxt")
 
+from crypto_bot import cli, redaction
 from crypto_bot.market import CcxtMarket, MarketDataSource
 
 HOUR_MS = 3_600_000
@@ -87,7 +88,11 @@ class FakeBinance(BaseHTTPRequestHandler):
                 {"timezone": "UTC", "serverTime": SERVER_NOW_MS, "rateLimits": [], "symbols": self.server.symbols}
             )
         elif url.path in ("/sapi/v1/margin/allPairs", "/sapi/v1/margin/isolated/allPairs"):
-            self.reply([])
+            if self.server.echo_credentials:  # as some exchanges do: the key and the signed URL in the error
+                message = f"Invalid API-key {self.headers.get('X-MBX-APIKEY')}, IP, or permissions; request {self.path}"
+                self.reply({"code": -2015, "msg": message}, status=401)
+            else:
+                self.reply([])
         elif url.path == "/api/v3/klines" and query.get("interval") == "1h":
             current_open_ms = SERVER_NOW_MS // HOUR_MS * HOUR_MS
             limit = int(query.get("limit", 500))
@@ -118,6 +123,7 @@ class LoopbackBinance(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), FakeBinance)
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.echo_credentials = False
         self.symbols = [
             binance_symbol("BTC", "USDT"),
             binance_symbol("ETH", "BTC"),
@@ -304,6 +310,7 @@ def test_credentials_come_from_named_environment_variables_and_stay_out_of_repr_
     monkeypatch.setenv("TEST_BINANCE_KEY", "key-1234-secret-looking")
     monkeypatch.setenv("TEST_BINANCE_SECRET", "s3cr3t-value-9876")
     caplog.set_level(logging.DEBUG)
+    caplog.handler.addFilter(redaction.RedactingFilter())  # what redaction.install() puts on the command's handlers
 
     async def scenario(market: CcxtMarket) -> tuple[str, str, str]:
         await market.load_markets()  # with margin pairs: signed requests carrying the key header
@@ -322,6 +329,55 @@ def test_credentials_come_from_named_environment_variables_and_stay_out_of_repr_
     for value in (api_key, secret):
         assert value not in text
         assert value not in caplog.text
+
+
+def test_credentials_are_registered_for_redaction_as_they_are_read(monkeypatch):
+    monkeypatch.setenv("TEST_BINANCE_KEY", "key-registered-when-read")
+    CcxtMarket("binance", api_key_env="TEST_BINANCE_KEY")
+    assert redaction.redact("echo key-registered-when-read") == "echo ***"
+
+
+def test_a_credential_too_short_to_redact_is_refused_naming_the_variable(monkeypatch):
+    monkeypatch.setenv("TEST_SHORT_PASSWORD", "abc")
+    with pytest.raises(ValueError, match="password_env names environment variable 'TEST_SHORT_PASSWORD', whose value is too short"):
+        CcxtMarket("binance", password_env="TEST_SHORT_PASSWORD")
+
+
+def test_an_exchange_error_echoing_the_key_and_signature_reaches_no_log_of_the_command(
+    monkeypatch, caplog, capsys, server, config_file
+):
+    """End to end: `crypto-bot run` on a ccxt market whose exchange answers a signed request with the key and
+    the signed URL; the bot logs the failed phase and carries on; nothing it logs or prints holds either."""
+    api_key = "k3y-echoed-by-the-exchange"
+    monkeypatch.setenv("TEST_ECHO_KEY", api_key)
+    monkeypatch.setenv("TEST_ECHO_SECRET", "s3cr3t-that-signs-requests")
+    server.echo_credentials = True
+
+    def loopback_source(settings):  # build_market with credentials, every API URL on the loopback stub
+        config = {**LOOPBACK_CONFIG, "options": {**LOOPBACK_CONFIG["options"], "fetchMargins": True}}
+        market = CcxtMarket(
+            "binance", config=config, api_key_env="TEST_ECHO_KEY", secret_env="TEST_ECHO_SECRET",
+            symbols=settings.symbols, timeframes=settings.timeframes, clock_ms=lambda: CLIENT_NOW_MS,
+        )
+        for name, url in market.exchange.urls["api"].items():
+            market.exchange.urls["api"][name] = server.base_url + urlsplit(url).path
+        return market
+
+    monkeypatch.setattr("crypto_bot.bot.build_market", loopback_source)
+    caplog.set_level(logging.DEBUG)
+    config = config_file(market={"source": "ccxt", "exchange": "binance"}, symbols=["BTC/USDT"], timeframes=["1h"])
+    assert cli.main(["run", "--config", str(config), "--cycles", "1", "--interval", "0", "--verbose"]) == 0
+
+    signatures = [query["signature"] for path, query in server.requests if "signature" in query]
+    assert signatures, "the stub saw no signed request"
+    failures = [record for record in caplog.records if "phase update_caches failed" in record.getMessage()]
+    assert len(failures) == 1 and "Invalid API-key ***" in failures[0].getMessage()
+    assert "signature=***" in failures[0].getMessage()
+    captured = capsys.readouterr()
+    for text in (caplog.text, captured.out, captured.err):
+        assert api_key not in text
+        for signature in signatures:
+            assert signature not in text
 
 
 def test_missing_environment_variable_raises_naming_the_variable(monkeypatch):
