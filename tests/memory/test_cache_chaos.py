@@ -163,7 +163,7 @@ def chaos_step(cache: ManagedCache, rng: random.Random, mutator: Mutator) -> Non
         key in cache  # noqa: B015 - the lookup is the operation under test
     elif choice < 0.6:
         keys = cache.keys()
-        assert len(keys) == len(set(keys)) <= cache.max_size
+        assert len(keys) == len(set(keys))  # (the limits are _verify's: another thread may resize meanwhile)
     elif choice < 0.7:
         items = cache.items()
         assert all(value == [key] for key, value in items)
