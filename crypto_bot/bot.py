@@ -43,7 +43,6 @@ from crypto_bot.phase_runner import BotContext, PhaseRunner, notify
 from crypto_bot.settings import Settings
 from crypto_bot.strategy import (
     ModelLoadError,
-    Regime,
     analyse_latest,
     classify_regime,
     compute_indicators,
@@ -54,6 +53,7 @@ from crypto_bot.strategy import (
     train_signal_model,
     up_probabilities,
 )
+from crypto_bot.working_set import RegimeResult
 
 logger = logging.getLogger(__name__)
 
@@ -85,14 +85,6 @@ def build_market(settings: Settings) -> MarketDataSource:
 
 class ModelFileError(OSError):
     """The signal model's file cannot be written; names the path and the key that sets it."""
-
-
-@dataclass(frozen=True, slots=True)
-class RegimeResult:
-    """A symbol's regime on the regime timeframe, as of that timeframe's latest closed candle."""
-
-    regime: Regime
-    as_of: pd.Timestamp
 
 
 class LogNotifier:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,9 @@ from crypto_bot.memory.config import (
     unknown_keys,
 )
 from crypto_bot.strategy.indicators import required_candles
+from crypto_bot.memory.units import MIB
 from crypto_bot.strategy.signal_model import MIN_TRAINING_ROWS
+from crypto_bot.working_set import minimum_working_set
 
 TIMEFRAMES = tuple(TIMEFRAME_MS)
 DEFAULT_SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT", "ADA/USDT")
@@ -306,6 +309,25 @@ def _file_path_problems(key: str, value: str) -> list[str]:
     return []
 
 
+def _validate_cache_budget_holds_the_working_set(
+    memory: MemoryConfig, strategy: StrategyConfig, market: MarketConfig, symbols: tuple[str, ...],
+    timeframes: tuple[str, ...],
+) -> list[str]:
+    """The budget holds one cycle's windows and regimes, or the cycle's own puts evict what it then reads."""
+    universe = len(symbols)
+    if market.source == "csv":  # a replay's universe is its files on the smallest timeframe
+        directory = Path(market.csv_directory or "")
+        universe = len(csv_symbols(directory, timeframes[0])) if directory.is_dir() else 0
+    working_set = minimum_working_set(min(strategy.batch_size, universe), len(timeframes), strategy.history_candles)
+    if not working_set.symbols or memory.cache_size_limit_bytes >= working_set.total_bytes:
+        return []
+    allowed_mb = math.ceil(working_set.total_bytes / MIB * 100) / 100
+    return [
+        f"cache_size_limit_mb={memory.cache_size_limit_mb} ({memory.cache_size_limit_bytes:,} B) cannot "
+        f"hold the working set: {working_set.describe()}; allowed >= {allowed_mb:g}"
+    ]
+
+
 def _validate_metrics_extra(metrics: MetricsConfig) -> list[str]:
     if metrics.enabled and importlib.util.find_spec("prometheus_client") is None:
         return [
@@ -319,5 +341,6 @@ _RULES: tuple[Callable[..., list[str]], ...] = (
     _validate_ccxt_source,
     _validate_journal_path,
     _validate_model_path,
+    _validate_cache_budget_holds_the_working_set,
     _validate_metrics_extra,
 )

@@ -118,6 +118,18 @@ def test_a_bad_config_in_a_real_process_prints_no_traceback(tmp_path: Path) -> N
     assert "key 1 must be a string" in one_line(result.stderr) and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("verb", [["config", "check"], ["run", "--config"]], ids=["check", "run"])
+def test_a_cache_budget_below_the_working_set_is_one_line_naming_both_figures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], verb: list[str]
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("cache_size_limit_mb: 0.000001\n", encoding="utf-8")
+    assert main([*verb, str(path)]) == EXIT_USAGE
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith(f"crypto-bot: config error in {path}: cache_size_limit_mb=1e-06 (1 B) cannot hold the working set: ")
+    assert "6 symbols per cycle x 3 timeframes x 300 candles x " in line and "MiB; allowed >= " in line
+
+
 @pytest.mark.parametrize("position", ["before", "after"], ids=["before-the-command", "after-the-command"])
 def test_debug_adds_the_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str], position: str) -> None:
     path = tmp_path / "config.yaml"

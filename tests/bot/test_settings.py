@@ -4,15 +4,18 @@ and the rules that keep `config check` from accepting configs the bot would refu
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from crypto_bot.execution.broker import PaperConfig
 from crypto_bot.market import MarketConfig, exchange_ids, offered_timeframes
-from crypto_bot.memory import ConfigError
+from crypto_bot.market.source import ohlcv_frame
+from crypto_bot.memory import ConfigError, sizeof
 from crypto_bot.settings import (
     DEFAULT_SYMBOLS,
     DEFAULT_TIMEFRAMES,
@@ -23,6 +26,7 @@ from crypto_bot.settings import (
     load_settings,
     parse_settings,
 )
+from crypto_bot.working_set import minimum_working_set, window_bytes
 from tests.bot.conftest import REPOSITORY_CONFIG
 
 
@@ -286,6 +290,40 @@ def test_a_journal_path_the_os_cannot_use_is_refused_not_raised(tmp_path: Path) 
     path = tmp_path / ("j" * 300 + ".sqlite")  # longer than any file name may be
     (problem,) = problems_of({"storage": {"journal_path": str(path)}})
     assert problem.startswith("invalid storage.journal_path=") and "a path the operating system can use" in problem
+
+
+def test_a_cache_budget_below_the_working_set_is_refused_naming_both_figures() -> None:
+    working_set = minimum_working_set(6, 3, 300)  # the defaults: 6 symbols, batch 6, 1m/5m/1h, 300 candles
+    (problem,) = problems_of({"cache_size_limit_mb": 0.000001})
+    assert problem == (
+        f"cache_size_limit_mb=1e-06 (1 B) cannot hold the working set: {working_set.describe()}; "
+        f"allowed >= {math.ceil(working_set.total_bytes / 2**20 * 100) / 100:g}"
+    )
+    assert "6 symbols per cycle x 3 timeframes x 300 candles x " in problem
+
+
+def test_a_cache_budget_of_the_working_set_is_accepted() -> None:
+    working_set_mb = minimum_working_set(6, 3, 300).total_bytes / 2**20
+    assert parse_settings({"cache_size_limit_mb": working_set_mb}).memory.cache_size_limit_mb == working_set_mb
+    problems_of({"cache_size_limit_mb": working_set_mb * 0.99})
+
+
+def test_the_working_set_counts_the_symbols_of_one_cycle() -> None:
+    (problem,) = problems_of({"cache_size_limit_mb": 0.001, "strategy": {"batch_size": 2}, "timeframes": ["1m"]})
+    assert f"{minimum_working_set(2, 1, 300).describe()}" in problem  # batch_size of the six symbols, one timeframe
+
+
+def test_a_replays_working_set_counts_its_files(tmp_path: Path) -> None:
+    for symbol in ("BTC_USDT", "ETH_USDT"):
+        (tmp_path / f"{symbol}-1m.csv").write_text("", encoding="utf-8")
+    market = {"source": "csv", "csv_directory": str(tmp_path)}
+    (problem,) = problems_of({"cache_size_limit_mb": 0.001, "market": market, "timeframes": ["1m"]})
+    assert "2 symbols per cycle x 1 timeframe x 300 candles" in problem
+
+
+def test_a_window_is_measured_as_the_cache_sizes_it() -> None:
+    frame = ohlcv_frame(np.arange(300, dtype=np.int64) * 60_000, np.zeros((300, 5)))
+    assert window_bytes(300) == sizeof(frame) and 40 * 300 < window_bytes(300) < 100 * 300
 
 
 def test_metrics_without_prometheus_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

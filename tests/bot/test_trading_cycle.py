@@ -15,6 +15,7 @@ from crypto_bot.cache_views import CacheView
 from crypto_bot.market import MarketDataSource
 from crypto_bot.memory import MemoryConfig, MemoryManager, PressureLevel
 from crypto_bot.settings import Settings, parse_settings
+from crypto_bot.working_set import minimum_working_set
 from tests.bot.conftest import RecordingNotifier
 
 PHASES = ["fetch_candidates", "update_caches", "analyse_batch", "execute_signals", "handle_exits", "monitor"]
@@ -109,6 +110,28 @@ def test_a_cycle_fills_the_managed_caches(start: Callable[..., Session], bot_set
     assert set(ctx.regime_cache) == set(ctx.current_batch)
     caches = ctx.get_memory_stats()["caches"]
     assert caches["df_cache"]["entries"] == len(expected) and caches["df_cache"]["total_bytes"] > 0
+
+
+def test_the_measured_working_set_is_what_a_cycles_caches_hold(start: Callable[..., Session], bot_settings: Settings) -> None:
+    session = start(bot_settings)
+    session.cycle()
+    caches = session.bot.ctx.get_memory_stats()["caches"]
+    strategy = bot_settings.strategy
+    working_set = minimum_working_set(strategy.batch_size, len(bot_settings.timeframes), strategy.history_candles)
+    assert caches["df_cache"]["total_bytes"] + caches["regime_cache"]["total_bytes"] == working_set.total_bytes
+
+
+def test_a_budget_of_exactly_the_working_set_keeps_a_whole_cycle(
+    start: Callable[..., Session], config_dict: Callable[..., dict[str, Any]]
+) -> None:
+    candles = config_dict()["strategy"]["history_candles"]
+    working_set_bytes = minimum_working_set(4, 2, candles).total_bytes
+    settings = parse_settings(config_dict(cache_size_limit_mb=working_set_bytes / 2**20))
+    session = start(settings)
+    session.cycle()
+    caches = session.bot.ctx.get_memory_stats()["caches"]
+    assert caches["df_cache"]["entries"] == 4 * 2 and caches["regime_cache"]["entries"] == 4
+    assert caches["df_cache"]["evictions"]["size"] == 0 and session.bot.runner.last_report[2].error is None
 
 
 def test_the_model_is_registered_in_the_manager_and_used(start: Callable[..., Session], bot_settings: Settings) -> None:
