@@ -91,10 +91,16 @@ def _failure(error: Exception) -> tuple[int, tuple[str, ...]]:
     if isinstance(error, ConfigError):
         return EXIT_USAGE, tuple(f"config error: {problem}" for problem in error.problems)
     if isinstance(error, JournalError | CsvFileError | OSError):
-        return EXIT_ENVIRONMENT, (str(error) or type(error).__name__,)
+        return EXIT_ENVIRONMENT, (_one_line(str(error) or type(error).__name__),)
     return EXIT_UNEXPECTED, (
-        f"unexpected error {type(error).__name__}: {error}; this is a bug: rerun with --debug and report the traceback",
+        f"unexpected error {type(error).__name__}: {_one_line(str(error))}; this is a bug: rerun with --debug and "
+        "report the traceback",
     )
+
+
+def _one_line(text: str) -> str:
+    """`text` with its line breaks turned into spaces (an exception's message may span lines)."""
+    return " ".join(text.splitlines())
 
 
 class _Parser(argparse.ArgumentParser):
