@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from crypto_bot.market import SimulatedMarket, generated_symbols
+from crypto_bot.redaction import RedactingFilter
 from crypto_bot.settings import Settings, parse_settings
 from crypto_bot.strategy import save_model, train_signal_model
 
@@ -56,6 +58,16 @@ def small_config(journal_path: Path, model_path: Path, **sections: dict[str, Any
         else:
             config[name] = values
     return config
+
+
+@pytest.fixture(autouse=True)
+def _no_redacting_filter_left_behind() -> Iterator[None]:
+    """`cli.main` installs the redacting filter on the root logger's handlers; under pytest those are pytest's
+    own, shared by every later test (the filter clears each record's exc_info): take it off again."""
+    yield
+    for handler in logging.getLogger().handlers:
+        for installed in [f for f in handler.filters if isinstance(f, RedactingFilter)]:
+            handler.removeFilter(installed)
 
 
 @pytest.fixture(scope="session")
