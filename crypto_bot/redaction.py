@@ -55,8 +55,8 @@ class RedactingFilter(logging.Filter):
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
+            # formatters render exc_text when it is set, so exc_info stays for code that inspects it
             record.exc_text = redact(record.exc_text)
-            record.exc_info = None  # the formatter would render the raw exception again
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
         return True
