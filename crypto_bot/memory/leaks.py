@@ -1,14 +1,16 @@
 """Leak detection: growth trends of process memory, checks that released objects die, allocation diagnosis.
 
-This module covers noticing a leak and pointing at it:
+This module covers noticing a leak and pointing at it by hand:
 - `GrowthTracker`: sliding-window least-squares slope, O(1) amortized per sample.
 - `LeakDetector`: flags steady growth of *unmanaged* memory (working set minus what the managed
   caches and models account for), confirmed over consecutive windows, with a rate-limited warning.
 - `ReleaseWatch`: weak references to evicted or unloaded objects, to prove they were freed.
 - `diagnose`: a short, opt-in tracemalloc window naming the lines whose allocations grew.
 
-It does not read process memory itself (the caller passes working set and managed bytes) and does
-not act on a leak: shrinking caches is the manager's job, unloading models is `models.py`'s.
+It does not read process memory itself (the caller passes working set and managed bytes), does
+not run the automatic diagnosis (`diagnosis.py`: windows across maintenance passes, the type
+census, the verdict on native growth) and does not act on a leak: shrinking caches is the
+manager's job, unloading models is `models.py`'s.
 """
 
 from __future__ import annotations
@@ -334,50 +336,44 @@ class ReleaseWatch(Generic[LabelT]):
 
 @dataclass(frozen=True, slots=True)
 class AllocationGrowth:
-    """One source line whose live allocations grew during a `diagnose` window."""
+    """One line whose live allocations grew during a `diagnose` window: `location` is the line in the
+    code that owns them (the first frame outside the standard library and site-packages), `innermost`
+    where they were allocated."""
 
     location: str
     size_diff_bytes: int
     count_diff: int
+    innermost: str = ""
 
 
-_TRACEMALLOC_NOISE = (
-    tracemalloc.Filter(False, tracemalloc.__file__),
-    tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),
-    tracemalloc.Filter(False, "<unknown>"),
-)
+def diagnose(
+    seconds: float, *, top: int = 10, frames: int = 32, sleep: Callable[[float], Any] = time.sleep
+) -> list[AllocationGrowth]:
+    """The `top` lines whose live allocations grew most over a `seconds`-long tracemalloc window.
 
-
-def diagnose(seconds: float, *, top: int = 10, sleep: Callable[[float], Any] = time.sleep) -> list[AllocationGrowth]:
-    """The `top` source lines whose live allocations grew most over a `seconds`-long tracemalloc window.
-
-    Opt-in and costly while it runs: tracemalloc slows allocation down. It is started (and
-    afterwards stopped) only if it was not already tracing.
+    Opt-in and costly while it runs: tracemalloc slows allocation several times over. It is
+    started (and afterwards stopped) only if it was not already tracing. Lines are grouped as in
+    the automatic diagnosis (`diagnosis.compare_snapshots`).
     """
+    from .diagnosis import compare_snapshots  # diagnosis builds on this module's GrowthTracker
+
     window_seconds = validation.number(
         "seconds", seconds, minimum=0, minimum_open=True, maximum=_MAX_DIAGNOSE_SECONDS
     )
     top = validation.integer("top", top, minimum=1)
+    frames = validation.integer("frames", frames, minimum=1, maximum=65535)
     started_here = not tracemalloc.is_tracing()
     if started_here:
-        tracemalloc.start(1)  # results are grouped by line, so one frame per trace is all we read
+        tracemalloc.start(frames)
     try:
-        before = tracemalloc.take_snapshot().filter_traces(_TRACEMALLOC_NOISE)
+        before = tracemalloc.take_snapshot()
         sleep(window_seconds)
-        after = tracemalloc.take_snapshot().filter_traces(_TRACEMALLOC_NOISE)
+        after = tracemalloc.take_snapshot()
     finally:
         if started_here:
             tracemalloc.stop()
-    growing = [stat for stat in after.compare_to(before, "lineno") if stat.size_diff > 0]
-    growing.sort(key=lambda stat: stat.size_diff, reverse=True)
-    result = [
-        AllocationGrowth(
-            location=f"{stat.traceback[0].filename}:{stat.traceback[0].lineno}",
-            size_diff_bytes=stat.size_diff,
-            count_diff=stat.count_diff,
-        )
-        for stat in growing[:top]
-    ]
+    sites, _ = compare_snapshots(before, after, top=top)
+    result = [AllocationGrowth(site.site, site.size_diff_bytes, site.count_diff, site.innermost) for site in sites]
     for growth in result:
         logger.info(
             "allocations at %s grew %.1f KiB (%+d blocks) in %.3g s",

@@ -9,32 +9,46 @@ says so once (a warning and an alert) with the figures and the limit that would 
 again only after it stopped and started anew. Its stats show each limit with the memory it
 bounds, which one set the level, and the ratio, thresholds and hysteresis the level came from.
 
+When the leak detector confirms growth of unmanaged memory, the manager diagnoses it on its own:
+a bounded tracemalloc window over the next maintenance passes names the growing lines and types
+(`diagnosis.py`); the result is logged as a warning and sent to the alert callbacks, kept in the
+stats (`"leak"`), exported as metrics, and written as a JSON file to `report_dir`.
+`write_report()` writes the same figures on demand, and `install_report_signal()` makes a signal
+(SIGUSR1) do it on a running process.
+
 See also: `pressure.py` (the tier decisions and the thrash watch, pure logic), `probe.py` (the readings),
-`models.py` (the model lifecycle), `leaks.py` (growth and release checks), and
+`models.py` (the model lifecycle), `leaks.py` (growth and release checks), `diagnosis.py` (the
+diagnosis windows), `reports.py` (report files and the signal handler), and
 `crypto_bot.utils.enhanced_memory_manager` (the seed-compatible facade over this class).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import os
+import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import validation
 from .budget import SharedBudget
 from .cache import ManagedCache, RemovalCause
 from .config import MemoryConfig
+from .diagnosis import DiagnosisSettings, LeakDiagnoser, LeakDiagnosis, Verdict
 from .leaks import AllocationGrowth, LeakDetector, ReleaseWatch, diagnose
 from .models import ModelRegistry
 from .pressure import ClearingPass, PressureDecision, PressureLevel, PressurePolicy, Thrashing, ThrashWatch
 from .probe import LimitUsage, MemoryProbe, MemoryReading
 from .reclaim import collect_garbage
+from .reports import ReportSignal, memory_report, write_json_report
 from .units import MIB as _MIB
 from .units import format_mib as _mib
 
@@ -107,6 +121,9 @@ class MemoryManager:
     thrash_watch: ThrashWatch
     leaks: LeakDetector
     release_watch: ReleaseWatch
+    diagnoser: LeakDiagnoser
+    report_dir: Path | None
+    cycles: int
 
     def __init__(
         self,
@@ -116,6 +133,8 @@ class MemoryManager:
         clock: Callable[[], float] = time.monotonic,
         on_alert: AlertCallback | None = None,
         history_size: int = 256,
+        diagnosis: DiagnosisSettings | None = None,
+        report_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.config = config if config is not None else MemoryConfig()
         self._clock = clock
@@ -137,6 +156,17 @@ class MemoryManager:
         self.thrash_watch = self._build_thrash_watch()
         self.leaks = self._build_leak_detector()
         self.release_watch = ReleaseWatch()
+        self.cycles = 0
+        self.report_dir = None if report_dir is None else Path(report_dir)
+        self.last_diagnosis_path: Path | None = None
+        self.diagnoser = LeakDiagnoser(
+            diagnosis,
+            clock=clock,
+            read_unmanaged_bytes=self._unmanaged_now,
+            read_cycles=lambda: self.cycles,
+            read_managed_values=self._managed_values,
+            on_diagnosis=self._on_diagnosis,
+        )
         self._alert_callbacks: list[AlertCallback] = [on_alert] if on_alert is not None else []
         self.history: deque[MonitoringRecord] = deque(maxlen=history_size)
         self.last_reading: MemoryReading | None = None
@@ -321,9 +351,14 @@ class MemoryManager:
                 self._unload(report, self.models.unload_idle)
                 report.not_released = self.models.check_released() + self.release_watch.check()
         working_set = reading.working_set_bytes if reading.working_set_bytes is not None else reading.rss_bytes
+        unmanaged = None
         if working_set is not None:
-            self.leaks.observe(now, working_set, self.cache_bytes + self.models.loaded_bytes)
+            managed = self.cache_bytes + self.models.loaded_bytes
+            self.leaks.observe(now, working_set, managed)
             report.leak_suspected = self.leaks.report().suspected
+            unmanaged = working_set - managed
+        # Follows the per-cycle trend; opens a diagnosis window when a leak is confirmed, counts and closes it.
+        self.diagnoser.on_pass(report.leak_suspected, unmanaged)
         self.maintenance_runs += 1
         report.seconds = time.perf_counter() - started
         self.last_report = report
@@ -478,6 +513,94 @@ class MemoryManager:
         """Top growing allocation sites over a short tracemalloc window (slows the process meanwhile)."""
         return diagnose(seconds, top=top)
 
+    # ------------------------------------------------------- leak diagnosis
+
+    def note_cycle(self) -> None:
+        """Count one cycle of the caller's work, so a diagnosis reports growth per cycle (else per maintenance pass)."""
+        self.cycles += 1
+
+    def _unmanaged_now(self) -> int | None:
+        """Working set (RSS outside a cgroup) minus cache and model bytes: the figure the leak detector follows."""
+        reading = self.probe.read()
+        working_set = reading.working_set_bytes if reading.working_set_bytes is not None else reading.rss_bytes
+        return None if working_set is None else working_set - self.cache_bytes - self.models.loaded_bytes
+
+    def _managed_values(self) -> Iterator[tuple[Any, int]]:
+        """Every cached value with its accounted size (what a diagnosis takes out of the growth it names)."""
+        for slot in list(self._slots.values()):
+            for entry in slot.cache.cache.values():
+                yield entry.value, entry.size_bytes
+
+    def _on_diagnosis(self, diagnosis: LeakDiagnosis) -> None:
+        """Deliver a diagnosis: the JSON file first (its path goes in the message), then the warning and alerts."""
+        message = diagnosis.message
+        if self.report_dir is not None:
+            try:
+                payload = {"kind": "leak-diagnosis", "pid": os.getpid(), **diagnosis.to_dict()}
+                self.last_diagnosis_path = write_json_report(self.report_dir, "leak-diagnosis", payload)
+                message += f"; report: {self.last_diagnosis_path}"
+            except OSError as error:
+                message += f"; the report could not be written to {self.report_dir}: {error}"
+        if diagnosis.verdict == Verdict.NO_GROWTH:
+            logger.info(message)
+            return
+        details = {
+            "kind": "leak_diagnosis",
+            "verdict": diagnosis.verdict,
+            "sites": [site.site for site in diagnosis.sites],
+            "unmanaged_bytes_per_cycle": diagnosis.unmanaged_bytes_per_cycle,
+            "traced_bytes_per_cycle": diagnosis.traced_bytes_per_cycle,
+            "cycle_unit": diagnosis.cycle_unit,
+            "report_path": None if self.last_diagnosis_path is None else str(self.last_diagnosis_path),
+        }
+        self._send_alert(message, details)
+
+    def leak_stats(self) -> dict[str, Any]:
+        """The leak detector's verdict, the diagnosis windows' state and the last diagnosis (JSON types)."""
+        leak = self.leaks.report()
+        last = self.diagnoser.last
+        return {
+            "suspected": leak.suspected,
+            "slope_bytes_per_hour": leak.slope_bytes_per_unit,
+            "working_set_slope_bytes_per_hour": leak.working_set_slope_bytes_per_unit,
+            "unmanaged_bytes": leak.unmanaged_bytes,
+            "windows_above": leak.windows_above,
+            "samples": leak.samples,
+            "diagnosis": self.diagnoser.state(),
+            "last_diagnosis": None if last is None else last.to_dict(),
+            "last_report_path": None if self.last_diagnosis_path is None else str(self.last_diagnosis_path),
+        }
+
+    def write_report(self, directory: str | os.PathLike[str] | None = None) -> Path:
+        """Write the memory report (reading, caches, models, leak state with the last diagnosis's top
+        sites and growing types, a census of the most numerous types) as JSON; returns its path.
+
+        `directory` defaults to `report_dir`. Walks every GC-tracked object once for the census.
+        """
+        folder = directory if directory is not None else self.report_dir
+        if folder is None:
+            raise ValueError("write_report needs a directory: pass one or give the manager a report_dir")
+        return write_json_report(folder, "memory-report", memory_report(self))
+
+    def install_report_signal(
+        self,
+        report_dir: str | os.PathLike[str] | None = None,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        signum: int = signal.SIGUSR1,
+    ) -> ReportSignal:
+        """Make `signum` (SIGUSR1) write the memory report to `report_dir` and log its path.
+
+        `report_dir` also becomes where leak diagnoses are written. Call from the main thread, or
+        give the running asyncio loop (its `add_signal_handler` is used). `uninstall()` on the
+        returned handle restores the previous handler.
+        """
+        if report_dir is not None:
+            self.report_dir = Path(report_dir)
+        if self.report_dir is None:
+            raise ValueError("install_report_signal needs a report_dir: pass one or give the manager a report_dir")
+        return ReportSignal(self, self.report_dir, signum=signum, loop=loop)
+
     # -------------------------------------------------------- background thread
 
     def start(self) -> None:
@@ -490,8 +613,9 @@ class MemoryManager:
             self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the maintenance thread; returns once it is gone (at once unless a pass is running)."""
+        """Stop the maintenance thread and end an open diagnosis window; returns once the thread is gone."""
         self._stop.set()
+        self.diagnoser.abandon("the memory manager stopped")
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
@@ -541,6 +665,7 @@ class MemoryManager:
             "alerts_sent": self.alerts_sent,
             "leak_suspected": leak.suspected,
             "leak_slope_bytes_per_hour": leak.slope_bytes_per_unit,
+            "leak": self.leak_stats(),
         }
 
     def _pressure_stats(self, reading: MemoryReading) -> dict[str, Any]:

@@ -7,7 +7,11 @@ cache conventions: `cache_gets_total{cache,result}`, `cache_puts_total{cache}`,
 `cache_evictions_total{cache,cause}`, `cache_size_bytes{cache}`, `cache_entries{cache}`,
 `model_loaded{model}`, `model_size_bytes{model}`, `memory_working_set_bytes`,
 `memory_limit_bytes`, `memory_usage_ratio{limit}` (each limit against the memory it bounds),
-`memory_pressure_level`, `memory_budget_thrashing`, `memory_unmanaged_bytes`.
+`memory_pressure_level`, `memory_budget_thrashing`, `memory_unmanaged_bytes`, and the leak
+diagnosis: `memory_leak_suspected`, `memory_leak_diagnosis_window_open`,
+`memory_leak_diagnoses_total{verdict}`, and from the last diagnosis
+`memory_leak_site_bytes_per_cycle{rank,site}` and `memory_leak_type_objects_per_cycle{rank,type}`
+(the top 5 each, so the label sets stay bounded) and `memory_leak_unexplained_bytes_per_cycle`.
 Not covered: the bot's trading metrics, or acting on these numbers (`manager.py` does).
 
 prometheus_client is an optional dependency (the `metrics` extra), imported only when a
@@ -25,6 +29,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from . import validation
+from .diagnosis import Verdict
 from .pressure import PressureLevel
 
 if TYPE_CHECKING:
@@ -38,6 +43,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["MemoryCollector", "MetricsServer", "register_collector", "start_metrics_server"]
 
 _LEVELS_HELP = ", ".join(f"{level.value} {level.name.lower()}" for level in PressureLevel)
+# Sites and types of the last diagnosis exported: a bounded label set, replaced by each diagnosis.
+TOP_EXPORTED = 5
+_VERDICTS = (Verdict.PYTHON, Verdict.UNEXPLAINED, Verdict.NO_GROWTH)
 
 
 def _prometheus() -> ModuleType:
@@ -83,6 +91,28 @@ def _empty_families() -> dict[str, Metric]:
         ),
         gauge(
             "memory_unmanaged_bytes", "RSS not explained by caches, loaded models or the start-up baseline.", labels=()
+        ),
+        gauge("memory_leak_suspected", "1 while the leak detector sees unmanaged memory growing, else 0.", labels=()),
+        gauge("memory_leak_diagnosis_window_open", "1 while a leak diagnosis traces allocations, else 0.", labels=()),
+        counter(
+            "memory_leak_diagnoses",
+            "Leak diagnoses by verdict: python (lines named), unexplained (not Python allocations), no_growth.",
+            labels=("verdict",),
+        ),
+        gauge(
+            "memory_leak_site_bytes_per_cycle",
+            f"Growth per cycle of the top {TOP_EXPORTED} lines of the last diagnosis that named lines (path:line).",
+            labels=("rank", "site"),
+        ),
+        gauge(
+            "memory_leak_type_objects_per_cycle",
+            f"Instances per cycle of the top {TOP_EXPORTED} growing types of the last diagnosis.",
+            labels=("rank", "type"),
+        ),
+        gauge(
+            "memory_leak_unexplained_bytes_per_cycle",
+            "Unmanaged growth per cycle the last diagnosis found not explained by Python allocations.",
+            labels=(),
         ),
     )
     return {family.name: family for family in families}
@@ -131,7 +161,26 @@ class MemoryCollector:
         ):
             if value is not None:
                 families[name].add_metric((), value)
+        self._collect_leak(families)
         return iter(families.values())
+
+    def _collect_leak(self, families: dict[str, Metric]) -> None:
+        manager = self.manager
+        diagnoser = manager.diagnoser
+        families["memory_leak_suspected"].add_metric((), 1 if manager.leaks.report().suspected else 0)
+        families["memory_leak_diagnosis_window_open"].add_metric((), 1 if diagnoser.window_open else 0)
+        by_verdict = diagnoser.diagnoses_by_verdict
+        for verdict in _VERDICTS:
+            families["memory_leak_diagnoses"].add_metric((verdict,), by_verdict.get(verdict, 0))
+        last = diagnoser.last
+        if last is None:
+            return
+        if last.verdict == Verdict.PYTHON:
+            for rank, site in enumerate(last.sites[:TOP_EXPORTED], start=1):
+                families["memory_leak_site_bytes_per_cycle"].add_metric((str(rank), site.site), site.bytes_per_cycle)
+        for rank, grown in enumerate(last.types[:TOP_EXPORTED], start=1):
+            families["memory_leak_type_objects_per_cycle"].add_metric((str(rank), grown.name), grown.per_cycle)
+        families["memory_leak_unexplained_bytes_per_cycle"].add_metric((), last.unexplained_bytes_per_cycle)
 
 
 def register_collector(manager: MemoryManager, registry: CollectorRegistry | None = None) -> MemoryCollector:
