@@ -1,10 +1,13 @@
 """TradingBot: the phase-based paper-trading cycle over a BotContext.
 
 One cycle: fetch_candidates -> update_caches -> analyse_batch -> execute_signals -> handle_exits
--> monitor. OHLCV windows live in `df_cache` (`{timeframe: {symbol: frame}}`), regimes in
-`regime_cache`, the signal model in the memory manager's ModelRegistry (loaded from disk on demand,
-unloaded when idle or under pressure). Positions live in the paper broker and its SQLite
-journal, outside every cache.
+-> monitor. OHLCV windows live in `df_cache` (`{timeframe: {symbol: frame}}`). The strategy is a
+plugin (`strategy.plugin`, the built-in one by default) behind a `PluginHost`: analyse_batch asks
+it for a score per symbol, fills go to its `on_fill`, and `on_cycle_end` ends the cycle; a plugin
+that keeps failing is disabled while the bot goes on managing exits. The built-in strategy keeps
+regimes in `regime_cache` and its signal model in the memory manager's ModelRegistry (loaded from
+disk on demand, unloaded when idle or under pressure). Positions live in the paper broker and its
+SQLite journal, outside every cache.
 
 `TradingBot` is the composition root: it builds each component from its own section of the
 settings (market, strategy, risk, paper, storage) and takes the `MemoryManager` (built from
@@ -18,15 +21,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, MutableMapping
-from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from crypto_bot.execution import PaperBroker, RiskManager, TradeJournal
+from crypto_bot.execution import Fill, PaperBroker, RiskManager, TradeJournal
 from crypto_bot.market import (
     CcxtMarket,
     CsvFileError,
@@ -41,24 +41,9 @@ from crypto_bot.memory import MemoryManager
 from crypto_bot.memory.units import MIB as _MIB
 from crypto_bot.phase_runner import BotContext, PhaseRunner, notify
 from crypto_bot.settings import Settings
-from crypto_bot.strategy import (
-    ModelLoadError,
-    analyse_latest,
-    classify_regime,
-    compute_indicators,
-    load_model,
-    required_candles,
-    save_model,
-    score_signal,
-    train_signal_model,
-    up_probabilities,
-)
-from crypto_bot.working_set import RegimeResult
+from crypto_bot.strategy import PluginHost, Signal, StrategyRuntime, analysis_candles, atr, entry_signal
 
 logger = logging.getLogger(__name__)
-
-MODEL_NAME = "signal_model"
-ANALYSIS_CANDLES = 300  # indicators and the model look at this many recent candles (more if the EMA spans need them)
 
 
 def build_market(settings: Settings) -> MarketDataSource:
@@ -81,10 +66,6 @@ def build_market(settings: Settings) -> MarketDataSource:
     return SimulatedMarket(
         settings.symbols, timeframes=settings.timeframes, seed=market.seed, history_candles=history_candles
     )
-
-
-class ModelFileError(OSError):
-    """The signal model's file cannot be written; names the path and the key that sets it."""
 
 
 class LogNotifier:
@@ -149,6 +130,10 @@ class TradingBot:
             self.journal.close()  # release the writer lock now, not when the bot is collected
             raise
         self.risk = RiskManager(settings.risk)
+        strategy = settings.strategy
+        self.strategy = PluginHost.load(
+            strategy.plugin, strategy.params, base_dir=settings.config_dir, max_failures=strategy.plugin_max_failures
+        )
         self.manage_memory = manage_memory
         self.on_status = on_status
         self.ctx = BotContext(
@@ -182,68 +167,33 @@ class TradingBot:
         self.last_status: CycleStatus | None = None
         self._cursor = 0
         self._discovered = 0
-        self._model: Any = None  # only held here in unmanaged mode
         self._warned_budget = False
-        strategy = settings.strategy
-        self._min_candles = required_candles(fast=strategy.ema_fast, slow=strategy.ema_slow)
-        self._analysis_candles = max(ANALYSIS_CANDLES, self._min_candles)
+        self._atr_candles = analysis_candles(fast=strategy.ema_fast, slow=strategy.ema_slow)  # the built-in's window
         self._analysis_timeframe = settings.timeframes[0]
-        self._regime_timeframe = settings.timeframes[-1]
 
     # ------------------------------------------------------------ set-up
 
     async def prepare_model(self) -> None:
-        """Load the signal model, or train it on simulated history at first start; register it with a loader."""
-        path = self.settings.strategy.model_path
-        model = None
-        if Path(path).exists():
-            try:
-                model = load_model(path)
-            except ModelLoadError as error:
-                logger.warning("%s; retraining", error)
-        if model is None:
-            logger.info("training the signal model on simulated history (first start)")
-            frames = await self._training_frames()
-            horizon = self.settings.strategy.model_horizon
-            model = await asyncio.to_thread(train_signal_model, frames, horizon=horizon)
-            try:
-                save_model(model, path)
-            except OSError as error:
-                raise ModelFileError(
-                    f"cannot write the signal model to {path}: {error.strerror or error}; make its directory "
-                    "writable or set strategy.model_path"
-                ) from error
-        if self.memory is not None:
-            self.memory.models.register(MODEL_NAME, model, loader=lambda: load_model(path))
-        else:
-            self._model = model
-
-    async def _training_frames(self) -> list[pd.DataFrame]:
-        """Simulated history for training: never from the network, never from the live source."""
-        strategy = self.settings.strategy
-        candles = strategy.model_training_candles
-        simulated = SimulatedMarket(
-            generated_symbols(strategy.model_training_symbols, quote="TRAIN"),
-            timeframes=[self._analysis_timeframe],
-            base_timeframe=self._analysis_timeframe,
-            seed=self.settings.market.seed + 1,
-            history_candles=candles,
-        )
-        return [
-            await simulated.fetch_ohlcv(symbol, self._analysis_timeframe, limit=candles)
-            for symbol in simulated.universe()
-        ]
+        """Start the strategy plugin (its optional `on_start`): the built-in one loads its signal model, or trains
+        it on simulated history at first start, and registers it with the memory manager."""
+        await self.strategy.start(StrategyRuntime(self.settings, self.memory, self.ctx.regime_cache))
 
     # ------------------------------------------------------------ phases
 
     async def fetch_candidates(self, ctx: BotContext) -> None:
-        """Choose this cycle's symbols: newly listed pairs, a rotating slice of the universe, open positions."""
+        """Choose this cycle's symbols: newly listed pairs, a rotating slice of the universe, open positions.
+
+        With the strategy disabled, only the open positions: their exits are still managed.
+        """
+        held = sorted({p.symbol for p in self.broker.positions.values()})
+        if not self.strategy.enabled:
+            ctx.current_batch = held
+            return
         discovered = self._discover_symbols()
         universe = self.market.universe()
         size = min(self.settings.strategy.batch_size, len(universe))
         rotation = [universe[(self._cursor + i) % len(universe)] for i in range(size)]
         self._cursor = (self._cursor + size) % max(len(universe), 1)
-        held = sorted({p.symbol for p in self.broker.positions.values()})
         ctx.current_batch = list(dict.fromkeys([*discovered, *rotation, *held]))
 
     def _discover_symbols(self) -> list[str]:
@@ -264,17 +214,9 @@ class TradingBot:
         return names
 
     async def update_caches(self, ctx: BotContext) -> None:
-        """Append new candles to each series (bounded window) and refresh the regime of each symbol."""
+        """Append new candles to each series of the batch (bounded window)."""
         jobs = [(symbol, tf) for symbol in ctx.current_batch for tf in self.settings.timeframes]
-        frames = await asyncio.gather(*(self._refresh_series(ctx, symbol, tf) for symbol, tf in jobs))
-        for (symbol, timeframe), frame in zip(jobs, frames):
-            if timeframe != self._regime_timeframe or frame is None or len(frame) < self._min_candles:
-                continue
-            as_of = frame.index[-1]
-            known = ctx.regime_cache.get(symbol)
-            if known is None or known.as_of != as_of:  # a regime changes only with a new candle
-                snapshot = compute_indicators(frame.iloc[-self._analysis_candles :], **self._spans())
-                self._keep(ctx.regime_cache, symbol, RegimeResult(classify_regime(snapshot), as_of))
+        await asyncio.gather(*(self._refresh_series(ctx, symbol, tf) for symbol, tf in jobs))
 
     async def _refresh_series(self, ctx: BotContext, symbol: str, timeframe: str) -> pd.DataFrame | None:
         window = self.settings.strategy.history_candles
@@ -310,36 +252,39 @@ class TradingBot:
             self._warned_budget = True
             log("%s: used this cycle, not cached (cache_size_limit_mb is smaller than one entry)", error)
 
-    def _spans(self) -> dict[str, int]:
-        return {"fast": self.settings.strategy.ema_fast, "slow": self.settings.strategy.ema_slow}
-
     async def analyse_batch(self, ctx: BotContext) -> None:
-        """Indicators, regime and the model's probability produce scored signals, best first."""
-        series = ctx.df_cache.get(self._analysis_timeframe) or {}
-        analysed = []
-        for symbol in ctx.current_batch:
-            frame = series.get(symbol)
-            if frame is not None and len(frame) >= self._min_candles:
-                snapshot, features = analyse_latest(frame.iloc[-self._analysis_candles :], **self._spans())
-                analysed.append((symbol, snapshot, features))
+        """The strategy's score for each symbol with candles on the analysis timeframe; the entries, best first."""
         signals = []
-        if analysed:
-            with self._model_in_use() as model:
-                probabilities = up_probabilities(model, np.vstack([features for *_, features in analysed]))
-            for (symbol, snapshot, _), probability in zip(analysed, probabilities):
-                known = ctx.regime_cache.get(symbol)
-                regime = known.regime if known is not None else classify_regime(snapshot)
-                signal = score_signal(
-                    symbol, snapshot, regime, float(probability), min_score=self.settings.strategy.min_score
-                )
-                if signal is not None:
-                    signals.append(signal)
+        series = [(timeframe, ctx.df_cache.get(timeframe)) for timeframe in self.settings.timeframes]
+        for symbol in ctx.current_batch if self.strategy.enabled else ():
+            candles = {}
+            for timeframe, windows in series:
+                frame = windows.get(symbol) if windows is not None else None
+                if frame is not None and not frame.empty:
+                    candles[timeframe] = frame
+            frame = candles.get(self._analysis_timeframe)
+            if frame is None:
+                continue
+            score = self.strategy.signal(symbol, candles)
+            if score is not None and (signal := self._entry(symbol, score, frame)) is not None:
+                signals.append(signal)
         ctx.analysis_results = sorted(signals, key=lambda s: s.score, reverse=True)
 
-    def _model_in_use(self):
-        if self.memory is not None:
-            return self.memory.models.use(MODEL_NAME)
-        return nullcontext(self._model)
+    def _entry(self, symbol: str, score: float, frame: pd.DataFrame) -> Signal | None:
+        """The entry `score` asks for at the latest close, with the ATR that sizes it; None below min_score."""
+        window = frame.iloc[-self._atr_candles :]
+        price = float(window["close"].iloc[-1])
+        average_true_range = float(atr(window).iloc[-1])
+        if not average_true_range > 0:  # too few candles for an ATR (nan), or a flat window: nothing to size by
+            logger.debug("no entry for %s: ATR %s over %d candles", symbol, average_true_range, len(window))
+            return None
+        try:
+            return entry_signal(
+                symbol, score, price=price, atr=average_true_range, min_score=self.settings.strategy.min_score
+            )
+        except ValueError as error:  # a price the broker cannot fill at
+            logger.warning("no entry for %s: %s", symbol, error)
+            return None
 
     async def execute_signals(self, ctx: BotContext) -> None:
         """Risk checks and sizing, then paper fills for the signals that pass."""
@@ -364,6 +309,7 @@ class TradingBot:
             except ValueError as error:
                 logger.info("order for %s refused: %s", signal.symbol, error)
                 continue
+            self.strategy.on_fill(Fill.opening(position))
             await notify(ctx, f"opened {position.side} {position.symbol} {position.quantity:.6g} @ {position.entry_price:.6g}")
         ctx.balance = self.broker.cash
 
@@ -381,6 +327,7 @@ class TradingBot:
                 continue
             at_ms = int(candle.name.timestamp() * 1000)
             for trade in self.broker.process_candle(symbol, candle["high"], candle["low"], candle["close"], at_ms):
+                self.strategy.on_fill(Fill.closing(trade))
                 await notify(ctx, f"closed {trade.symbol} ({trade.exit_reason}): pnl {trade.pnl:.2f}")
         ctx.balance = self.broker.cash
 
@@ -392,7 +339,8 @@ class TradingBot:
         return None if frame.empty else frame.iloc[-1]
 
     async def monitor(self, ctx: BotContext) -> None:
-        """Status line, then the market clock moves on by one candle."""
+        """The strategy's on_cycle_end, the status line, then the market clock moves on by one candle."""
+        self.strategy.on_cycle_end()
         self.cycle += 1
         manager = self.memory
         reading = manager.last_reading if manager is not None else None

@@ -10,7 +10,9 @@ each naming its key: unknown keys (keys of other bots' configs say what to write
 typos get "did you mean"), values outside their range, then the cross-field and environment rules
 below (`_validate_*`, in the style of freqtrade's config_validation), each run when the parts it
 reads are valid. A config it accepts runs: the rules cover what the components would otherwise
-refuse at run time or silently never trade on.
+refuse at run time or silently never trade on. That includes the strategy plugin: it is imported and
+built with its params (then dropped; the bot builds its own), relative paths from the config file's
+folder (`Settings.config_dir`).
 
 See also: `crypto_bot.memory.config` (Setting, ConfigSection, MemoryConfig), `crypto_bot.market.config`
 (MarketConfig), `crypto_bot.execution.risk` and `broker` (RiskConfig, PaperConfig).
@@ -39,26 +41,83 @@ from crypto_bot.memory.config import (
     ConfigError,
     ConfigSection,
     MemoryConfig,
+    Setting,
     invalid,
     setting,
     settings_of,
     unknown_keys,
 )
-from crypto_bot.strategy.indicators import required_candles
 from crypto_bot.memory.units import MIB
+from crypto_bot.strategy.indicators import required_candles
+from crypto_bot.strategy.plugin import (
+    SPEC_FORMS,
+    PluginBuildError,
+    PluginLoadError,
+    PluginSpec,
+    build_plugin,
+    load_plugin_class,
+)
 from crypto_bot.strategy.signal_model import MIN_TRAINING_ROWS
 from crypto_bot.working_set import minimum_working_set
 
 TIMEFRAMES = tuple(TIMEFRAME_MS)
 DEFAULT_SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT", "ADA/USDT")
 DEFAULT_TIMEFRAMES = ("1m", "5m", "1h")
+BUILTIN_PLUGIN = "crypto_bot.strategy.builtin:BuiltinStrategy"
+
+
+@dataclass(frozen=True, slots=True)
+class _MappingSetting(Setting):
+    """A key whose value is a mapping from names to values (`strategy.params`); null reads as empty."""
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return self.optional
+        return isinstance(value, Mapping) and all(isinstance(key, str) for key in value)
+
+    @property
+    def allowed(self) -> str:
+        return "a mapping of names to values" + (" or null" if self.optional else "")
+
+
+@dataclass(frozen=True, slots=True)
+class _PluginSetting(Setting):
+    """`strategy.plugin`: a non-empty string; whether it names a usable plugin is `_validate_strategy_plugin`'s."""
+
+    @property
+    def allowed(self) -> str:
+        return SPEC_FORMS
 
 
 @dataclass(frozen=True)
 class StrategyConfig(ConfigSection):
-    """The `strategy:` section: what is analysed each cycle, the indicators and the signal model."""
+    """The `strategy:` section: the strategy plugin, what is analysed each cycle, the built-in's indicators and model."""
 
     key_prefix: ClassVar[str] = "strategy."
+
+    plugin: str = field(
+        default=BUILTIN_PLUGIN,
+        metadata={
+            "setting": _PluginSetting(
+                BUILTIN_PLUGIN, "the strategy plugin, called once per analysed symbol per cycle (README: Strategies)",
+                str,
+            )
+        },
+    )
+    params: Mapping[str, Any] = field(
+        default_factory=dict,
+        hash=False,
+        metadata={
+            "setting": _MappingSetting(
+                {}, "keyword arguments the plugin class is built with (none: built with no arguments)", dict,
+                optional=True,
+            )
+        },
+    )
+    plugin_max_failures: int = setting(
+        10, "failures in a row (raising, or returning other than a score) after which the plugin is disabled", int,
+        minimum=1, maximum=1_000_000,
+    )
 
     batch_size: int = setting(
         6, "symbols analysed per cycle, besides those with open positions", int, minimum=1, maximum=1000
@@ -70,9 +129,10 @@ class StrategyConfig(ConfigSection):
     fetch_limit: int = setting(300, "most candles one update of a series fetches", int, minimum=1, maximum=MAX_LIMIT)
     ema_fast: int = setting(12, "fast EMA span (candles)", int, minimum=2, maximum=500)
     ema_slow: int = setting(26, "slow EMA span (candles)", int, minimum=3, maximum=1000)
-    # score_signal's own bound: long and short scores sum to 1, so at most one side can pass above 0.5.
+    # A plugin's score s enters when its side's score (1 + |s|) / 2 reaches min_score: |s| >= 2 * min_score - 1.
     min_score: float = setting(
-        0.55, "score a signal needs to enter; above 0.5", float, minimum=0.5, minimum_open=True, maximum=1
+        0.55, "the side's score (1 + |score|) / 2 a signal needs to enter: |score| >= 2 * min_score - 1", float,
+        minimum=0.5, minimum_open=True, maximum=1,
     )
     model_path: str = setting("data/signal_model.joblib", "the signal model's file, trained there at first start", str)
     model_horizon: int = setting(5, "candles ahead the model predicts the direction of", int, minimum=1, maximum=500)
@@ -80,6 +140,11 @@ class StrategyConfig(ConfigSection):
     model_training_candles: int = setting(
         3000, "simulated candles per training symbol (one fetch)", int, minimum=500, maximum=MAX_LIMIT
     )
+
+    def __post_init__(self) -> None:
+        if self.params is None:  # `params:` with every entry commented out
+            object.__setattr__(self, "params", {})
+        super().__post_init__()
 
     def _validate_ema_order(self) -> list[str]:
         if self.ema_fast < self.ema_slow:
@@ -160,21 +225,26 @@ class Settings:
     storage: StorageConfig = field(default_factory=StorageConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)  # the file as given (BotContext.config)
+    config_dir: Path = field(default_factory=Path.cwd, compare=False)  # relative plugin paths start here
 
 
 def load_settings(path: str | Path) -> Settings:
     """Read (`config_file`: duplicate keys, encoding, YAML) and strictly validate a config file; ConfigError
     lists every problem."""
     raw = read_config_file(path)
-    return parse_settings({} if raw is None else raw)
+    return parse_settings({} if raw is None else raw, config_dir=Path(path).absolute().parent)
 
 
-def parse_settings(raw: Any) -> Settings:
-    """Validate a config mapping; ConfigError lists every problem, each naming its key."""
+def parse_settings(raw: Any, *, config_dir: Path | None = None) -> Settings:
+    """Validate a config mapping; ConfigError lists every problem, each naming its key.
+
+    `config_dir` is the folder relative plugin paths are taken from: the config file's (default: the
+    current directory).
+    """
     if not isinstance(raw, Mapping):
         raise ConfigError(f"the config must be a mapping of sections, got {type(raw).__name__}")
     problems = unknown_keys(raw, TOP_LEVEL_KEYS, renamed=OLD_KEYS, elsewhere=_SECTION_OF_KEY)
-    parts: dict[str, Any] = {"memory": _memory(raw, problems)}
+    parts: dict[str, Any] = {"memory": _memory(raw, problems), "config_dir": config_dir or Path.cwd()}
     for name, section in SECTIONS.items():
         parts[name] = _section(name, section, raw.get(name), problems)
     parts["symbols"] = _symbols(raw.get("symbols", list(DEFAULT_SYMBOLS)), problems)
@@ -328,6 +398,18 @@ def _validate_cache_budget_holds_the_working_set(
     ]
 
 
+def _validate_strategy_plugin(strategy: StrategyConfig, config_dir: Path) -> list[str]:
+    """The plugin imports, is a class with a callable `signal`, and builds with its params (the instance is dropped)."""
+    try:
+        plugin_class = load_plugin_class(PluginSpec.parse(strategy.plugin, config_dir))
+        build_plugin(plugin_class, strategy.params)
+    except PluginLoadError as error:
+        return [f"strategy.plugin={strategy.plugin!r} cannot be used: {error}"]
+    except PluginBuildError as error:
+        return [f"strategy.params={dict(strategy.params)!r} cannot build {strategy.plugin}: {error}"]
+    return []
+
+
 def _validate_metrics_extra(metrics: MetricsConfig) -> list[str]:
     if metrics.enabled and importlib.util.find_spec("prometheus_client") is None:
         return [
@@ -342,5 +424,6 @@ _RULES: tuple[Callable[..., list[str]], ...] = (
     _validate_journal_path,
     _validate_model_path,
     _validate_cache_budget_holds_the_working_set,
+    _validate_strategy_plugin,
     _validate_metrics_extra,
 )

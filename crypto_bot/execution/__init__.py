@@ -3,7 +3,7 @@
 from crypto_bot.execution.broker import PaperBroker
 from crypto_bot.execution.exits import ExitDecision, ExitReason, check_exit
 from crypto_bot.execution.journal import SCHEMA_VERSION, ForeignJournalError, JournalError, JournalLockedError, TradeJournal
-from crypto_bot.execution.position import Position, Trade
+from crypto_bot.execution.position import Fill, Position, Trade
 from crypto_bot.execution.risk import EntryDecision, RiskConfig, RiskManager
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "EntryDecision",
     "ExitDecision",
     "ExitReason",
+    "Fill",
     "ForeignJournalError",
     "JournalError",
     "JournalLockedError",

@@ -1,4 +1,4 @@
-"""Trading state records: an open `Position` and a closed `Trade`.
+"""Trading state records: an open `Position`, a closed `Trade`, and the `Fill` a strategy is told about.
 
 Covers: the fields the broker, exit rules and journal share, and the valuation rule used for
 equity. Does not cover: opening or closing (see `broker`), persistence (see `journal`).
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from crypto_bot.strategy.signals import SIDES, Side
 
@@ -75,3 +76,37 @@ class Trade:
     pnl: float
     fees: float
     exit_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """One paper fill as a strategy plugin's `on_fill` hook receives it: an entry or an exit of a position.
+
+    price is the fill price (slippage included); fees are those paid on the position so far (the opening
+    fee at "open", both fees at "close"); pnl (net of fees) and reason ("stop_loss", ...) only at "close".
+    """
+
+    action: Literal["open", "close"]
+    position_id: str
+    symbol: str
+    side: Side
+    quantity: float
+    price: float
+    at_ms: int
+    fees: float
+    pnl: float | None = None
+    reason: str | None = None
+
+    @classmethod
+    def opening(cls, position: Position) -> Fill:
+        return cls(
+            "open", position.id, position.symbol, position.side, position.quantity, position.entry_price,
+            position.opened_at_ms, position.fees_paid,
+        )
+
+    @classmethod
+    def closing(cls, trade: Trade) -> Fill:
+        return cls(
+            "close", trade.position_id, trade.symbol, trade.side, trade.quantity, trade.exit_price,
+            trade.closed_at_ms, trade.fees, trade.pnl, trade.exit_reason,
+        )

@@ -29,6 +29,7 @@ ADX_PERIOD = 14
 BOLLINGER_PERIOD = 20
 VOLATILITY_WINDOW = 20
 RETURN_LAGS = (1, 5, 10)
+ANALYSIS_CANDLES = 300  # the recent candles the indicators and the model look at (more if the EMA spans need them)
 
 FEATURE_NAMES: tuple[str, ...] = (
     "log_return_1",
@@ -222,6 +223,15 @@ def required_candles(*, fast: int = DEFAULT_FAST_SPAN, slow: int = DEFAULT_SLOW_
         VOLATILITY_WINDOW + 1,
         max(RETURN_LAGS) + 1,
     )
+
+
+def analysis_candles(*, fast: int = DEFAULT_FAST_SPAN, slow: int = DEFAULT_SLOW_SPAN) -> int:
+    """How many recent candles the analysis reads: ANALYSIS_CANDLES, or more when the EMA spans need them.
+
+    Wilder's averages are recursive, so a value depends on where its window starts: the built-in
+    strategy and the bot's ATR for sizing read the same window.
+    """
+    return max(ANALYSIS_CANDLES, required_candles(fast=fast, slow=slow))
 
 
 def _validate_frame(df: pd.DataFrame, needed: int) -> None:

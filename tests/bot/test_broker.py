@@ -11,14 +11,14 @@ import pytest
 from crypto_bot.execution import PaperBroker, TradeJournal
 from crypto_bot.execution.broker import PaperConfig
 from crypto_bot.memory import ConfigError
-from crypto_bot.strategy import Regime, Signal
+from crypto_bot.strategy import Signal
 
 FEE_RATE = 0.001
 SLIPPAGE_BPS = 5.0  # 0.05% against the trader
 
 
 def signal(symbol: str = "BTC/USDT", side: str = "long", price: float = 100.0) -> Signal:
-    return Signal(symbol=symbol, side=side, score=0.8, price=price, atr=2.0, regime=Regime.TRENDING_UP)
+    return Signal(symbol=symbol, side=side, score=0.8, price=price, atr=2.0)
 
 
 @pytest.fixture

@@ -223,14 +223,14 @@ TRADER_SCRIPT = textwrap.dedent(
 
     from crypto_bot.execution import PaperBroker, TradeJournal
     from crypto_bot.execution.broker import PaperConfig
-    from crypto_bot.strategy import Regime, Signal
+    from crypto_bot.strategy import Signal
 
     config = PaperConfig(starting_balance=1e9, fee_rate=0.001, slippage_bps=5.0)
     broker = PaperBroker(TradeJournal(sys.argv[1]), config)
     number = 0
     while True:
         price = 100.0 + number % 13
-        signal = Signal(f"SYM{number % 7}", "long", 0.8, price, 1.0, Regime.TRENDING_UP)
+        signal = Signal(f"SYM{number % 7}", "long", 0.8, price, 1.0)
         opened = broker.open_position(signal, 1.0 + number % 3, stop_price=50.0)
         print("opened", opened.id, flush=True)
         if number % 4 != 3:

@@ -1,4 +1,4 @@
-"""The ML signal model (train, persist, load, first-start training) and signal scoring."""
+"""The ML signal model (train, persist, load, first-start training), the built-in scoring rule and entries."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from crypto_bot.strategy import (
     load_model,
     predict_up_probability,
     required_candles,
+    builtin_score,
+    entry_signal,
     save_model,
-    score_signal,
     train_signal_model,
 )
 from tests.bot.support import snapshot
@@ -169,54 +170,89 @@ def test_missing_model_file_error_names_the_path(tmp_path: Path) -> None:
         load_model(path)
 
 
-# --- signal scoring ----------------------------------------------------------------------
+# --- the built-in scoring rule ------------------------------------------------------------
 
 
-def test_confident_model_in_an_uptrend_gives_a_long_signal() -> None:
-    # 0.5 * 0.8 + 0.3 * 1 (trend aligned) + 0.2 * 0.5 (RSI 50 is neutral) = 0.8
-    signal = score_signal("BTC/USDT", snapshot(), Regime.TRENDING_UP, 0.8)
-    assert signal is not None
-    assert (signal.symbol, signal.side, signal.price, signal.atr) == ("BTC/USDT", "long", 100.0, 1.0)
-    assert signal.score == pytest.approx(0.8)
-    assert signal.regime is Regime.TRENDING_UP
+def test_confident_model_in_an_uptrend_scores_long() -> None:
+    # long score 0.5 * 0.8 + 0.3 * 1 (trend aligned) + 0.2 * 0.5 (RSI 50 is neutral) = 0.8: 2 * 0.8 - 1
+    assert builtin_score(snapshot(), Regime.TRENDING_UP, 0.8) == pytest.approx(0.6)
 
 
-def test_bearish_model_in_a_downtrend_when_overbought_gives_a_short_signal() -> None:
-    # long score 0.5 * 0.2 + 0 + 0 = 0.1, so the mirrored short score is 0.9
-    signal = score_signal("ETH/USDT", snapshot(rsi=75.0), Regime.TRENDING_DOWN, 0.2)
-    assert signal is not None
-    assert signal.side == "short"
-    assert signal.score == pytest.approx(0.9)
-
-
-def test_short_signals_can_be_disabled_for_spot_accounts() -> None:
-    assert score_signal("ETH/USDT", snapshot(rsi=75.0), Regime.TRENDING_DOWN, 0.2, allow_short=False) is None
+def test_bearish_model_in_a_downtrend_when_overbought_scores_short() -> None:
+    # long score 0.5 * 0.2 + 0 + 0 = 0.1: the short side's score is 0.9
+    assert builtin_score(snapshot(rsi=75.0), Regime.TRENDING_DOWN, 0.2) == pytest.approx(-0.8)
 
 
 def test_volatile_regime_suppresses_even_a_certain_model() -> None:
-    assert score_signal("BTC/USDT", snapshot(rsi=20.0), Regime.VOLATILE, 1.0) is None
+    assert builtin_score(snapshot(rsi=20.0), Regime.VOLATILE, 1.0) is None
 
 
-def test_neutral_inputs_give_no_signal() -> None:
-    assert score_signal("BTC/USDT", snapshot(), Regime.RANGING, 0.5) is None
+def test_neutral_inputs_score_zero() -> None:
+    assert builtin_score(snapshot(), Regime.RANGING, 0.5) == pytest.approx(0.0)
 
 
-def test_oversold_rsi_lifts_a_ranging_long_over_the_threshold() -> None:
+def test_oversold_rsi_lifts_a_ranging_long() -> None:
     # 0.5 * 0.6 + 0.3 * 0.5 = 0.45, plus 0.2 * 1 when oversold (0.65) but 0.2 * 0.5 at RSI 50 (0.55)
-    assert score_signal("BTC/USDT", snapshot(rsi=50.0), Regime.RANGING, 0.6) is None
-    signal = score_signal("BTC/USDT", snapshot(rsi=25.0), Regime.RANGING, 0.6)
-    assert signal is not None and signal.side == "long"
-    assert signal.score == pytest.approx(0.65)
-
-
-def test_min_score_must_exceed_one_half() -> None:
-    with pytest.raises(ValueError, match="min_score"):
-        score_signal("BTC/USDT", snapshot(), Regime.RANGING, 0.5, min_score=0.5)
+    assert builtin_score(snapshot(rsi=50.0), Regime.RANGING, 0.6) == pytest.approx(0.1)
+    assert builtin_score(snapshot(rsi=25.0), Regime.RANGING, 0.6) == pytest.approx(0.3)
 
 
 def test_up_probability_outside_unit_interval_is_rejected() -> None:
     with pytest.raises(ValueError, match="up_probability"):
-        score_signal("BTC/USDT", snapshot(), Regime.RANGING, 1.2)
+        builtin_score(snapshot(), Regime.RANGING, 1.2)
+
+
+# --- entries: a score against min_score ----------------------------------------------------
+
+
+def test_a_positive_score_is_a_long_whose_side_score_is_one_plus_its_magnitude_halved() -> None:
+    signal = entry_signal("BTC/USDT", 0.6, price=100.0, atr=1.0, min_score=0.55)
+    assert signal is not None
+    assert (signal.symbol, signal.side, signal.price, signal.atr) == ("BTC/USDT", "long", 100.0, 1.0)
+    assert signal.score == pytest.approx(0.8)
+
+
+def test_a_negative_score_is_a_short() -> None:
+    signal = entry_signal("ETH/USDT", -0.8, price=100.0, atr=1.0, min_score=0.55)
+    assert signal is not None and (signal.side, signal.score) == ("short", pytest.approx(0.9))
+
+
+@pytest.mark.parametrize(("min_score", "weakest_entry"), [(0.55, 0.1), (0.75, 0.5), (1.0, 1.0)])
+def test_a_score_enters_from_twice_min_score_less_one(min_score: float, weakest_entry: float) -> None:
+    for score in (weakest_entry, -weakest_entry):
+        assert entry_signal("BTC/USDT", score, price=100.0, atr=1.0, min_score=min_score) is not None
+    weaker = weakest_entry - 0.01
+    for score in (weaker, -weaker):
+        assert entry_signal("BTC/USDT", score, price=100.0, atr=1.0, min_score=min_score) is None
+
+
+def test_a_score_of_zero_is_no_entry() -> None:
+    assert entry_signal("BTC/USDT", 0.0, price=100.0, atr=1.0, min_score=0.55) is None
+
+
+def test_shorts_can_be_refused_for_spot_accounts() -> None:
+    assert entry_signal("ETH/USDT", -0.8, price=100.0, atr=1.0, min_score=0.55, allow_short=False) is None
+
+
+def test_the_built_in_rule_enters_exactly_where_its_side_score_reaches_min_score() -> None:
+    # Before it was a plugin the rule compared the long score L (or 1 - L) with min_score: same decisions, same scores.
+    rng = np.random.default_rng(7)
+    for long_score, min_score in zip(rng.uniform(0.25, 1.0, 20_000), rng.uniform(0.5000001, 1.0, 20_000)):
+        signal = entry_signal("BTC/USDT", 2.0 * long_score - 1.0, price=1.0, atr=1.0, min_score=min_score)
+        side_score = long_score if long_score > 0.5 else 1.0 - long_score
+        assert (signal is not None) == (side_score >= min_score and long_score != 0.5)
+        assert signal is None or signal.score == side_score
+
+
+def test_min_score_must_exceed_one_half() -> None:
+    with pytest.raises(ValueError, match="min_score"):
+        entry_signal("BTC/USDT", 0.5, price=100.0, atr=1.0, min_score=0.5)
+
+
+@pytest.mark.parametrize("score", [1.5, -1.01, float("nan")])
+def test_a_score_outside_minus_one_to_one_is_refused(score: float) -> None:
+    with pytest.raises(ValueError, match="score must be a finite number in \\[-1, 1\\]"):
+        entry_signal("BTC/USDT", score, price=100.0, atr=1.0, min_score=0.55)
 
 
 @pytest.mark.parametrize(
@@ -232,4 +268,4 @@ def test_up_probability_outside_unit_interval_is_rejected() -> None:
 def test_signal_names_the_field_it_refuses(field: str, value: object, message: str) -> None:
     fields = {"symbol": "BTC/USDT", "side": "long", "score": 0.7, "price": 100.0, "atr": 2.0}
     with pytest.raises(ValueError, match=message):
-        Signal(**{**fields, field: value}, regime=Regime.RANGING)
+        Signal(**{**fields, field: value})

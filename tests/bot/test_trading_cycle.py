@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from crypto_bot.bot import MODEL_NAME, TradingBot, build_market
+from crypto_bot.bot import TradingBot, build_market
 from crypto_bot.cache_views import CacheView
 from crypto_bot.market import MarketDataSource
 from crypto_bot.memory import MemoryConfig, MemoryManager, PressureLevel
 from crypto_bot.settings import Settings, parse_settings
+from crypto_bot.strategy.builtin import MODEL_NAME
 from crypto_bot.working_set import minimum_working_set
 from tests.bot.conftest import RecordingNotifier
 
