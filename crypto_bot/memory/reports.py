@@ -184,6 +184,10 @@ class ReportSignal:
             path = self._manager.write_report(self.directory)
         except Exception:
             logger.exception("memory report requested by %s could not be written to %s", self.signum.name, self.directory)
+        if path is not None:
+            logger.warning(
+                "memory report written to %s (requested by %s, %.2f s)", path, self.signum.name, time.perf_counter() - started
+            )
         with self._condition:
             self._writing = False
             if path is None:
@@ -191,10 +195,6 @@ class ReportSignal:
             else:
                 self.paths.append(path)
             self._condition.notify_all()
-        if path is not None:
-            logger.warning(
-                "memory report written to %s (requested by %s, %.2f s)", path, self.signum.name, time.perf_counter() - started
-            )
 
     def wait(self, count: int = 1, timeout: float | None = None) -> bool:
         """Block until `count` reports were written or failed since installation; False on timeout."""

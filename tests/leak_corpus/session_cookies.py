@@ -21,7 +21,7 @@ class Session:
 
     def get(self, url: str, frame: pd.DataFrame) -> str:
         request_id = next(self._ids)
-        body = frame["close"].to_json()
+        body = frame["close"].to_json(date_format="iso")
         self.jar[request_id] = {"url": url, "status": 200, "headers": dict(HEADERS), "body": body + " "}  # LEAK
         return body
 

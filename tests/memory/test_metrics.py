@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
 from crypto_bot.memory import MemoryConfig, MemoryManager, MemoryReading
+from crypto_bot.memory.diagnosis import GrowingSite, GrowingType, LeakDiagnosis
 from crypto_bot.memory.metrics import MemoryCollector, MetricsServer, register_collector, start_metrics_server
 from crypto_bot.memory.probe import limit_usages
 from crypto_bot.utils.enhanced_memory_manager import EnhancedMemoryManager
@@ -351,3 +352,65 @@ def test_missing_prometheus_client_names_the_metrics_extra(
 
     with pytest.raises(ImportError, match=r"crypto-bot\[metrics\]"):
         MemoryCollector(manager)
+
+
+# leak diagnosis
+
+
+def diagnosis(verdict: str, sites: int, unmanaged_bytes_per_cycle: float, traced_growth_bytes: int) -> LeakDiagnosis:
+    return LeakDiagnosis(
+        verdict=verdict,
+        started_at=0.0,
+        seconds=180.0,
+        passes=3,
+        cycles=3,
+        cycle_unit="cycle",
+        unmanaged_bytes_per_cycle=unmanaged_bytes_per_cycle,
+        traced_growth_bytes=traced_growth_bytes,
+        explained_ratio=traced_growth_bytes / 3 / unmanaged_bytes_per_cycle,
+        window_unmanaged_growth_bytes=None,
+        sites=tuple(
+            GrowingSite(f"/srv/strategy.py:{10 + rank}", True, "/srv/strategy.py:1", 3000 * (sites - rank), 3, 1000.0 * (sites - rank), 1.0, ())
+            for rank in range(sites)
+        ),
+        types=tuple(GrowingType(f"pkg.Type{rank}", 100, 30 - rank, 10.0 - rank) for rank in range(7)),
+        frames=32,
+        tracing_started_here=True,
+        gc_enabled=True,
+        trace_memory_bytes=0,
+    )
+
+
+def test_leak_families_without_a_leak(server: MetricsServer) -> None:
+    metrics = scrape(server)
+    assert metrics.value("memory_leak_suspected") == 0
+    assert metrics.value("memory_leak_diagnosis_window_open") == 0
+    assert metrics.value("memory_leak_diagnoses_total", verdict="python") == 0
+    assert not any(name == "memory_leak_site_bytes_per_cycle" for name, _ in metrics.samples)
+
+
+def test_the_last_diagnosis_exports_its_top_five_sites_and_types(manager: MemoryManager, server: MetricsServer) -> None:
+    manager.diagnoser.last = diagnosis("python", sites=7, unmanaged_bytes_per_cycle=8000.0, traced_growth_bytes=21000)
+    manager.diagnoser.diagnoses_by_verdict["python"] += 1
+
+    metrics = scrape(server)
+
+    assert metrics.value("memory_leak_diagnoses_total", verdict="python") == 1
+    assert metrics.value("memory_leak_site_bytes_per_cycle", rank="1", site="/srv/strategy.py:10") == 7000.0
+    assert metrics.value("memory_leak_site_bytes_per_cycle", rank="5", site="/srv/strategy.py:14") == 3000.0
+    exported = [labels for name, labels in metrics.samples if name == "memory_leak_site_bytes_per_cycle"]
+    assert len(exported) == 5
+    assert metrics.value("memory_leak_type_objects_per_cycle", rank="1", type="pkg.Type0") == 10.0
+    assert len([1 for name, _ in metrics.samples if name == "memory_leak_type_objects_per_cycle"]) == 5
+    assert metrics.value("memory_leak_unexplained_bytes_per_cycle") == 1000.0
+
+
+def test_an_unexplained_diagnosis_exports_no_sites(manager: MemoryManager, server: MetricsServer) -> None:
+    manager.diagnoser.last = diagnosis("unexplained", sites=2, unmanaged_bytes_per_cycle=300_000.0, traced_growth_bytes=3000)
+    manager.diagnoser.diagnoses_by_verdict["unexplained"] += 1
+
+    metrics = scrape(server)
+
+    assert metrics.value("memory_leak_diagnoses_total", verdict="unexplained") == 1
+    assert not any(name == "memory_leak_site_bytes_per_cycle" for name, _ in metrics.samples)
+    assert metrics.value("memory_leak_unexplained_bytes_per_cycle") == 299_000.0
