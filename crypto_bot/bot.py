@@ -380,8 +380,9 @@ class TradingBot:
         return self.runner.stop_requested
 
     async def close(self) -> None:
-        """Close the exchange, flush and close the journal; idempotent."""
+        """Close the strategy plugin and the exchange, flush and close the journal; idempotent."""
         await self.runner.drain()
+        self.strategy.close()
         await self.market.close()
         self.journal.close()
 

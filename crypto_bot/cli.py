@@ -212,7 +212,8 @@ def _config_check(args: argparse.Namespace) -> int:
     settings = load_config(args.file)
     print(
         f"{args.file}: OK ({settings.market.source} market, {len(settings.symbols)} symbols, "
-        f"timeframes {', '.join(settings.timeframes)}, cache budget {settings.memory.cache_size_limit_mb} MB)"
+        f"timeframes {', '.join(settings.timeframes)}, cache budget {settings.memory.cache_size_limit_mb} MB, "
+        f"strategy {settings.strategy.plugin})"
     )
     return EXIT_OK
 
@@ -324,7 +325,8 @@ def _announce(settings: Settings) -> None:
     banner = (
         f"PAPER TRADING - simulated fills, no real orders. Market: {settings.market.source}, "
         f"{len(settings.symbols)} symbols, timeframes {', '.join(settings.timeframes)}, "
-        f"starting balance {settings.paper.starting_balance:.2f}, journal {journal}, cache store {cache_backend()}"
+        f"starting balance {settings.paper.starting_balance:.2f}, journal {journal}, cache store {cache_backend()}, "
+        f"strategy {settings.strategy.plugin}"
     )
     print("=" * len(banner), banner, "=" * len(banner), sep="\n", flush=True)
     logger.info(banner)

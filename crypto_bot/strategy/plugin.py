@@ -19,6 +19,7 @@ The interface, in full (only `signal` is required):
         def on_fill(self, fill: crypto_bot.execution.Fill) -> None: ...      # after each entry and exit
         def on_cycle_end(self) -> None: ...                                  # once per cycle
         def on_start(self, runtime: StrategyRuntime) -> None: ...            # once, before the first cycle
+        def close(self) -> None: ...                                         # once, when the bot stops
 
 `candles` maps each configured timeframe that has candles for the symbol to its window (columns
 open, high, low, close, volume; a UTC DatetimeIndex of candle opens, oldest first; closed candles
@@ -26,7 +27,8 @@ only; at most `strategy.history_candles`). The frames are the plugin's to read: 
 changes the plugin's copy, never the bot's cache (see `plugin_host`). The score is in [-1, 1]
 (> 0 long, < 0 short, its magnitude against `strategy.min_score`, see `signals`) or None for no
 signal. `on_start` may be a coroutine; it is where heavy set-up belongs (loading a model), because
-`config check` builds the class too, to prove `strategy.params` fit it, and then drops it.
+`config check` builds the class too, to prove `strategy.params` fit it, and then drops it. `close`
+stops what the plugin started (threads, sessions); it is also called when the plugin is disabled.
 
 A file is imported once per process, under a module name of its own and its real path (tracebacks
 and tracemalloc name the file); it is not put on `sys.path`, so a strategy spread over several
@@ -69,7 +71,7 @@ class PluginBuildError(Exception):
 
 @runtime_checkable
 class StrategyPlugin(Protocol):
-    """What the bot calls: `signal`; the hooks on_fill, on_cycle_end and on_start are optional."""
+    """What the bot calls: `signal`; the hooks on_start, on_fill, on_cycle_end and close are optional."""
 
     def signal(self, symbol: str, candles: Mapping[str, pd.DataFrame]) -> float | None: ...
 
@@ -123,7 +125,7 @@ def load_plugin_class(spec: PluginSpec) -> type:
         hint = f"; did you mean {close[0]}?" if close else f"; its classes: {', '.join(classes) or 'none'}"
         raise PluginLoadError(f"{where} has no class {spec.class_name}{hint}")
     if not isinstance(plugin_class, type):
-        raise PluginLoadError(f"{where}:{spec.class_name} is a {type(plugin_class).__name__}, not a class")
+        raise PluginLoadError(f"{where}:{spec.class_name} is not a class (its type is {type(plugin_class).__name__})")
     signal = getattr(plugin_class, "signal", None)
     if not callable(signal):
         raise PluginLoadError(f"{spec.class_name} has no callable signal(symbol, candles) method")

@@ -1,12 +1,14 @@
 """PluginHost: the bot's side of one strategy plugin. Candles in as copies, checked scores out, failures counted.
 
-Covers: calling `signal` and the optional hooks (`on_start`, `on_fill`, `on_cycle_end`), handing the
+Covers: calling `signal` and the optional hooks (`on_start`, `on_fill`, `on_cycle_end`, `close`), handing the
 plugin candles it cannot use to change the bot's cache, checking each score (a finite real number in
 [-1, 1], numpy scalars included, or None), and the failure policy: a call that raises or returns
 anything else is logged as a WARNING naming the plugin and the symbol, and counts; a call that
 succeeds resets the count; `max_failures` failures in a row disable the plugin with an ERROR. A
-plugin that cannot be loaded at all starts disabled. A disabled plugin is never called again until
-the bot restarts: no new entries, while the bot keeps managing the exits of its open positions.
+plugin that cannot be loaded at all starts disabled. A disabled plugin is closed (its optional
+`close()`, to stop what it started) and dropped, so what it holds can be freed; it is never called
+again until the bot restarts: no new entries, while the bot keeps managing the exits of its open
+positions.
 Not covered: the interface and loading (`plugin`), what a score means for an entry (`signals`).
 
 Why copies, and which: a plugin that writes to the frames it is given (adds a column, fills a
@@ -122,6 +124,17 @@ class PluginHost:
         """Tell the plugin a cycle ended (its optional `on_cycle_end`)."""
         self._call_hook("on_cycle_end")
 
+    def close(self) -> None:
+        """Call the plugin's optional `close()` (the bot is stopping) and drop it; idempotent. Failures are logged."""
+        hook = self._hook("close")
+        self.plugin = None
+        if hook is None:
+            return
+        try:
+            hook()
+        except Exception as error:
+            logger.warning("strategy plugin %s failed: close raised %s", self.name, self._describe(error))
+
     def _hook(self, name: str) -> Any:
         hook = getattr(self.plugin, name, None) if self.plugin is not None else None
         return hook if callable(hook) else None
@@ -157,11 +170,11 @@ class PluginHost:
             self._disable(f"failed {self.failures_in_a_row} times in a row (last{on}: {what})")
 
     def _disable(self, why: str) -> None:
-        self.plugin = None
         logger.error(
             "strategy plugin %s %s; it is disabled: no new entries until the bot restarts, the exits of open "
             "positions are still managed", self.name, why,
         )
+        self.close()
 
 
 def _shown(value: Any) -> str:

@@ -21,6 +21,7 @@ from crypto_bot.market import SimulatedMarket, generated_symbols
 from crypto_bot.redaction import RedactingFilter
 from crypto_bot.settings import Settings, parse_settings
 from crypto_bot.strategy import save_model, train_signal_model
+from tests.bot.support import Session
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REPOSITORY_CONFIG = REPO_ROOT / "production_config_enhanced.yaml"
@@ -106,6 +107,20 @@ def config_file(tmp_path: Path, config_dict: Callable[..., dict[str, Any]]) -> C
         return path
 
     return write
+
+
+@pytest.fixture
+def start() -> Iterator[Callable[..., Session]]:
+    """`start(settings, **TradingBot options)`: a prepared bot; all are closed at teardown."""
+    sessions: list[Session] = []
+
+    def build(settings: Settings, **options: Any) -> Session:
+        sessions.append(Session(settings, **options))
+        return sessions[-1]
+
+    yield build
+    for session in sessions:
+        session.close()
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ range and sometimes out of it. Each is written as YAML and given to `load_settin
 built from the settings (its thread started when enabled) and a TradingBot on the simulated market.
 
 Fixed for every example: the market source (simulated: no files, no network), a fresh journal and
-the session's trained model (so no example trains one). Drawn from a sub-range because they set how
+the session's trained model (so no example trains one). The strategy plugin is the built-in one or
+the example under examples/, with params drawn around the example's (some it refuses). Drawn from a sub-range because they set how
 much work a cycle does, not whether it can fail: the number of symbols (1-3), the scanner's new
 pairs per cycle (0-3) and the window (at most 1200 candles, enough for the longest EMA span).
 """
@@ -38,6 +39,9 @@ FOLLOW_THE_RULES_RATIO = 0.9  # with ~25 keys drawn, about half the configs are 
 LARGEST_NUMBER = 1e18  # stands for "unbounded" when a key has no maximum
 WORK_CAPS = {("market", "scanner_new_symbols_per_cycle"): 3, ("strategy", "history_candles"): 1200}
 FIXED = {("market", "source"), ("strategy", "model_path"), ("storage", "journal_path")}
+DRAWN_APART = {("strategy", "plugin"), ("strategy", "params")}  # see plugin()
+REFUSED_PARAMS_RATIO = 0.1
+EXAMPLE_PLUGIN = str(Path(__file__).resolve().parents[2] / "examples" / "sma_cross.py") + ":SmaCross"
 
 
 def in_range(rule: Setting, cap: float | None = None) -> st.SearchStrategy[Any]:
@@ -88,7 +92,7 @@ def out_of_range(rule: Setting) -> st.SearchStrategy[Any]:
 def section_values(draw: st.DrawFn, chance: random.Random, name: str, section: type) -> dict[str, Any]:
     values = {}
     for key, rule in settings_of(section).items():
-        if (name, key) in FIXED or draw(st.booleans()):  # a key left out takes its default
+        if (name, key) in FIXED | DRAWN_APART or draw(st.booleans()):  # a key left out takes its default
             continue
         if chance.random() < OUT_OF_RANGE_RATIO:
             values[key] = draw(out_of_range(rule))
@@ -104,9 +108,24 @@ def configs(draw: st.DrawFn) -> dict[str, Any]:
     config.update(section_values(draw, chance, "memory", MemoryConfig))  # the seed's layout: memory keys at the top
     config["symbols"] = draw(st.lists(st.sampled_from(DEFAULT_SYMBOLS), min_size=1, max_size=3, unique=True))
     config["timeframes"] = draw(st.lists(st.sampled_from(TIMEFRAMES), min_size=1, max_size=3, unique=True))
+    config["strategy"].update(plugin(draw, chance, config["timeframes"]))
     if chance.random() < FOLLOW_THE_RULES_RATIO:
         follow_the_cross_field_rules(config)
     return config
+
+
+def plugin(draw: st.DrawFn, chance: random.Random, timeframes: list[str]) -> dict[str, Any]:
+    """The built-in strategy (by default, or named), or the example with params; now and then params it refuses."""
+    kind = draw(st.sampled_from(["default", "built-in", "example"]))
+    if kind == "default":
+        return {}
+    if kind == "built-in":
+        return {"plugin": "crypto_bot.strategy.builtin:BuiltinStrategy"}
+    fast = draw(st.integers(1, 50))
+    params = {"fast": fast, "slow": draw(st.integers(fast + 1, 120)), "timeframe": draw(st.sampled_from(timeframes))}
+    if chance.random() < REFUSED_PARAMS_RATIO:
+        params.update(draw(st.sampled_from([{"fast": params["slow"]}, {"fast": 0}, {"fsat": 5}])))
+    return {"plugin": EXAMPLE_PLUGIN, "params": params}
 
 
 def follow_the_cross_field_rules(config: dict[str, Any]) -> None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,47 +17,9 @@ from crypto_bot.settings import Settings, parse_settings
 from crypto_bot.strategy.builtin import MODEL_NAME
 from crypto_bot.working_set import minimum_working_set
 from tests.bot.conftest import RecordingNotifier
+from tests.bot.support import Session
 
 PHASES = ["fetch_candidates", "update_caches", "analyse_batch", "execute_signals", "handle_exits", "monitor"]
-
-
-class Session:
-    """A TradingBot driven on one event loop, cycle by cycle."""
-
-    def __init__(self, settings: Settings, **options: Any) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.bot = TradingBot(settings, **options)
-        self.loop.run_until_complete(self.bot.prepare_model())
-
-    def cycle(self) -> dict[str, float]:
-        return self.loop.run_until_complete(self.bot.run_cycle())
-
-    def until_a_position_opens(self, max_cycles: int = 10) -> None:
-        for _ in range(max_cycles):
-            self.cycle()
-            if self.bot.broker.positions:
-                return
-        pytest.fail(f"no position opened in {max_cycles} cycles")
-
-    def close(self) -> None:
-        if self.loop.is_closed():
-            return
-        self.loop.run_until_complete(self.bot.close())
-        self.loop.close()
-
-
-@pytest.fixture
-def start() -> Iterator[Callable[..., Session]]:
-    """`start(settings, **TradingBot options)`: a prepared bot; all are closed at teardown."""
-    sessions: list[Session] = []
-
-    def build(settings: Settings, **options: Any) -> Session:
-        sessions.append(Session(settings, **options))
-        return sessions[-1]
-
-    yield build
-    for session in sessions:
-        session.close()
 
 
 def journal_rows(path: Path, query: str) -> list[tuple]:
