@@ -347,21 +347,22 @@ class AllocationGrowth:
 
 
 def diagnose(
-    seconds: float, *, top: int = 10, frames: int = 32, sleep: Callable[[float], Any] = time.sleep
+    seconds: float, *, top: int = 10, frames: int | None = None, sleep: Callable[[float], Any] = time.sleep
 ) -> list[AllocationGrowth]:
     """The `top` lines whose live allocations grew most over a `seconds`-long tracemalloc window.
 
     Opt-in and costly while it runs: tracemalloc slows allocation several times over. It is
-    started (and afterwards stopped) only if it was not already tracing. Lines are grouped as in
-    the automatic diagnosis (`diagnosis.compare_snapshots`).
+    started (and afterwards stopped) only if it was not already tracing, with `frames` frames per
+    trace (default: the automatic diagnosis's). Lines are grouped as in the automatic diagnosis
+    (`diagnosis.compare_snapshots`).
     """
-    from .diagnosis import compare_snapshots  # diagnosis builds on this module's GrowthTracker
+    from .diagnosis import DEFAULT_FRAMES, compare_snapshots  # diagnosis builds on this module's GrowthTracker
 
     window_seconds = validation.number(
         "seconds", seconds, minimum=0, minimum_open=True, maximum=_MAX_DIAGNOSE_SECONDS
     )
     top = validation.integer("top", top, minimum=1)
-    frames = validation.integer("frames", frames, minimum=1, maximum=65535)
+    frames = validation.integer("frames", DEFAULT_FRAMES if frames is None else frames, minimum=1, maximum=65535)
     started_here = not tracemalloc.is_tracing()
     if started_here:
         tracemalloc.start(frames)
