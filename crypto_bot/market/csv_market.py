@@ -7,10 +7,16 @@ File layout: `<directory>/<BASE>_<QUOTE>-<timeframe>.csv`, e.g. `BTC_USDT-1m.csv
 at "1m". Each row is `timestamp_ms,open,high,low,close,volume` with the candle's open time in epoch
 milliseconds, rows in strictly increasing time, each timestamp a multiple of the timeframe, UTF-8
 text. An optional header line (first field not a number) is skipped; blank lines are ignored; gaps
-are allowed. Any other deviation (wrong field count, non-numbers, non-finite values, unordered or
-unaligned timestamps, high/low not enclosing open and close, negative volume, bytes that are not
-UTF-8) raises `CsvFormatError` naming the file and line; a file that cannot be read raises
-`CsvFileError` naming it.
+are allowed. Any other deviation (wrong field count, non-numbers, unordered or unaligned timestamps,
+a candle that breaks `candles.candle_problem`: non-finite values, a price <= 0, high/low not
+enclosing open and close, negative volume; bytes that are not UTF-8) raises `CsvFormatError` naming
+the file and line; a file that cannot be read raises `CsvFileError` naming it.
+
+A broken file is that symbol's error, not the replay's: the fetch of that series raises it (a
+`BadData`, so a `MarketDataError`), every later fetch of it raises the same error without reading
+the file again, and the symbol leaves `universe()` with one warning; the other symbols, and the
+symbol's other timeframes, replay on. At construction a base file whose first candle cannot be read
+is dropped the same way, unless every base file is broken (then its error is raised).
 
 Input costs its window, not its size: each file is read forward, lazily, as the replay clock
 reveals its candles, and only the newest `window_candles` candles are kept (two numpy arrays,
@@ -26,11 +32,15 @@ import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from crypto_bot.market.candles import candle_problem
+from crypto_bot.market.errors import BadData, MarketDataError, UnknownSymbol
 from crypto_bot.market.source import OHLCV_COLUMNS, ohlcv_frame, visible_slice
+from crypto_bot.market.stats import SourceStats
 from crypto_bot.market.timeframes import (
     MAX_LIMIT,
     TIMEFRAME_MS,
@@ -54,11 +64,14 @@ _FIRST_CAPACITY = 64  # candles a window's arrays start with; they double up to 
 _FILE_PATTERN = re.compile(rf"^([A-Z0-9]+)_([A-Z0-9]+)-({'|'.join(TIMEFRAME_MS)})\.csv$")
 
 
-class CsvFileError(ValueError):
+class CsvFileError(BadData):
     """A CSV file that cannot be read, or (CsvFormatError) does not follow the layout; names the file and line."""
 
-    def __init__(self, path: Path, line_number: int, reason: str) -> None:
-        super().__init__(f"{path}:{line_number}: {reason}" if line_number else f"{path}: {reason}")
+    def __init__(
+        self, path: Path, line_number: int, reason: str, *, symbol: str | None = None, timeframe: str | None = None
+    ) -> None:
+        message = f"{path}:{line_number}: {reason}" if line_number else f"{path}: {reason}"
+        super().__init__(message, symbol=symbol, timeframe=timeframe)
         self.path = path
         self.line_number = line_number
 
@@ -104,9 +117,13 @@ class _SeriesReader:
         "_values",
         "_window",
         "path",
+        "symbol",
+        "timeframe",
     )
 
     path: Path
+    symbol: str
+    timeframe: str
     _length_ms: int
     _window: int
     _offset: int
@@ -119,9 +136,11 @@ class _SeriesReader:
     _start: int
     _end: int
 
-    def __init__(self, path: Path, length_ms: int, window: int) -> None:
+    def __init__(self, path: Path, symbol: str, timeframe: str, window: int) -> None:
         self.path = path
-        self._length_ms = length_ms
+        self.symbol = symbol
+        self.timeframe = timeframe
+        self._length_ms = timeframe_ms(timeframe)
         self._window = window
         self._offset = 0
         self._line_number = 0
@@ -175,7 +194,7 @@ class _SeriesReader:
                         return
                     self._keep(*row)
         except OSError as error:
-            raise CsvFileError(self.path, 0, f"cannot be read: {error.strerror or error}") from error
+            raise self._error(CsvFileError, 0, f"cannot be read: {error.strerror or error}") from error
         self._exhausted = True
 
     def _parse(self, raw: bytes, line_number: int) -> tuple[int, list[float]] | None:
@@ -184,37 +203,36 @@ class _SeriesReader:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as error:
             reason = f"not UTF-8 text (byte {raw[error.start]:#04x}); save the file as UTF-8"
-            raise CsvFormatError(self.path, line_number, reason) from None
+            raise self._error(CsvFormatError, line_number, reason) from None
         if not text.strip():
             return None
         fields = text.split(",")
         if line_number == 1 and fields[0].strip() and not _is_number(fields[0]):
             return None  # a header: its first field is text
         if len(fields) != _FIELD_COUNT:
-            raise CsvFormatError(self.path, line_number, f"expected {_FIELD_COUNT} fields, got {len(fields)}")
+            raise self._error(CsvFormatError, line_number, f"expected {_FIELD_COUNT} fields, got {len(fields)}")
         try:
             numbers = list(map(float, fields))
         except ValueError:
             position, field = next((i, f) for i, f in enumerate(fields, start=1) if not _is_number(f))
-            raise CsvFormatError(self.path, line_number, f"field {position} is not a number: {field.strip()!r}") from None
+            raise self._error(CsvFormatError, line_number, f"field {position} is not a number: {field.strip()!r}") from None
         reason = self._broken_rule(numbers)
         if reason is not None:
-            raise CsvFormatError(self.path, line_number, reason)
+            raise self._error(CsvFormatError, line_number, reason)
         return int(numbers[0]), numbers[1:]
 
     def _broken_rule(self, numbers: list[float]) -> str | None:
-        timestamp, open_, high, low, close, volume = numbers
-        if not all(map(math.isfinite, numbers)):
+        timestamp = numbers[0]
+        if not math.isfinite(timestamp):
             return "non-finite value"
         if timestamp % self._length_ms:
             return f"timestamp is not a multiple of the timeframe ({self._length_ms} ms)"
         if self._last_open_ms is not None and timestamp <= self._last_open_ms:
             return "timestamp is not after the previous row's"
-        if low > min(open_, close) or high < max(open_, close):
-            return "high/low do not enclose open and close (need low <= open, close <= high)"
-        if volume < 0:
-            return "negative volume"
-        return None
+        return candle_problem(*numbers[1:])
+
+    def _error(self, kind: type[CsvFileError], line_number: int, reason: str) -> CsvFileError:
+        return kind(self.path, line_number, reason, symbol=self.symbol, timeframe=self.timeframe)
 
     def _keep(self, open_ms: int, values: list[float]) -> None:
         if self._end == len(self._open_ms):
@@ -249,11 +267,14 @@ class CsvMarket:
 
     __slots__ = (
         "_base_ms",
+        "_broken",
         "_closed",
         "_directory",
+        "_dropped",
         "_elapsed_candles",
         "_readers",
         "_start_ms",
+        "_stats",
         "_symbols",
         "_timeframes",
         "_window_candles",
@@ -269,6 +290,9 @@ class CsvMarket:
     _elapsed_candles: int
     _window_candles: int
     _readers: dict[tuple[str, str], _SeriesReader]
+    _broken: dict[tuple[str, str], CsvFileError]
+    _dropped: dict[str, str]
+    _stats: SourceStats
     _closed: bool
 
     def __init__(
@@ -300,6 +324,9 @@ class CsvMarket:
         self._window_candles = validation.integer("window_candles", window_candles, minimum=1, maximum=MAX_LIMIT)
         validation.integer("warmup_candles", warmup_candles, minimum=0)
         self._readers = {}  # the base files' readers are made here when they give the default start
+        self._broken = {}  # series whose file broke: the error every later fetch of it raises
+        self._dropped = {}
+        self._stats = SourceStats()
         if start_ms is None:
             start_ms = self._default_start_ms(base_timeframe, warmup_candles)
         validation.integer("start_ms", start_ms, minimum=0)
@@ -311,11 +338,20 @@ class CsvMarket:
         logger.info("CSV replay of %d symbols from %s starting at %d ms", len(self._symbols), self._directory, start_ms)
 
     def _default_start_ms(self, base_timeframe: str, warmup_candles: int) -> int:
-        first_opens_ms = [
-            first_ms
-            for symbol in self._symbols
-            if (first_ms := self._reader(symbol, base_timeframe).first_open_ms()) is not None
-        ]
+        first_opens_ms = []
+        errors = []
+        for symbol in self._symbols:
+            try:
+                first_ms = self._reader(symbol, base_timeframe).first_open_ms()
+            except CsvFileError as error:
+                errors.append(error)
+                continue
+            if first_ms is not None:
+                first_opens_ms.append(first_ms)
+        if errors and len(errors) == len(self._symbols):
+            raise errors[0]  # nothing left to replay: the replay's error, not one symbol's
+        for error in errors:
+            self._broke(error)
         if not first_opens_ms:
             raise ValueError(
                 f"directory {str(self._directory)!r} has no candles for base timeframe {base_timeframe!r} "
@@ -343,12 +379,17 @@ class CsvMarket:
         return sum(reader.nbytes for reader in self._readers.values())
 
     def universe(self) -> list[str]:
-        """Symbols with a base-timeframe file, sorted."""
-        return list(self._symbols)
+        """Symbols with a base-timeframe file, sorted, without those whose files broke."""
+        return [symbol for symbol in self._symbols if symbol not in self._dropped]
 
     def advance(self) -> None:
         """Move the replay clock by one base candle."""
         self._elapsed_candles += 1
+        self._stats.end_cycle()
+
+    def stats(self) -> dict[str, Any]:
+        """The common counters (`SourceStats.snapshot`; no REST calls) and `dropped_symbols` (symbol -> the file's error)."""
+        return {**self._stats.snapshot(), "dropped_symbols": dict(self._dropped)}
 
     async def fetch_ohlcv(
         self, symbol: str, timeframe: str, *, since_ms: int | None = None, limit: int = 200
@@ -359,8 +400,18 @@ class CsvMarket:
         length_ms = require_served(timeframe, self._timeframes)
         validate_limit(limit)
         validate_since_ms(since_ms)
-        reader = self._reader(symbol, timeframe)
-        reader.catch_up(self.now_ms)
+        try:
+            broken = self._broken.get((symbol, timeframe))
+            if broken is not None:
+                raise broken
+            reader = self._reader(symbol, timeframe)
+            reader.catch_up(self.now_ms)
+        except CsvFileError as error:
+            self._broke(error)
+            raise
+        except MarketDataError as error:
+            self._stats.count_error(error)
+            raise
         open_ms, values = reader.candles()
         rows = visible_slice(open_ms, self.now_ms, length_ms, since_ms, limit)
         return ohlcv_frame(open_ms[rows], values[rows])
@@ -371,9 +422,23 @@ class CsvMarket:
         if reader is None:
             path = self._directory / csv_file_name(symbol, timeframe)
             if not path.is_file():
-                raise KeyError(f"no data for symbol {symbol!r} at {timeframe!r}: missing file {path}")
-            reader = self._readers[key] = _SeriesReader(path, timeframe_ms(timeframe), self._window_candles)
+                raise UnknownSymbol(
+                    f"no data for symbol {symbol!r} at {timeframe!r}: missing file {path}", symbol=symbol, timeframe=timeframe
+                )
+            reader = self._readers[key] = _SeriesReader(path, symbol, timeframe, self._window_candles)
         return reader
+
+    def _broke(self, error: CsvFileError) -> None:
+        """Remember a series' file error for its later fetches, and drop its symbol from the universe (one warning)."""
+        self._stats.count_error(error)
+        key = (error.symbol, error.timeframe)
+        if key in self._broken:
+            return
+        self._broken[key] = error  # type: ignore[index]
+        self._readers.pop(key, None)  # type: ignore[arg-type]
+        if error.symbol is not None and error.symbol not in self._dropped:
+            self._dropped[error.symbol] = error.message
+            logger.warning("CSV replay: %s leaves the universe, its other symbols replay on: %s", error.symbol, error)
 
     async def close(self) -> None:
         """Drop the kept candles; later fetches raise RuntimeError. Safe to call twice."""

@@ -36,11 +36,13 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from crypto_bot.market.source import ohlcv_frame
+from crypto_bot.market.stats import SourceStats
 from crypto_bot.market.timeframes import (
     TIMEFRAME_MS,
     require_served,
@@ -269,7 +271,9 @@ def _checked_symbols(symbols: Iterable[str]) -> tuple[str, ...]:
 class SimulatedMarket:
     """Seeded, deterministic simulated exchange whose memory does not grow with time or universe."""
 
-    __slots__ = ("_base_ms", "_elapsed_candles", "_listing_ms", "_seed", "_start_ms", "_symbols", "_timeframes", "name")
+    __slots__ = (
+        "_base_ms", "_elapsed_candles", "_listing_ms", "_seed", "_start_ms", "_stats", "_symbols", "_timeframes", "name"
+    )
 
     name: str
     _symbols: tuple[str, ...]
@@ -279,6 +283,7 @@ class SimulatedMarket:
     _start_ms: int
     _listing_ms: int
     _elapsed_candles: int
+    _stats: SourceStats
 
     def __init__(
         self,
@@ -312,6 +317,7 @@ class SimulatedMarket:
                 f"got {history_candles}"
             )
         self._elapsed_candles = 0
+        self._stats = SourceStats()
 
     def __repr__(self) -> str:
         return (
@@ -346,6 +352,11 @@ class SimulatedMarket:
     def advance(self) -> None:
         """Move the clock by one base candle."""
         self._elapsed_candles += 1
+        self._stats.end_cycle()
+
+    def stats(self) -> dict[str, Any]:
+        """The common counters (`SourceStats.snapshot`); a simulated market makes no REST calls."""
+        return self._stats.snapshot()
 
     async def fetch_ohlcv(
         self, symbol: str, timeframe: str, *, since_ms: int | None = None, limit: int = 200

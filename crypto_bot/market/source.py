@@ -2,7 +2,8 @@
 
 Covers the protocol, the frame layout (`ohlcv_frame`) and the no-look-ahead window rule shared by
 the sources (`visible_slice`). Does not cover any particular data origin: see `simulated`,
-`csv_market` and `ccxt_market` in this package, and `timeframes` for argument checks.
+`csv_market` and `ccxt_market` in this package, `timeframes` for argument checks, `errors` for
+what a failed request raises, `candles` for valid data and `schedule` for when to fetch.
 
 Window rule, for every source: a candle is visible when its close time (open + timeframe) is
 <= `now_ms`. Without `since_ms` a fetch returns the newest `limit` visible candles; with it, the
@@ -11,7 +12,7 @@ oldest `limit` visible candles whose open time is >= `since_ms` (as exchanges pa
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -32,11 +33,17 @@ class MarketDataSource(Protocol):
     async def fetch_ohlcv(
         self, symbol: str, timeframe: str, *, since_ms: int | None = None, limit: int = 200
     ) -> pd.DataFrame:
-        """Visible candles of `symbol`, oldest first, in the `ohlcv_frame` layout."""
+        """Visible candles of `symbol`, oldest first, in the `ohlcv_frame` layout; a failure of this one
+        request raises a `crypto_bot.market.errors.MarketDataError` (a KeyError for an unknown symbol,
+        a ValueError for bad data) and fails no other."""
         ...
 
     def advance(self) -> None:
-        """Move the market clock by one base-timeframe candle (no-op for live sources)."""
+        """End the bot's cycle: move the market clock by one base-timeframe candle (live sources: only the stats cycle)."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Counters read in O(1): at least those of `crypto_bot.market.stats.SourceStats.snapshot`."""
         ...
 
     @property

@@ -7,16 +7,12 @@ the loopback server, and name resolution of any other host fails the test (no in
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 import sys
-import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pandas as pd
 import pytest
@@ -25,117 +21,9 @@ pytest.importorskip("ccxt")
 
 from crypto_bot import cli, redaction
 from crypto_bot.market import CcxtMarket, MarketDataSource
+from tests.bot.exchange_stub import HOUR_MS, LOOPBACK_CONFIG, SERVER_NOW_MS, LoopbackBinance, point_at, running_server
 
-HOUR_MS = 3_600_000
-SERVER_NOW_MS = 1_704_067_200_000 + 10 * HOUR_MS  # 2024-01-01T10:00:00Z: the 10:00 candle is open
 CLIENT_NOW_MS = SERVER_NOW_MS + 30 * 60_000
-LOOPBACK_CONFIG = {
-    # Only the spot exchangeInfo endpoint is needed to load markets; no currencies, no margin pairs.
-    "options": {"fetchMarkets": {"types": ["spot"]}, "fetchMargins": False, "fetchCurrencies": False},
-    # Keep tests fast: a 1 ms rate-limit interval (still throttled) and no grace sleep on close.
-    "rateLimit": 1,
-    "timeout_on_exit": 0,
-}
-
-
-def binance_symbol(base: str, quote: str, status: str = "TRADING") -> dict[str, Any]:
-    """The fields of one exchangeInfo entry that ccxt's Binance market parser reads."""
-    return {
-        "symbol": base + quote,
-        "status": status,
-        "baseAsset": base,
-        "quoteAsset": quote,
-        "baseAssetPrecision": 8,
-        "quotePrecision": 8,
-        "orderTypes": ["LIMIT", "MARKET"],
-        "isSpotTradingAllowed": True,
-        "isMarginTradingAllowed": False,
-        "permissions": ["SPOT"],
-        "filters": [],
-    }
-
-
-def kline(open_ms: int) -> list[Any]:
-    """A Binance kline whose close is the candle's hour of day, so rows are recognisable."""
-    hour = (open_ms // HOUR_MS) % 24
-    return [
-        open_ms,
-        f"{hour}.5",
-        f"{hour + 1}",
-        f"{hour}",
-        f"{hour}.75",
-        "12.5",
-        open_ms + HOUR_MS - 1,
-        "0",
-        7,
-        "0",
-        "0",
-        "0",
-    ]
-
-
-class FakeBinance(BaseHTTPRequestHandler):
-    """Answers exchangeInfo and klines like Binance; records every request it sees."""
-
-    server: LoopbackBinance
-
-    def do_GET(self) -> None:
-        url = urlsplit(self.path)
-        query = {name: values[0] for name, values in parse_qs(url.query).items()}
-        self.server.requests.append((url.path, query))
-        if url.path == "/api/v3/exchangeInfo":
-            self.reply(
-                {"timezone": "UTC", "serverTime": SERVER_NOW_MS, "rateLimits": [], "symbols": self.server.symbols}
-            )
-        elif url.path in ("/sapi/v1/margin/allPairs", "/sapi/v1/margin/isolated/allPairs"):
-            if self.server.echo_credentials:  # as some exchanges do: the key and the signed URL in the error
-                message = f"Invalid API-key {self.headers.get('X-MBX-APIKEY')}, IP, or permissions; request {self.path}"
-                self.reply({"code": -2015, "msg": message}, status=401)
-            else:
-                self.reply([])
-        elif url.path == "/api/v3/klines" and query.get("interval") == "1h":
-            current_open_ms = SERVER_NOW_MS // HOUR_MS * HOUR_MS
-            limit = int(query.get("limit", 500))
-            if "startTime" in query:
-                first_ms = -(-int(query["startTime"]) // HOUR_MS) * HOUR_MS
-            else:
-                first_ms = current_open_ms - (limit - 1) * HOUR_MS
-            opens = range(first_ms, min(current_open_ms, first_ms + (limit - 1) * HOUR_MS) + 1, HOUR_MS)
-            self.reply([kline(open_ms) for open_ms in opens])
-        else:
-            self.reply({"code": -1100, "msg": "unexpected request"}, status=400)
-
-    def reply(self, body: Any, status: int = 200) -> None:
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Keep test output quiet."""
-
-
-class LoopbackBinance(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), FakeBinance)
-        self.requests: list[tuple[str, dict[str, str]]] = []
-        self.echo_credentials = False
-        self.symbols = [
-            binance_symbol("BTC", "USDT"),
-            binance_symbol("ETH", "BTC"),
-            binance_symbol("LUNA", "USDT", "BREAK"),
-        ]
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def klines_requests(self) -> list[dict[str, str]]:
-        return [query for path, query in self.requests if path == "/api/v3/klines"]
 
 
 @pytest.fixture(autouse=True)
@@ -153,13 +41,8 @@ def no_internet(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def server() -> Iterator[LoopbackBinance]:
-    httpd = LoopbackBinance()
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), name="loopback-binance", daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with running_server() as httpd:
+        yield httpd
 
 
 @asynccontextmanager
@@ -169,9 +52,7 @@ async def loopback_market(
     """A CcxtMarket whose every Binance API URL points at `server`, closed on exit."""
     config = {**LOOPBACK_CONFIG, "options": {**LOOPBACK_CONFIG["options"], **(options or {})}}
     market = CcxtMarket("binance", config=config, clock_ms=lambda: CLIENT_NOW_MS, **kwargs)
-    api_urls = market.exchange.urls["api"]
-    for name, url in api_urls.items():
-        api_urls[name] = server.base_url + urlsplit(url).path
+    point_at(market, server)
     try:
         yield market
     finally:
@@ -210,7 +91,7 @@ def test_fetch_converts_klines_to_the_ohlcv_frame_without_the_open_candle(server
         ["2024-01-01 07:00", "2024-01-01 08:00", "2024-01-01 09:00"], tz="UTC", name="timestamp"
     )
     pd.testing.assert_index_equal(frame.index, expected_index, check_exact=True, exact=False)
-    assert frame.loc["2024-01-01 09:00"].tolist() == [9.5, 10.0, 9.0, 9.75, 12.5]
+    assert frame.loc["2024-01-01 09:00"].tolist() == [10.5, 11.0, 10.0, 10.75, 12.5]
     assert list(frame.dtypes) == ["float64"] * 5
 
 
@@ -222,16 +103,16 @@ def test_since_is_sent_as_start_time_and_pages_forward(server):
     assert server.klines_requests() == [
         {"symbol": "BTCUSDT", "interval": "1h", "startTime": str(SERVER_NOW_MS - 2 * HOUR_MS), "limit": "5"}
     ]
-    assert frame["close"].tolist() == [8.75, 9.75]
+    assert frame["close"].tolist() == [9.75, 10.75]
 
 
-def test_markets_are_loaded_from_exchange_info_once(server):
+def test_markets_are_loaded_from_exchange_info_once_and_the_clock_sampled_once(server):
     async def scenario(market: CcxtMarket) -> None:
         await market.fetch_ohlcv("BTC/USDT", "1h", limit=1)
         await market.fetch_ohlcv("BTC/USDT", "1h", limit=1)
 
     run_with_market(server, scenario)
-    assert [path for path, _ in server.requests] == ["/api/v3/exchangeInfo", "/api/v3/klines", "/api/v3/klines"]
+    assert server.paths() == ["/api/v3/time", "/api/v3/exchangeInfo", "/api/v3/klines", "/api/v3/klines"]
 
 
 def test_universe_is_active_spot_markets_in_the_quote_currency(server):
@@ -292,8 +173,7 @@ def test_config_disabling_rate_limiting_is_rejected():
 def test_close_closes_the_session_and_is_idempotent(server):
     async def scenario() -> tuple[Any, CcxtMarket]:
         market = CcxtMarket("binance", config=LOOPBACK_CONFIG, clock_ms=lambda: CLIENT_NOW_MS)
-        for name, url in market.exchange.urls["api"].items():
-            market.exchange.urls["api"][name] = server.base_url + urlsplit(url).path
+        point_at(market, server)
         await market.fetch_ohlcv("BTC/USDT", "1h", limit=1)
         session = market.exchange.session
         await market.close()
@@ -359,8 +239,7 @@ def test_an_exchange_error_echoing_the_key_and_signature_reaches_no_log_of_the_c
             "binance", config=config, api_key_env="TEST_ECHO_KEY", secret_env="TEST_ECHO_SECRET",
             symbols=settings.symbols, timeframes=settings.timeframes, clock_ms=lambda: CLIENT_NOW_MS,
         )
-        for name, url in market.exchange.urls["api"].items():
-            market.exchange.urls["api"][name] = server.base_url + urlsplit(url).path
+        point_at(market, server)
         return market
 
     monkeypatch.setattr("crypto_bot.bot.build_market", loopback_source)
