@@ -534,11 +534,12 @@ class MemoryManager:
     def _on_diagnosis(self, diagnosis: LeakDiagnosis) -> None:
         """Deliver a diagnosis: the JSON file first (its path goes in the message), then the warning and alerts."""
         message = diagnosis.message
+        path = None
         if self.report_dir is not None:
             try:
                 payload = {"kind": "leak-diagnosis", "pid": os.getpid(), **diagnosis.to_dict()}
-                self.last_diagnosis_path = write_json_report(self.report_dir, "leak-diagnosis", payload)
-                message += f"; report: {self.last_diagnosis_path}"
+                path = self.last_diagnosis_path = write_json_report(self.report_dir, "leak-diagnosis", payload)
+                message += f"; report: {path}"
             except OSError as error:
                 message += f"; the report could not be written to {self.report_dir}: {error}"
         if diagnosis.verdict == Verdict.NO_GROWTH:
@@ -547,11 +548,12 @@ class MemoryManager:
         details = {
             "kind": "leak_diagnosis",
             "verdict": diagnosis.verdict,
-            "sites": [site.site for site in diagnosis.sites],
+            # Lines are named only when Python allocations explain the growth.
+            "sites": [site.site for site in diagnosis.sites] if diagnosis.verdict == Verdict.PYTHON else [],
             "unmanaged_bytes_per_cycle": diagnosis.unmanaged_bytes_per_cycle,
             "traced_bytes_per_cycle": diagnosis.traced_bytes_per_cycle,
             "cycle_unit": diagnosis.cycle_unit,
-            "report_path": None if self.last_diagnosis_path is None else str(self.last_diagnosis_path),
+            "report_path": None if path is None else str(path),
         }
         self._send_alert(message, details)
 

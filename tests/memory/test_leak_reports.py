@@ -277,3 +277,10 @@ def test_a_report_that_cannot_be_written_is_logged_and_counted(manager, tmp_path
         handle.uninstall()
     assert handle.failures == 1 and handle.paths == []
     assert any(str(blocked) in record.getMessage() for record in caplog.records)
+
+
+def test_an_unexplained_diagnosis_alerts_without_sites(manager, clock, probe, alerts):
+    cycles(manager, clock, probe, 12, leak=lambda: None)
+    (message, details), = [alert for alert in alerts if alert[1]["kind"] == "leak_diagnosis"]
+    assert details["verdict"] == Verdict.UNEXPLAINED and details["sites"] == []
+    assert "not explained by Python allocations" in message
