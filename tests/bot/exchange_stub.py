@@ -15,7 +15,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -142,7 +142,10 @@ class FakeBinance(BaseHTTPRequestHandler):
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(payload)
+        try:
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
+            pass
 
     def date_time_string(self, timestamp: float | None = None) -> str:
         """The Date header from the server's clock, not the machine's (clock-skew tests)."""
@@ -160,7 +163,7 @@ class LoopbackBinance(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.echo_credentials = False
-        self.now_ms = SERVER_NOW_MS
+        self.clock_ms: Callable[[], int] = lambda: SERVER_NOW_MS
         self.max_limit = BINANCE_MAX_LIMIT
         self.first_open_ms = 0  # no candle opens before this (a listing date)
         self.missing_opens: set[int] = set()
@@ -171,6 +174,15 @@ class LoopbackBinance(ThreadingHTTPServer):
             binance_symbol("ETH", "BTC"),
             binance_symbol("LUNA", "USDT", "BREAK"),
         ]
+
+    @property
+    def now_ms(self) -> int:
+        """The exchange's clock (`clock_ms`, a fixed time unless a test sets one)."""
+        return self.clock_ms()
+
+    @now_ms.setter
+    def now_ms(self, value: int) -> None:
+        self.clock_ms = lambda: value
 
     @property
     def base_url(self) -> str:
