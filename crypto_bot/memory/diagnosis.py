@@ -838,6 +838,13 @@ class LeakDiagnoser:
         if trend is None and window_growth is not None:
             trend = window_growth / cycles
         verdict, ratio = judge(trend, traced_growth / cycles, settings.explained_ratio)
+        if verdict == Verdict.UNEXPLAINED and unit != "cycle" and window_growth is not None and window_growth > 0:
+            # Per pass, the trend was measured at full speed and the window at the speed tracing leaves
+            # (several times slower, so fewer cycles per pass): the window's own growth, measured at the
+            # same speed as its allocations, decides too. Counted cycles make both rates per cycle.
+            window_verdict, window_ratio = judge(window_growth / cycles, traced_growth / cycles, settings.explained_ratio)
+            if window_verdict == Verdict.PYTHON:
+                verdict, ratio, trend = window_verdict, window_ratio, window_growth / cycles
         diagnosis = LeakDiagnosis(
             verdict=verdict,
             started_at=window.started_at,

@@ -486,3 +486,30 @@ def test_a_diagnosis_serializes_to_json(make_diagnoser, process, clock, not_trac
     assert payload["sites"][0]["site"] == line_of(leak_one_cycle, "bytearray(100")
     assert payload["message"] == result.message
     assert os.path.isabs(payload["sites"][0]["site"].rpartition(":")[0])
+
+
+def test_per_pass_a_leak_slowed_by_tracing_is_still_blamed_on_its_line(process, clock, not_tracing):
+    """Without counted cycles, a pass during the window covers fewer cycles than one before it."""
+    diagnoser = LeakDiagnoser(DiagnosisSettings(window_passes=2), clock=clock, read_unmanaged_bytes=lambda: process.unmanaged)
+    process.cycles = 0  # never counted: rates per maintenance pass
+    try:
+        for _ in range(6):  # before the window: 100 KiB per pass
+            process.unmanaged += 100 * KIB
+            clock.advance(60)
+            diagnoser.on_pass(False, process.unmanaged)
+        process.step = 10 * KIB  # tracing slows the work tenfold: a tenth of the cycles per pass
+
+        def slowed_leak() -> None:
+            _KEPT.append(bytearray(10 * KIB))  # the slowed leak
+
+        result = None
+        for _ in range(6):
+            slowed_leak()
+            process.unmanaged += process.step
+            clock.advance(60)
+            result = diagnoser.on_pass(True, process.unmanaged) or result
+    finally:
+        diagnoser.abandon("test over")
+    assert result.cycle_unit == "maintenance pass"
+    assert result.verdict == Verdict.PYTHON
+    assert result.sites[0].site == line_of(slowed_leak, "bytearray(10")
