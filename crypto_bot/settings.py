@@ -91,7 +91,7 @@ class _PluginSetting(Setting):
 
 @dataclass(frozen=True)
 class StrategyConfig(ConfigSection):
-    """The `strategy:` section: the strategy plugin, what is analysed each cycle, the built-in's indicators and model."""
+    """The `strategy:` section: the plugin, what is analysed each cycle, the built-in strategy's indicators and model."""
 
     key_prefix: ClassVar[str] = "strategy."
 

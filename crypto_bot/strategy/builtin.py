@@ -26,7 +26,13 @@ from crypto_bot.market import SimulatedMarket, generated_symbols
 from crypto_bot.strategy.indicators import analyse_latest, analysis_candles, compute_indicators, required_candles
 from crypto_bot.strategy.plugin import StrategyRuntime
 from crypto_bot.strategy.regime import classify_regime
-from crypto_bot.strategy.signal_model import ModelLoadError, load_model, save_model, train_signal_model, up_probabilities
+from crypto_bot.strategy.signal_model import (
+    ModelLoadError,
+    load_model,
+    save_model,
+    train_signal_model,
+    up_probabilities,
+)
 from crypto_bot.strategy.signals import builtin_score
 from crypto_bot.working_set import RegimeResult
 

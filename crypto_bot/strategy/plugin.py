@@ -146,7 +146,8 @@ def build_plugin(plugin_class: type, params: Mapping[str, Any]) -> Any:
         try:
             signature.bind(**params)
         except TypeError as error:
-            takes = "takes no parameters" if not signature.parameters else f"takes {signature}"
+            takes = _parameters(signature)
+            takes = f"takes ({takes})" if takes else "takes no parameters"
             raise PluginBuildError(f"{name} {takes}: {one_line(str(error))}") from error
     try:
         plugin = plugin_class(**params)
@@ -207,6 +208,21 @@ def _import_module(name: str) -> ModuleType:
         raise PluginLoadError(f"importing {name} raised {describe_error(error)}") from error
     except Exception as error:
         raise PluginLoadError(f"importing {name} raised {describe_error(error)}") from error
+
+
+def _parameters(signature: inspect.Signature) -> str:
+    """`fast=10, slow=30, **options`: the parameters as a caller writes them, without annotations."""
+    shown = []
+    for parameter in signature.parameters.values():
+        if parameter.kind is parameter.VAR_POSITIONAL:
+            shown.append(f"*{parameter.name}")
+        elif parameter.kind is parameter.VAR_KEYWORD:
+            shown.append(f"**{parameter.name}")
+        elif parameter.default is parameter.empty:
+            shown.append(parameter.name)
+        else:
+            shown.append(f"{parameter.name}={parameter.default!r}")
+    return ", ".join(shown)
 
 
 def describe_error(error: BaseException) -> str:
