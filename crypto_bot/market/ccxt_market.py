@@ -339,10 +339,9 @@ class CcxtMarket:
         self._ccxt = _import_ccxt()
         self._exchange = exchange({**exchange_config, **credentials})
         if sandbox:
-            try:
-                self._exchange.set_sandbox_mode(True)
-            except self._ccxt.NotSupported:
-                raise ValueError(f"sandbox: {exchange_id} has no test network in ccxt") from None
+            if not (self._exchange.urls or {}).get("test"):
+                raise ValueError(f"sandbox: {exchange_id} has no test network in ccxt")
+            self._exchange.set_sandbox_mode(True)
         self.name = exchange_id
         self._symbols = None if symbols is None else tuple(dict.fromkeys(symbols))
         self._quote = quote

@@ -307,3 +307,45 @@ def test_missing_ccxt_raises_import_error_naming_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ccxt.async_support", None)
     with pytest.raises(ImportError, match=r"crypto-bot\[ccxt\]"):
         CcxtMarket("binance")
+
+
+def test_from_config_builds_the_market_the_ccxt_section_describes(monkeypatch):
+    from crypto_bot.market import CcxtConfig
+
+    monkeypatch.setenv("TEST_CONFIG_KEY", "key-from-the-ccxt-section")
+    config = CcxtConfig(
+        exchange="binance", api_key_env="TEST_CONFIG_KEY", sandbox=True, default_type="swap", timeout_ms=2500,
+        ohlcv_limit=250,
+    )
+    market = CcxtMarket.from_config(config, symbols=["BTC/USDT"], timeframes=["1m"])
+    assert market.exchange.apiKey == "key-from-the-ccxt-section"
+    assert market.exchange.options["defaultType"] == "swap"
+    assert market.exchange.timeout == 2500
+    assert market.exchange.isSandboxModeEnabled
+    assert market.ohlcv_limit == 250
+    assert market.timeframes == ("1m",)
+
+
+def test_the_page_size_comes_from_ccxt_metadata_per_exchange():
+    assert CcxtMarket("binance").ohlcv_limit == 1000
+    assert CcxtMarket("okx").ohlcv_limit == 300
+    assert CcxtMarket("kraken").ohlcv_limit == 720
+
+
+def test_a_sandbox_the_exchange_lacks_is_refused():
+    with pytest.raises(ValueError, match="sandbox: kraken has no test network"):
+        CcxtMarket("kraken", sandbox=True)
+
+
+def test_stats_count_rest_calls_per_cycle(server):
+    async def scenario(market: CcxtMarket) -> tuple[dict[str, Any], dict[str, Any]]:
+        await market.fetch_ohlcv("BTC/USDT", "1h", limit=3)
+        during = market.stats()
+        market.advance()
+        return during, market.stats()
+
+    during, after = run_with_market(server, scenario)
+    assert (during["rest_calls"], during["rest_calls_cycle"]) == (3, 3)  # time, exchangeInfo, klines
+    assert (after["rest_calls"], after["rest_calls_cycle"], after["rest_calls_last_cycle"]) == (3, 0, 3)
+    assert after["clock_synced"] and after["clock_offset_ms"] == pytest.approx(-30 * 60_000, abs=1000)
+    assert not after["paused"] and after["dropped_symbols"] == {} and after["ohlcv_limit"] == 1000

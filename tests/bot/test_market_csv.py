@@ -10,7 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crypto_bot.market import CsvFileError, CsvFormatError, CsvMarket, MarketDataSource, csv_file_name
+from crypto_bot.market import (
+    BadData,
+    CsvFileError,
+    CsvFormatError,
+    CsvMarket,
+    MarketDataError,
+    MarketDataSource,
+    UnknownSymbol,
+    csv_file_name,
+)
 
 START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 MINUTE_MS = 60_000
@@ -224,6 +233,7 @@ def test_timeframe_without_file_raises_key_error_naming_the_file(market):
         ("1704067500000,1,1.2,0.5,1.5,3\n", "high/low do not enclose open and close"),
         ("1704067500000,1,2,1.2,1.5,3\n", "high/low do not enclose open and close"),
         ("1704067500000,1,2,0.5,1.5,-3\n", "negative volume"),
+        ("1704067500000,0,2,0,1.5,3\n", "non-positive price"),
     ],
 )
 def test_malformed_row_raises_error_naming_file_and_line(tmp_path, bad_row, reason):
@@ -292,3 +302,70 @@ def test_close_drops_loaded_data_and_later_fetches_raise(market):
     assert market.loaded_bytes == 0
     with pytest.raises(RuntimeError, match="closed"):
         fetch(market)
+
+
+def test_a_bad_row_is_that_symbols_error_and_the_other_symbols_replay_on(tmp_path, caplog):
+    broken = write_csv(tmp_path, "BTC/USDT", "1m", [*candle_rows(5), "1704067500000,1,2,0.5,1.5,-3\n"])
+    write_csv(tmp_path, "ETH/USDT", "1m", candle_rows(30))
+    market = CsvMarket(tmp_path, start_ms=START_MS + 3 * MINUTE_MS)
+    assert closes(fetch(market, "BTC/USDT", limit=3)) == [100, 101, 102]
+    for _ in range(5):
+        market.advance()
+    with pytest.raises(CsvFormatError, match=f"{broken}:7: negative volume") as error:
+        fetch(market, "BTC/USDT")
+    assert isinstance(error.value, BadData) and isinstance(error.value, MarketDataError)
+    assert (error.value.symbol, error.value.timeframe, error.value.kind) == ("BTC/USDT", "1m", "bad_data")
+    assert market.universe() == ["ETH/USDT"]
+    assert closes(fetch(market, "ETH/USDT", limit=2)) == [106, 107]
+    assert [r.getMessage() for r in caplog.records if "leaves the universe" in r.getMessage()] == [
+        f"CSV replay: BTC/USDT leaves the universe, its other symbols replay on: {broken}:7: negative volume"
+    ]
+
+
+def test_a_broken_series_raises_its_error_again_without_reading_the_file(tmp_path):
+    broken = write_csv(tmp_path, "BTC/USDT", "1m", [*candle_rows(2), "1704067320000,1,2,0.5,1.5,-3\n"])
+    write_csv(tmp_path, "ETH/USDT", "1m", candle_rows(30))
+    market = CsvMarket(tmp_path, start_ms=START_MS + 10 * MINUTE_MS)
+    with pytest.raises(CsvFormatError) as first:
+        fetch(market, "BTC/USDT")
+    broken.unlink()
+    market.advance()
+    with pytest.raises(CsvFormatError) as second:
+        fetch(market, "BTC/USDT")
+    assert second.value is first.value
+    stats = market.stats()
+    assert stats["errors"]["bad_data"] == 2
+    assert stats["dropped_symbols"] == {"BTC/USDT": str(first.value)}
+    assert stats["rest_calls"] == 0
+
+
+def test_a_broken_higher_timeframe_leaves_the_symbols_base_candles_readable(data_dir):
+    write_csv(data_dir, "BTC/USDT", "5m", ["1704067200000,1,2,0.5,1.5,-3\n"])
+    market = CsvMarket(data_dir, timeframes=("1m", "5m"), warmup_candles=10)
+    with pytest.raises(CsvFormatError):
+        fetch(market, "BTC/USDT", "5m")
+    assert market.universe() == ["ETH/USDT"]
+    assert len(fetch(market, "BTC/USDT", "1m", limit=3)) == 3  # exits of a held position still have prices
+
+
+def test_a_base_file_whose_first_candle_is_broken_is_dropped_at_start_when_others_remain(tmp_path):
+    write_csv(tmp_path, "BTC/USDT", "1m", ["soon,1,2,0.5,1.5,3\n"])
+    write_csv(tmp_path, "ETH/USDT", "1m", candle_rows(30))
+    market = CsvMarket(tmp_path, warmup_candles=3)
+    assert market.universe() == ["ETH/USDT"]
+    assert closes(fetch(market, "ETH/USDT")) == [100, 101, 102]
+    with pytest.raises(CsvFormatError, match="field 1 is not a number: 'soon'"):
+        fetch(market, "BTC/USDT")
+
+
+def test_a_missing_file_is_an_unknown_symbol(market):
+    with pytest.raises(UnknownSymbol, match=r"DOGE_USDT-1m\.csv") as error:
+        fetch(market, "DOGE/USDT")
+    assert error.value.kind == "bad_symbol"
+    assert market.stats()["errors"]["bad_symbol"] == 1
+
+
+def test_advance_ends_the_stats_cycle(market):
+    fetch(market)
+    market.advance()
+    assert market.stats()["rest_calls_cycle"] == 0 and market.stats()["rest_calls_last_cycle"] == 0
