@@ -1,5 +1,6 @@
 """Market data for the bot: a protocol, three sources (simulated by default, CSV replay, ccxt live), their config,
-the typed errors of a request, what a valid candle is, and when a series needs fetching.
+the typed errors of a request, what a valid candle is, when a series needs fetching, and the
+per-series refresh the bot runs (`refresh_series`).
 
 `CcxtMarket` imports ccxt only when constructed, so this package works without the `ccxt` extra.
 """
@@ -28,6 +29,7 @@ from crypto_bot.market.errors import (
     UnknownSymbol,
 )
 from crypto_bot.market.schedule import FetchRequest, candles_closed_after, refresh_request
+from crypto_bot.market.series import SeriesUpdate, newest_open_ms, refresh_series
 from crypto_bot.market.simulated import DEFAULT_SYMBOLS, SimulatedMarket, generated_symbols
 from crypto_bot.market.source import OHLCV_COLUMNS, MarketDataSource, ohlcv_frame
 from crypto_bot.market.stats import SourceStats
@@ -58,6 +60,7 @@ __all__ = [
     "MarketDataSource",
     "NetworkFailure",
     "RateLimited",
+    "SeriesUpdate",
     "SimulatedMarket",
     "SourceStats",
     "UnknownSymbol",
@@ -70,8 +73,10 @@ __all__ = [
     "exchange_ids",
     "generated_symbols",
     "max_candles_per_fetch",
+    "newest_open_ms",
     "offered_timeframes",
     "ohlcv_frame",
     "refresh_request",
+    "refresh_series",
     "timeframe_ms",
 ]
