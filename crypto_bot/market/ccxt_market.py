@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import difflib
 import logging
 import math
 import os
@@ -148,8 +149,6 @@ def ccxt_source_problems(
     except ImportError:
         return ["market.source=ccxt needs the optional dependency ccxt: pip install 'crypto-bot[ccxt]'"]
     if config.exchange not in known:
-        import difflib
-
         close = difflib.get_close_matches(config.exchange, known, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         return [f"invalid market.ccxt.exchange={config.exchange!r}: allowed a ccxt exchange id such as binance or kraken{hint}"]
@@ -458,10 +457,13 @@ class CcxtMarket:
         if self._symbols is not None:
             return [symbol for symbol in self._symbols if symbol not in self._dropped]
         markets = self._exchange.markets or {}
+        margin = self._default_type == "margin"  # margin pairs are spot markets that allow margin
+        market_type = "spot" if margin else self._default_type
         return sorted(
             symbol
             for symbol, market in markets.items()
-            if market.get("type") == self._default_type
+            if market.get("type") == market_type
+            and (market.get("margin") or not margin)
             and market.get("active") is not False
             and market.get("quote") == self._quote
             and symbol not in self._dropped

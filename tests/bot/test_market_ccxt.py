@@ -349,3 +349,15 @@ def test_stats_count_rest_calls_per_cycle(server):
     assert (after["rest_calls"], after["rest_calls_cycle"], after["rest_calls_last_cycle"]) == (3, 0, 3)
     assert after["clock_synced"] and after["clock_offset_ms"] == pytest.approx(-30 * 60_000, abs=1000)
     assert not after["paused"] and after["dropped_symbols"] == {} and after["ohlcv_limit"] == 1000
+
+
+def test_the_universe_follows_the_market_type(server):
+    server.symbols[0] = {**server.symbols[0], "isMarginTradingAllowed": True, "permissions": ["SPOT", "MARGIN"]}
+    server.symbols.append({**server.symbols[0], "symbol": "SOLUSDT", "baseAsset": "SOL", "isMarginTradingAllowed": False})
+
+    async def scenario(market: CcxtMarket) -> list[str]:
+        await market.load_markets()
+        return market.universe()
+
+    assert run_with_market(server, scenario) == ["BTC/USDT", "SOL/USDT"]
+    assert run_with_market(server, scenario, default_type="margin") == ["BTC/USDT"]
