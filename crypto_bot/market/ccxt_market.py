@@ -705,6 +705,6 @@ class CcxtMarket:
 
 
 def _text(error: BaseException) -> str:
-    """ccxt's message (method, URL, status, body), shortened; the command's log filter redacts secrets in it."""
-    text = " ".join(str(error).split())
+    """ccxt's message (method, URL, status, body), redacted, then shortened (a cut key would escape redaction)."""
+    text = redaction.redact(" ".join(str(error).split()))
     return text if len(text) <= _ERROR_TEXT_CHARACTERS else text[: _ERROR_TEXT_CHARACTERS - 3] + "..."

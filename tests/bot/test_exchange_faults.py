@@ -534,3 +534,17 @@ def test_fetching_only_what_closed_makes_six_rest_calls_a_cycle_instead_of_eight
     assert min(later) == 6  # only 1m closed
     assert later.count(12) == 11  # 1m and 5m at each 5-minute close (10:05 ... 10:55)
     assert sum(later) == 6 * 59 + 6 * 11  # the hour closes after the last cycle
+
+
+def test_an_error_message_is_redacted_before_it_is_shortened(server, fake_time, monkeypatch):
+    """A key echoed near the end of a long error must not survive as a prefix the log filter cannot recognise."""
+    key = "k3y-echoed-at-the-cut-0123456789"
+    monkeypatch.setenv("TEST_CUT_KEY", key)
+    padding = "x" * 140  # ccxt's message is cut at 200 characters, inside the key
+    server.faults.append(Fault(status=400, body={"code": -1100, "msg": f"{padding} bad key {key}"}))
+
+    async def scenario(market: CcxtMarket) -> Any:
+        return await outcome(market.fetch_ohlcv("BTC/USDT", "1h", limit=3))
+
+    error = run(server, fake_time, scenario, api_key_env="TEST_CUT_KEY")
+    assert "***" in str(error) and key[:10] not in str(error)
