@@ -639,7 +639,7 @@ class CcxtMarket:
         except ccxt.BaseError as error:
             raise ExchangeRejected(f"{what}: {type(error).__name__} ({_text(error)})") from error
         except (TypeError, ValueError, KeyError, IndexError, AttributeError) as error:  # ccxt parsing garbage
-            raise BadData(f"{what}: the answer could not be read ({type(error).__name__}: {error})") from error
+            raise BadData(f"{what}: the answer could not be read ({type(error).__name__}: {_text(error)})") from error
 
     async def _attempt(self, operation: Callable[[], Awaitable[_T]], symbol: str | None, timeframe: str | None) -> _T:
         ccxt = self._ccxt
