@@ -29,11 +29,13 @@ import pandas as pd
 from crypto_bot.execution import Fill, PaperBroker, RiskManager, TradeJournal
 from crypto_bot.market import (
     CcxtMarket,
-    CsvFileError,
     CsvMarket,
+    MarketDataError,
     MarketDataSource,
+    SeriesUpdate,
     SimulatedMarket,
     generated_symbols,
+    refresh_series,
     timeframe_ms,
 )
 from crypto_bot.market.simulated import DEFAULT_HISTORY_CANDLES
@@ -60,7 +62,7 @@ def build_market(settings: Settings) -> MarketDataSource:
             window_candles=settings.strategy.history_candles,
         )
     if market.source == "ccxt":
-        return CcxtMarket(market.exchange, symbols=settings.symbols, timeframes=settings.timeframes)
+        return CcxtMarket.from_config(market.ccxt, symbols=settings.symbols, timeframes=settings.timeframes)
     window = max(DEFAULT_HISTORY_CANDLES, settings.strategy.history_candles)
     history_candles = window * timeframe_ms(settings.timeframes[-1]) // timeframe_ms("1m")
     return SimulatedMarket(
@@ -89,12 +91,16 @@ class CycleStatus:
     rss_bytes: int | None
     cache_bytes: int
     pressure_level: str
+    rest_calls: int = 0  # requests to the market source this cycle
+    stale_series: int = 0  # series of the batch missing a closed candle (a failed or gapped fetch)
 
     def line(self) -> str:
         rss = "n/a" if self.rss_bytes is None else f"{self.rss_bytes / _MIB:.0f} MiB"
+        stale = f" | stale {self.stale_series}" if self.stale_series else ""
         return (
             f"cycle {self.cycle:>5} | equity {self.equity:>11.2f} | open {self.open_positions} | "
-            f"trades {self.trades} | rss {rss} | caches {self.cache_bytes / _MIB:.1f} MiB | {self.pressure_level}"
+            f"trades {self.trades} | rss {rss} | caches {self.cache_bytes / _MIB:.1f} MiB | {self.pressure_level} | "
+            f"rest {self.rest_calls}{stale}"
         )
 
 
@@ -159,7 +165,6 @@ class TradingBot:
                 self.monitor,
             ],
             continue_on_error=True,
-            stop_on=(CsvFileError,),  # a replay with a broken file is not a cycle to skip: the run ends naming it
             monitor_memory=manage_memory,
         )
         self.cycle = 0
@@ -168,6 +173,7 @@ class TradingBot:
         self._cursor = 0
         self._discovered = 0
         self._warned_budget = False
+        self._stale: dict[tuple[str, str], SeriesUpdate] = {}  # series whose last refresh left a closed candle out
         self._atr_candles = analysis_candles(fast=strategy.ema_fast, slow=strategy.ema_slow)  # the built-in's window
         self._analysis_timeframe = settings.timeframes[0]
 
@@ -216,32 +222,31 @@ class TradingBot:
     async def update_caches(self, ctx: BotContext) -> None:
         """Append new candles to each series of the batch (bounded window)."""
         jobs = [(symbol, tf) for symbol in ctx.current_batch for tf in self.settings.timeframes]
+        batch = set(ctx.current_batch)  # staleness is kept for this batch only: the universe rotates
+        self._stale = {series: update for series, update in self._stale.items() if series[0] in batch}
         await asyncio.gather(*(self._refresh_series(ctx, symbol, tf) for symbol, tf in jobs))
 
     async def _refresh_series(self, ctx: BotContext, symbol: str, timeframe: str) -> pd.DataFrame | None:
-        window = self.settings.strategy.history_candles
+        """Bring one window up to date (`market.refresh_series`: only once a candle closed, only what closed).
+
+        A failed request keeps the cached window and is logged; that series alone waits, marked stale.
+        """
         series = ctx.df_cache.get(timeframe)
         if series is None:
             ctx.df_cache[timeframe] = {}
             series = ctx.df_cache[timeframe]
-        cached = series.get(symbol)
-        since_ms = None if cached is None or cached.empty else int(cached.index[-1].timestamp() * 1000)
-        limit = window if since_ms is None else self.settings.strategy.fetch_limit
-        try:
-            fresh = await self.market.fetch_ohlcv(symbol, timeframe, since_ms=since_ms, limit=limit)
-        except CsvFileError:
-            raise
-        except (KeyError, ValueError) as error:
-            logger.warning("no %s candles for %s: %s", timeframe, symbol, error)
-            return cached
-        if cached is not None and not cached.empty:
-            if fresh.empty or fresh.index[-1] <= cached.index[-1]:
-                return cached  # no candle closed since the last fetch
-            fresh = pd.concat([cached, fresh])
-            fresh = fresh[~fresh.index.duplicated(keep="last")]
-        frame = fresh.iloc[-window:].copy()  # a copy, so the window does not pin the concatenated buffer
-        self._keep(series, symbol, frame)
-        return frame
+        update = await refresh_series(
+            self.market, symbol, timeframe, series.get(symbol), self.settings.strategy.history_candles
+        )
+        if update.error is not None:
+            logger.warning("no %s candles for %s: %s", timeframe, symbol, update.error)
+        if update.changed:
+            self._keep(series, symbol, update.frame)
+        if update.stale:
+            self._stale[(symbol, timeframe)] = update
+        else:
+            self._stale.pop((symbol, timeframe), None)
+        return update.frame
 
     def _keep(self, cache: MutableMapping[Any, Any], key: Any, value: Any) -> None:
         """Cache `value`; one larger than the whole cache budget is used this cycle and not kept."""
@@ -263,8 +268,8 @@ class TradingBot:
                 if frame is not None and not frame.empty:
                     candles[timeframe] = frame
             frame = candles.get(self._analysis_timeframe)
-            if frame is None:
-                continue
+            if frame is None or (symbol, self._analysis_timeframe) in self._stale:
+                continue  # no signal from a window that misses a closed candle
             score = self.strategy.signal(symbol, candles)
             if score is not None and (signal := self._entry(symbol, score, frame)) is not None:
                 signals.append(signal)
@@ -318,9 +323,7 @@ class TradingBot:
         for symbol in sorted({p.symbol for p in self.broker.positions.values()}):
             try:
                 candle = await self._latest_candle(ctx, symbol)
-            except CsvFileError:
-                raise
-            except (KeyError, ValueError) as error:  # one symbol's missing data must not block the others' exits
+            except MarketDataError as error:  # one symbol's missing data must not block the others' exits
                 logger.warning("no %s candle for %s; its exits wait a cycle: %s", self._analysis_timeframe, symbol, error)
                 continue
             if candle is None:
@@ -352,6 +355,8 @@ class TradingBot:
             rss_bytes=reading.rss_bytes if reading is not None else None,
             cache_bytes=manager.cache_bytes if manager is not None else 0,
             pressure_level=manager.policy.level.name if manager is not None else "unmanaged",
+            rest_calls=self.market.stats().get("rest_calls_cycle", 0),
+            stale_series=len(self._stale),
         )
         self.last_status = status
         if self.on_status is not None:

@@ -11,7 +11,7 @@ import pytest
 
 from crypto_bot.bot import TradingBot, build_market
 from crypto_bot.cache_views import CacheView
-from crypto_bot.market import MarketDataSource
+from crypto_bot.market import MarketDataSource, UnknownSymbol
 from crypto_bot.memory import MemoryConfig, MemoryManager, PressureLevel
 from crypto_bot.settings import Settings, parse_settings
 from crypto_bot.strategy.builtin import MODEL_NAME
@@ -192,7 +192,7 @@ def test_a_restarted_bot_resumes_the_open_positions(start: Callable[..., Session
 
 
 class DelistingMarket:
-    """A market whose data for the symbols in `missing` is gone (KeyError, as the sources raise)."""
+    """A market whose data for the symbols in `missing` is gone (UnknownSymbol, as the sources raise)."""
 
     def __init__(self, market: MarketDataSource) -> None:
         self.market = market
@@ -200,7 +200,7 @@ class DelistingMarket:
 
     async def fetch_ohlcv(self, symbol: str, *args: Any, **kwargs: Any) -> Any:
         if symbol in self.missing:
-            raise KeyError(f"unknown symbol {symbol!r}")
+            raise UnknownSymbol(f"unknown symbol {symbol!r}")
         return await self.market.fetch_ohlcv(symbol, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
