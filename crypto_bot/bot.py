@@ -91,7 +91,7 @@ class CycleStatus:
     rss_bytes: int | None
     cache_bytes: int
     pressure_level: str
-    rest_calls: int = 0  # requests to the market source this cycle
+    fetches: int = 0  # series the bot asked the market source for this cycle (one per closed candle, not per series)
     stale_series: int = 0  # series of the batch missing a closed candle (a failed or gapped fetch)
 
     def line(self) -> str:
@@ -100,7 +100,7 @@ class CycleStatus:
         return (
             f"cycle {self.cycle:>5} | equity {self.equity:>11.2f} | open {self.open_positions} | "
             f"trades {self.trades} | rss {rss} | caches {self.cache_bytes / _MIB:.1f} MiB | {self.pressure_level} | "
-            f"rest {self.rest_calls}{stale}"
+            f"fetches {self.fetches}{stale}"
         )
 
 
@@ -174,6 +174,7 @@ class TradingBot:
         self._discovered = 0
         self._warned_budget = False
         self._stale: dict[tuple[str, str], SeriesUpdate] = {}  # series whose last refresh left a closed candle out
+        self._fetches = 0  # requests to the market source this cycle
         self._atr_candles = analysis_candles(fast=strategy.ema_fast, slow=strategy.ema_slow)  # the built-in's window
         self._analysis_timeframe = settings.timeframes[0]
 
@@ -238,6 +239,7 @@ class TradingBot:
         update = await refresh_series(
             self.market, symbol, timeframe, series.get(symbol), self.settings.strategy.history_candles
         )
+        self._fetches += update.requested
         if update.error is not None:
             logger.warning("no %s candles for %s: %s", timeframe, symbol, update.error)
         if update.changed:
@@ -355,9 +357,10 @@ class TradingBot:
             rss_bytes=reading.rss_bytes if reading is not None else None,
             cache_bytes=manager.cache_bytes if manager is not None else 0,
             pressure_level=manager.policy.level.name if manager is not None else "unmanaged",
-            rest_calls=self.market.stats().get("rest_calls_cycle", 0),
+            fetches=self._fetches,
             stale_series=len(self._stale),
         )
+        self._fetches = 0
         self.last_status = status
         if self.on_status is not None:
             self.on_status(status)
