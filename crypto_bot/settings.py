@@ -20,7 +20,6 @@ See also: `crypto_bot.memory.config` (Setting, ConfigSection, MemoryConfig), `cr
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import inspect
 import math
@@ -32,7 +31,7 @@ from typing import Any, ClassVar
 from crypto_bot.config_file import read_config_file
 from crypto_bot.execution.broker import PaperConfig
 from crypto_bot.execution.risk import RiskConfig
-from crypto_bot.market.ccxt_market import exchange_ids, offered_timeframes
+from crypto_bot.market.ccxt_market import ccxt_source_problems
 from crypto_bot.market.config import MarketConfig
 from crypto_bot.market.csv_market import csv_file_name, csv_symbols
 from crypto_bot.market.timeframes import MAX_LIMIT, TIMEFRAME_MS
@@ -207,7 +206,7 @@ OLD_KEYS: dict[str, str] = {
     "dry_run_wallet": "use paper.starting_balance instead (freqtrade's name)",
     "dry_run": "remove it; paper trading is the only mode",
     "timeframe": "use timeframes instead, a list such as [1m, 5m, 1h]",
-    "exchange": "use market.exchange instead, with market.source: ccxt",
+    "exchange": "use market.ccxt.exchange instead, with market.source: ccxt",
 }
 
 
@@ -337,24 +336,10 @@ def _validate_csv_source(market: MarketConfig, timeframes: tuple[str, ...]) -> l
     return []
 
 
-def _validate_ccxt_source(market: MarketConfig, timeframes: tuple[str, ...]) -> list[str]:
-    """ccxt is imported only for a ccxt source: the exchange must exist and serve every timeframe."""
-    if market.source != "ccxt":
-        return []
-    try:
-        known = exchange_ids()
-    except ImportError:
-        return ["market.source=ccxt needs the optional dependency ccxt: pip install 'crypto-bot[ccxt]'"]
-    if market.exchange not in known:
-        close = difflib.get_close_matches(market.exchange, known, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        return [invalid("market.exchange", market.exchange, "a ccxt exchange id such as binance or kraken") + hint]
-    offered = offered_timeframes(market.exchange)
-    missing = [timeframe for timeframe in timeframes if timeframe not in offered]
-    if missing:
-        offers = ", ".join(sorted(offered))
-        return [f"timeframes {', '.join(missing)} are not offered by {market.exchange}; it offers {offers}"]
-    return []
+def _validate_ccxt_source(market: MarketConfig, timeframes: tuple[str, ...], strategy: StrategyConfig) -> list[str]:
+    """A ccxt source (ccxt is imported only for one) must know the exchange, serve every timeframe and the window."""
+    counts = {"strategy.history_candles": strategy.history_candles, "strategy.fetch_limit": strategy.fetch_limit}
+    return ccxt_source_problems(market, timeframes, counts)
 
 
 def _validate_journal_path(storage: StorageConfig) -> list[str]:

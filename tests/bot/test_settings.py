@@ -244,7 +244,7 @@ def test_a_csv_directory_with_candles_is_accepted(tmp_path: Path) -> None:
 def test_an_exchange_ccxt_does_not_know_is_refused_with_a_suggestion() -> None:
     pytest.importorskip("ccxt")
     (problem,) = problems_of({"market": {"source": "ccxt", "exchange": "binanse"}})
-    assert problem.startswith("invalid market.exchange='binanse': allowed a ccxt exchange id")
+    assert problem.startswith("invalid market.ccxt.exchange='binanse': allowed a ccxt exchange id")
     assert "did you mean binance" in problem
 
 
@@ -357,3 +357,11 @@ def test_invalid_yaml_is_a_config_error(tmp_path: Path) -> None:
 def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings(tmp_path / "absent.yaml")
+
+
+def test_a_window_the_exchange_cannot_serve_is_refused_naming_the_limit() -> None:
+    pytest.importorskip("ccxt")
+    problems = problems_of(
+        {"market": {"source": "ccxt", "ccxt": {"exchange": "okx"}}, "strategy": {"history_candles": 5000}}
+    )
+    assert any("strategy.history_candles" in problem and "at most" in problem for problem in problems), problems
