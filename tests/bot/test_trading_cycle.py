@@ -11,7 +11,7 @@ import pytest
 
 from crypto_bot.bot import TradingBot, build_market
 from crypto_bot.cache_views import CacheView
-from crypto_bot.market import MarketDataSource, UnknownSymbol
+from crypto_bot.market import ExchangeUnavailable, MarketDataSource, UnknownSymbol
 from crypto_bot.memory import MemoryConfig, MemoryManager, PressureLevel
 from crypto_bot.settings import Settings, parse_settings
 from crypto_bot.strategy.builtin import MODEL_NAME
@@ -224,6 +224,43 @@ def test_missing_data_for_one_symbol_does_not_block_the_other_exits(
     bot.ctx.df_cache.clear()  # as after eviction: the exits phase asks the market for the latest candle
     session.loop.run_until_complete(bot.handle_exits(bot.ctx))
     assert held[0] not in checked and set(held[1:]) <= set(checked)
+
+
+class FailingMarket(DelistingMarket):
+    """A market whose every fetch fails while `down` (an exchange outage), as the ccxt source reports one."""
+
+    down = False
+    requests_while_down = 0
+
+    async def fetch_ohlcv(self, symbol: str, *args: Any, **kwargs: Any) -> Any:
+        if self.down:
+            self.requests_while_down += 1
+            raise ExchangeUnavailable("exchange under maintenance (503)")
+        return await self.market.fetch_ohlcv(symbol, *args, **kwargs)
+
+
+def test_an_outage_keeps_the_bot_cycling_on_stale_windows_and_trading_resumes_after(
+    start: Callable[..., Session], bot_settings: Settings
+) -> None:
+    market = FailingMarket(build_market(bot_settings))
+    session = start(bot_settings, market=market)
+    bot = session.bot
+    session.cycle()
+    market.down = True
+    for _ in range(5):
+        session.cycle()
+        assert [report.error for report in bot.runner.last_report if report.error] == []  # no phase failed
+        assert bot.last_status is not None and bot.last_status.stale_series > 0
+        assert bot.ctx.analysis_results == []  # no signal from a window that misses a closed candle
+    assert market.requests_while_down <= 5 * len(bot.ctx.current_batch) * len(bot_settings.timeframes)
+    market.down = False
+    opened_before = bot.broker.trades_count + len(bot.broker.positions)
+    for _ in range(30):
+        session.cycle()
+        if bot.broker.trades_count + len(bot.broker.positions) > opened_before:
+            break
+    assert bot.last_status.stale_series == 0
+    assert bot.broker.trades_count + len(bot.broker.positions) > opened_before
 
 
 def test_a_held_symbol_stays_in_the_batch(start: Callable[..., Session], config_dict: Callable[..., dict[str, Any]]) -> None:
