@@ -1,0 +1,43 @@
+from crypto_bot.memory.recycle import RecyclePolicy, minutes_to_limit
+
+MIB = 1024 * 1024
+
+
+def test_forecast_is_headroom_over_slope_in_minutes():
+    assert minutes_to_limit(100 * MIB, 160 * MIB, 120 * MIB) == 30.0
+
+
+def test_no_forecast_without_limit_or_growth():
+    assert minutes_to_limit(100 * MIB, None, 120 * MIB) is None
+    assert minutes_to_limit(100 * MIB, 160 * MIB, 0.0) is None
+    assert minutes_to_limit(100 * MIB, 160 * MIB, -5.0) is None
+
+
+def test_usage_over_the_limit_forecasts_zero_minutes():
+    assert minutes_to_limit(200 * MIB, 160 * MIB, 1.0) == 0.0
+
+
+def test_recycles_after_k_consecutive_passes_at_pressure():
+    policy = RecyclePolicy(pressure_passes=3, horizon_minutes=10)
+    decisions = [policy.observe(True, 90 * MIB, 100 * MIB, None) for _ in range(3)]
+    assert [d.recycle for d in decisions] == [False, False, True]
+    assert "90.0 MiB" in decisions[-1].reason and "100.0 MiB" in decisions[-1].reason
+
+
+def test_a_pass_below_pressure_resets_the_count():
+    policy = RecyclePolicy(pressure_passes=2, horizon_minutes=10)
+    policy.observe(True, 90 * MIB, 100 * MIB, None)
+    policy.observe(False, 50 * MIB, 100 * MIB, None)
+    assert not policy.observe(True, 90 * MIB, 100 * MIB, None).recycle
+
+
+def test_recycles_when_the_leak_forecast_is_within_the_horizon():
+    policy = RecyclePolicy(pressure_passes=3, horizon_minutes=30)
+    decision = policy.observe(False, 100 * MIB, 160 * MIB, 150 * MIB)
+    assert decision.recycle
+    assert "24.0 min" in decision.reason and "slope 150.0 MiB/h" in decision.reason
+
+
+def test_keeps_running_when_the_forecast_is_beyond_the_horizon():
+    policy = RecyclePolicy(pressure_passes=3, horizon_minutes=30)
+    assert not policy.observe(False, 100 * MIB, 160 * MIB, 60 * MIB).recycle
