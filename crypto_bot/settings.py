@@ -1,7 +1,7 @@
 """Bot configuration: the YAML file's schema and the one typed settings tree built from it.
 
 The file carries the seed's memory keys at the top level (or a `memory:` section), `symbols`,
-`timeframes` and the sections market, strategy, risk, paper, storage and metrics. Each section is
+`timeframes` and the sections market, strategy, risk, paper, storage, metrics and recycle. Each section is
 a frozen `ConfigSection` whose fields define its keys once (meaning, allowed values, default); the
 component that uses a section takes the object and never checks it again.
 
@@ -189,6 +189,21 @@ class MetricsConfig(ConfigSection):
     address: str = setting("127.0.0.1", "the address it binds; loopback unless told otherwise", str)
 
 
+@dataclass(frozen=True)
+class RecycleConfig(ConfigSection):
+    """The `recycle:` section: `crypto-bot run` supervises a child bot and restarts it at a safe point."""
+
+    key_prefix: ClassVar[str] = "recycle."
+
+    enabled: bool = setting(True, "run the bot in a supervised child that is recycled before memory runs out", bool)
+    pressure_passes: int = setting(3, "recycle after this many consecutive cycles still at PRESSURE", int, minimum=1)
+    horizon_minutes: float = setting(
+        30.0, "recycle when the leak trend reaches the limit within this many minutes", float, minimum=0
+    )
+    max_recycles: int = setting(5, "recycles allowed within window_minutes before the supervisor gives up", int, minimum=1)
+    window_minutes: float = setting(60.0, "the crash-loop window for max_recycles", float, minimum=0, minimum_open=True)
+
+
 SECTIONS: dict[str, type[ConfigSection]] = {
     "market": MarketConfig,
     "strategy": StrategyConfig,
@@ -196,6 +211,7 @@ SECTIONS: dict[str, type[ConfigSection]] = {
     "paper": PaperConfig,
     "storage": StorageConfig,
     "metrics": MetricsConfig,
+    "recycle": RecycleConfig,
 }
 TOP_LEVEL_KEYS = ("memory", "symbols", "timeframes", *SECTIONS, *sorted(MEMORY_KEYS))
 
@@ -223,6 +239,7 @@ class Settings:
     paper: PaperConfig = field(default_factory=PaperConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    recycle: RecycleConfig = field(default_factory=RecycleConfig)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)  # the file as given (BotContext.config)
     config_dir: Path = field(default_factory=Path.cwd, compare=False)  # relative plugin paths start here
 
