@@ -46,6 +46,7 @@ from crypto_bot.memory.config import (
     settings_of,
     unknown_keys,
 )
+from crypto_bot.memory.recycle import RecycleConfig
 from crypto_bot.memory.units import MIB
 from crypto_bot.strategy.indicators import required_candles
 from crypto_bot.strategy.plugin import (
@@ -187,21 +188,6 @@ class MetricsConfig(ConfigSection):
     enabled: bool = setting(False, "serve Prometheus metrics", bool)
     port: int = setting(9108, "the endpoint's TCP port", int, minimum=1, maximum=65535)
     address: str = setting("127.0.0.1", "the address it binds; loopback unless told otherwise", str)
-
-
-@dataclass(frozen=True)
-class RecycleConfig(ConfigSection):
-    """The `recycle:` section: `crypto-bot run` supervises a child bot and restarts it at a safe point."""
-
-    key_prefix: ClassVar[str] = "recycle."
-
-    enabled: bool = setting(True, "run the bot in a supervised child that is recycled before memory runs out", bool)
-    pressure_passes: int = setting(3, "recycle after this many consecutive cycles still at PRESSURE", int, minimum=1)
-    horizon_minutes: float = setting(
-        30.0, "recycle when the leak trend reaches the limit within this many minutes", float, minimum=0
-    )
-    max_recycles: int = setting(5, "recycles allowed within window_minutes before the supervisor gives up", int, minimum=1)
-    window_minutes: float = setting(60.0, "the crash-loop window for max_recycles", float, minimum=0, minimum_open=True)
 
 
 SECTIONS: dict[str, type[ConfigSection]] = {

@@ -2,16 +2,36 @@
 
 Covers: the decision, from figures the memory manager already publishes (the pressure level after
 its tiers ran, usage, limit, the leak detector's slope), and the reason text naming those figures.
+The `recycle:` config section lives here too, so the supervisor reads it without the trading stack.
 Not covered: reading memory (probe.py, manager.py), exiting and restarting (crypto_bot/supervisor.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
+
+from .config import ConfigSection, setting
 
 _MIB = 1024 * 1024
 
-__all__ = ["RecycleDecision", "RecyclePolicy", "minutes_to_limit"]
+__all__ = ["RecycleConfig", "RecycleDecision", "RecyclePolicy", "minutes_to_limit"]
+
+
+@dataclass(frozen=True)
+class RecycleConfig(ConfigSection):
+    """The `recycle:` section: `crypto-bot run` supervises a child bot and restarts it at a safe point."""
+
+    key_prefix: ClassVar[str] = "recycle."
+
+    enabled: bool = setting(True, "run the bot in a supervised child that is recycled before memory runs out", bool)
+    pressure_passes: int = setting(3, "recycle after this many consecutive cycles still at PRESSURE", int, minimum=1)
+    horizon_minutes: float = setting(
+        30.0, "recycle when the leak trend reaches the limit within this many minutes", float, minimum=0
+    )
+    max_recycles: int = setting(5, "recycles allowed within window_minutes before the supervisor gives up", int, minimum=1)
+    window_minutes: float = setting(60.0, "the crash-loop window for max_recycles", float, minimum=0, minimum_open=True)
+
 
 
 def minutes_to_limit(used_bytes: int, limit_bytes: int | None, slope_bytes_per_hour: float | None) -> float | None:
@@ -38,6 +58,10 @@ class RecyclePolicy:
     pressure_passes: int
     horizon_minutes: float
     _passes_at_pressure: int
+
+    @classmethod
+    def from_config(cls, config: RecycleConfig) -> RecyclePolicy:
+        return cls(config.pressure_passes, config.horizon_minutes)
 
     def __init__(self, pressure_passes: int = 3, horizon_minutes: float = 30.0) -> None:
         self.pressure_passes = pressure_passes
