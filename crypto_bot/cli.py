@@ -287,6 +287,7 @@ async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: flo
     bot = TradingBot(settings, memory=memory, on_status=lambda status: print(status.line(), flush=True))
     loop = asyncio.get_running_loop()
     metrics_server = None
+    report_signal = None
 
     def request_stop() -> None:
         logger.info("stop requested: finishing the current phase")
@@ -297,12 +298,15 @@ async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: flo
         _announce(settings)
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, request_stop)
+        # kill -USR1 <pid> writes a memory report beside the journal; leak diagnoses go there too
+        report_signal = memory.install_report_signal(Path(settings.storage.journal_path).parent, loop=loop)
         metrics_server = _start_metrics(settings, memory)
         if settings.memory.enable_background_cleanup:
             memory.start()
         await bot.prepare_model()
         while not bot.stopping:
             await bot.run_cycle()
+            memory.note_cycle()  # leak diagnoses report growth per cycle
             if bot.stopping or (cycles is not None and bot.cycle >= cycles):
                 break  # no pause after the last cycle
             if interval_seconds:
@@ -314,6 +318,8 @@ async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: flo
             metrics_server.shutdown()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+        if report_signal is not None:
+            report_signal.uninstall()
     _print_summary(bot.summary())
     return EXIT_OK
 

@@ -162,6 +162,33 @@ def test_run_stops_cleanly_on_sigterm(tmp_path: Path, config_file: Callable[...,
         connection.close()
 
 
+def test_sigusr1_writes_a_memory_report_beside_the_journal(tmp_path: Path, config_file: Callable[..., Path]) -> None:
+    config = config_file()
+    with open(tmp_path / "stderr.log", "w", encoding="utf-8") as stderr:
+        process = crypto_bot(
+            "run", "--config", str(config), "--interval", "0.2",
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=stderr, bufsize=1,
+        )
+        try:
+            for line in process.stdout:
+                if line.startswith("cycle "):
+                    break
+            process.send_signal(signal.SIGUSR1)
+            for line in process.stdout:  # the report is written between cycles; two more lines are enough
+                if line.startswith("cycle ") and list(tmp_path.glob("memory-report-*.json")):
+                    break
+            process.send_signal(signal.SIGTERM)
+            process.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == 0, (tmp_path / "stderr.log").read_text()
+    (report,) = tmp_path.glob("memory-report-*.json")
+    assert {"reading", "caches"} <= set(json.loads(report.read_text()))
+    assert f"memory report written to {report}" in (tmp_path / "stderr.log").read_text()
+
+
 def test_run_with_a_bad_config_exits_non_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_yaml(tmp_path, "colour: red\n")
     assert main(["run", "--config", str(path), "--cycles", "1"]) == EXIT_USAGE
