@@ -93,10 +93,11 @@ class CycleStatus:
     pressure_level: str
     fetches: int = 0  # series the bot asked the market source for this cycle (one per closed candle, not per series)
     stale_series: int = 0  # series of the batch missing a closed candle (a failed or gapped fetch)
+    stale_seconds: float = 0.0  # how long ago the oldest stale series' newest candle closed
 
     def line(self) -> str:
         rss = "n/a" if self.rss_bytes is None else f"{self.rss_bytes / _MIB:.0f} MiB"
-        stale = f" | stale {self.stale_series}" if self.stale_series else ""
+        stale = f" | stale {self.stale_series} (oldest {self.stale_seconds:.0f} s)" if self.stale_series else ""
         return (
             f"cycle {self.cycle:>5} | equity {self.equity:>11.2f} | open {self.open_positions} | "
             f"trades {self.trades} | rss {rss} | caches {self.cache_bytes / _MIB:.1f} MiB | {self.pressure_level} | "
@@ -359,6 +360,7 @@ class TradingBot:
             pressure_level=manager.policy.level.name if manager is not None else "unmanaged",
             fetches=self._fetches,
             stale_series=len(self._stale),
+            stale_seconds=max((update.age_ms or 0 for update in self._stale.values()), default=0) / 1000,
         )
         self._fetches = 0
         self.last_status = status
@@ -402,5 +404,11 @@ class TradingBot:
             "realized_pnl": round(self.broker.realized_pnl, 2),
             "equity": round(self._equity(self.ctx), 2),
             "open_positions": len(self.broker.positions),
+            "market": {
+                **self.market.stats(),
+                "stale_series": {
+                    f"{symbol} {timeframe}": (update.age_ms or 0) / 1000 for (symbol, timeframe), update in self._stale.items()
+                },
+            },
             "memory": self.ctx.get_memory_stats() if self.memory is not None else {"managed": False},
         }

@@ -251,6 +251,8 @@ def test_an_outage_keeps_the_bot_cycling_on_stale_windows_and_trading_resumes_af
         session.cycle()
         assert [report.error for report in bot.runner.last_report if report.error] == []  # no phase failed
         assert bot.last_status is not None and bot.last_status.stale_series > 0
+        assert bot.last_status.stale_seconds > 0 and "stale" in bot.last_status.line()
+        assert bot.summary()["market"]["stale_series"]
         assert bot.ctx.analysis_results == []  # no signal from a window that misses a closed candle
     assert market.requests_while_down <= 5 * len(bot.ctx.current_batch) * len(bot_settings.timeframes)
     market.down = False
