@@ -45,6 +45,7 @@ from .config import MemoryConfig
 from .diagnosis import DiagnosisSettings, LeakDiagnoser, LeakDiagnosis, Verdict
 from .leaks import AllocationGrowth, LeakDetector, ReleaseWatch, diagnose
 from .models import ModelRegistry
+from .periodic import PeriodicThread
 from .pressure import ClearingPass, PressureDecision, PressureLevel, PressurePolicy, Thrashing, ThrashWatch
 from .probe import LimitUsage, MemoryProbe, MemoryReading
 from .reclaim import collect_garbage
@@ -181,8 +182,9 @@ class MemoryManager:
         now = clock()
         self._next_cache_cleanup = now + self.config.cache_cleanup_interval
         self._next_model_cleanup = now + self.config.model_cleanup_interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._maintenance = PeriodicThread(
+            self.perform_maintenance, lambda: self.config.maintenance_interval_seconds, name="memory-maintenance"
+        )
 
     def _build_policy(self) -> PressurePolicy:
         c = self.config
@@ -607,35 +609,16 @@ class MemoryManager:
 
     def start(self) -> None:
         """Start the daemon maintenance thread (no-op when it is running)."""
-        with self._lock:
-            if self.running:
-                return
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="memory-maintenance", daemon=True)
-            self._thread.start()
+        self._maintenance.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the maintenance thread and end an open diagnosis window; returns once the thread is gone."""
-        self._stop.set()
+        self._maintenance.stop(timeout)
         self.diagnoser.abandon("the memory manager stopped")
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-            if thread.is_alive():
-                logger.warning("memory maintenance thread still busy after %.1f s; it exits after its pass", timeout)
-                return
-        self._thread = None
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.config.maintenance_interval_seconds):
-            try:
-                self.perform_maintenance()
-            except Exception:
-                logger.exception("memory maintenance pass failed; the next pass runs as scheduled")
+        return self._maintenance.running
 
     # ------------------------------------------------------------------ stats
 

@@ -21,6 +21,7 @@ import psutil
 
 from crypto_bot.memory import CacheEntry, ManagedCache, MemoryManager, MemoryProbe
 from crypto_bot.memory import MemoryConfig as StrictMemoryConfig
+from crypto_bot.memory.periodic import PeriodicThread
 from crypto_bot.memory.reclaim import collect_garbage
 from crypto_bot.memory.units import MIB as _MIB
 
@@ -71,8 +72,9 @@ class EnhancedMemoryManager:
         self._last_gc_seconds = 0.0
         self._evictable: set[str] = set()  # names of the caches the seed's pressure response halves
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._maintenance = PeriodicThread(
+            self.perform_maintenance, lambda: self.config.maintenance_interval_seconds, name="memory-maintenance"
+        )
 
     def __getattr__(self, name: str) -> Any:
         # Reached only for names the facade does not define.
@@ -256,31 +258,15 @@ class EnhancedMemoryManager:
 
     def start(self) -> None:
         """Start the daemon thread running the seed's maintenance pass (no-op when it is running)."""
-        with self._lock:
-            if self.running:
-                return
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="memory-maintenance", daemon=True)
-            self._thread.start()
+        self._maintenance.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread; returns once it is gone (at once unless a pass is running)."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-            if thread.is_alive():
-                logger.warning("memory maintenance thread still busy after %.1f s; it exits after its pass", timeout)
-                return
-        self._thread = None
+        self._maintenance.stop(timeout)
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.config.maintenance_interval_seconds):
-            self.perform_maintenance()  # never raises
+        return self._maintenance.running
 
     def start_background_cleanup(self) -> None:
         self.start()

@@ -460,7 +460,7 @@ def test_perform_maintenance_never_raises_and_reports_the_failure(manager: Enhan
 
 def test_background_cleanup_starts_and_stops(manager: EnhancedMemoryManager) -> None:
     manager.start_background_cleanup()
-    thread = manager._thread
+    thread = manager._maintenance.thread
     assert manager.running
     manager.stop_background_cleanup()
     assert not manager.running
@@ -489,13 +489,13 @@ def test_get_enhanced_memory_manager_returns_one_instance() -> None:
 def test_default_singleton_runs_its_background_thread() -> None:
     manager = get_enhanced_memory_manager()
     assert manager.running
-    assert manager._thread.daemon
+    assert manager._maintenance.thread.daemon
 
 
 @pytest.mark.usefixtures("singleton")
 def test_reset_stops_the_instance_and_the_next_call_builds_a_new_one() -> None:
     first = get_enhanced_memory_manager()
-    thread = first._thread
+    thread = first._maintenance.thread
     reset_enhanced_memory_manager()
     assert not thread.is_alive()
     assert get_enhanced_memory_manager() is not first
@@ -537,7 +537,7 @@ def test_a_config_switching_background_cleanup_on_starts_the_thread() -> None:
 @pytest.mark.usefixtures("singleton")
 def test_a_config_switching_background_cleanup_off_stops_the_thread() -> None:
     manager = get_enhanced_memory_manager(MemoryConfig(enable_background_cleanup=True))
-    thread = manager._thread
+    thread = manager._maintenance.thread
     get_enhanced_memory_manager(MemoryConfig(enable_background_cleanup=False))
     assert not manager.running
     assert not thread.is_alive()

@@ -351,13 +351,13 @@ def test_background_thread_is_a_daemon(make_manager: ManagerFactory) -> None:
     manager = make_manager(maintenance_interval_seconds=3600)
     manager.start()
     assert manager.running
-    assert manager._thread.daemon
+    assert manager._maintenance.thread.daemon
 
 
 def test_stop_returns_with_the_thread_gone_in_the_middle_of_an_interval(make_manager: ManagerFactory) -> None:
     manager = make_manager(maintenance_interval_seconds=3600)
     manager.start()
-    thread = manager._thread
+    thread = manager._maintenance.thread
     manager.stop()
     assert not thread.is_alive()
     assert not manager.running
@@ -367,9 +367,9 @@ def test_stop_returns_with_the_thread_gone_in_the_middle_of_an_interval(make_man
 def test_start_twice_keeps_one_thread(make_manager: ManagerFactory) -> None:
     manager = make_manager(maintenance_interval_seconds=3600)
     manager.start()
-    thread = manager._thread
+    thread = manager._maintenance.thread
     manager.start()
-    assert manager._thread is thread
+    assert manager._maintenance.thread is thread
 
 
 def test_manager_can_start_again_after_stop(make_manager: ManagerFactory) -> None:
