@@ -127,11 +127,14 @@ class RequestGate:
         """Why the source is paused, or None when it is open."""
         return self._pause_reason if self.resume_in_seconds() > 0 else None
 
-    async def admit(self, *, symbol: str | None = None, timeframe: str | None = None) -> bool:
+    async def admit(
+        self, *, symbol: str | None = None, timeframe: str | None = None, probing: bool = False
+    ) -> bool:
         """Return when a request may go (True if it is the probe after an outage); raise the pause's
-        error when it would have to wait longer than a fetch waits, or the source is paused after an outage."""
+        error when it would have to wait longer than a fetch waits, or the source is paused after an outage.
+        `probing`: the caller is the probe, retrying; it does not wait for itself."""
         while True:
-            if self._probe is not None:  # another request is finding out whether the exchange is back
+            if self._probe is not None and not probing:  # another request is finding out whether the exchange is back
                 await asyncio.shield(self._probe)
                 continue
             wait = self.resume_in_seconds()
@@ -148,7 +151,8 @@ class RequestGate:
             return False
 
     def end_probe(self) -> None:
-        """The probe's answer (or failure) is in: wake the requests waiting for it. Always called after a probe."""
+        """The probe's outcome is in, after its retries (and any pause it calls for is set): wake the requests
+        waiting for it. Always called after a probe."""
         probe, self._probe = self._probe, None
         if probe is not None and not probe.done():
             probe.set_result(None)

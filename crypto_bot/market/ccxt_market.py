@@ -8,8 +8,10 @@ environment variables whose names are given, and for every `fetch_ohlcv`:
   times (tenacity), an unavailable exchange pauses the source, a bad symbol is dropped from the
   universe with one warning, an authentication failure is reported once;
 - pagination up to the exchange's per-request cap (`ohlcv_page_limit`: ccxt's `features`, else its
-  `maxEntriesPerRequest`, or `ohlcv_limit`), at most `MAX_OHLCV_PAGES` requests a fetch;
-- every page validated (`candles.checked_candles`) before it becomes a frame;
+  `maxEntriesPerRequest`, or `ohlcv_limit`), at most `MAX_OHLCV_PAGES` requests a fetch, and also
+  when a single request comes back short (a server capping below that limit);
+- every page validated (`candles.checked_candles`) before it becomes a frame, and a body that is not
+  JSON refused before ccxt's parser can make it an empty page (no candles, no error);
 - the still-open candle dropped by the exchange's clock (`exchange_clock`: `fetch_time`, resampled
   hourly, and the newest candle's open), not the machine's;
 - REST calls counted (every HTTP request ccxt sends) in `stats()`.
@@ -224,12 +226,14 @@ def _checked_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 class _Response:
-    """The headers of the HTTP answer to the request running in this task (for Retry-After)."""
+    """The HTTP answer to the request running in this task: its headers (for Retry-After), and its body when
+    that was not JSON (`text`: ccxt hands such a body on as a string, which its parsers can turn into no rows)."""
 
-    __slots__ = ("headers",)
+    __slots__ = ("headers", "text")
 
     def __init__(self) -> None:
         self.headers: Mapping[str, str] = {}
+        self.text: str | None = None
 
     def retry_after_seconds(self) -> float | None:
         """Retry-After in seconds (a number, or an HTTP date against the answer's Date), or None."""
@@ -247,6 +251,15 @@ class _Response:
             except (TypeError, ValueError, IndexError):
                 return None
         return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+class _Probe:
+    """Whether one request, over all its attempts, is the gate's probe after an outage."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held = False
 
 
 # Set by each request attempt in its own task; read by the hook ccxt calls with the HTTP answer.
@@ -382,19 +395,20 @@ class CcxtMarket:
 
     @classmethod
     def from_config(
-        cls, config: CcxtConfig, *, symbols: Iterable[str] | None = None, timeframes: Iterable[str] | None = None,
-        **injected: Any,
+        cls, section: CcxtConfig, /, *, symbols: Iterable[str] | None = None,
+        timeframes: Iterable[str] | None = None, **injected: Any,
     ) -> CcxtMarket:
-        """The market `market.ccxt` describes; `injected` passes clocks, sleep, rng or a ccxt `config` through."""
+        """The market `market.ccxt` describes; `injected` passes clocks, sleep, rng or a ccxt `config` through
+        (the section is positional-only, so `config=` reaches the exchange instead of colliding with it)."""
         return cls(
-            config.exchange,
-            api_key_env=config.api_key_env,
-            secret_env=config.secret_env,
-            password_env=config.password_env,
-            sandbox=config.sandbox,
-            default_type=config.default_type,
-            timeout_ms=config.timeout_ms,
-            ohlcv_limit=config.ohlcv_limit,
+            section.exchange,
+            api_key_env=section.api_key_env,
+            secret_env=section.secret_env,
+            password_env=section.password_env,
+            sandbox=section.sandbox,
+            default_type=section.default_type,
+            timeout_ms=section.timeout_ms,
+            ohlcv_limit=section.ohlcv_limit,
             symbols=symbols,
             timeframes=timeframes,
             **injected,
@@ -407,7 +421,11 @@ class CcxtMarket:
 
         async def counted_fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
             stats.count_rest_call()
-            return await send(url, method, headers, body)
+            answer = await send(url, method, headers, body)
+            response = _current_response.get()
+            if response is not None and isinstance(answer, str):
+                response.text = answer
+            return answer
 
         def on_rest_response(code: Any, reason: Any, url: Any, method: Any, response_headers: Any, *rest: Any) -> Any:
             response = _current_response.get()
@@ -536,7 +554,13 @@ class CcxtMarket:
     ) -> tuple[np.ndarray, np.ndarray]:
         what = f"{self.name} {symbol} {timeframe}"
         if since_ms is None and limit + 1 <= self._page_limit:
-            return await self._page(symbol, timeframe, None, limit + 1, what)
+            open_ms, values = await self._page(symbol, timeframe, None, limit + 1, what)
+            if len(open_ms) > limit or not len(open_ms):
+                return open_ms, values
+            # Some candles, but fewer than asked: less history than the window, or a server capping requests
+            # below the limit ccxt knows of (a silent cap, which would leave the bot a short window for good).
+            # Paging from the window's start fills the window in the second case, for one request more in the
+            # first; only whole-window fetches come here (a new series, or one after a long outage).
         if since_ms is None:  # more than a page: start where the newest `limit` closed candles begin
             newest_closed_open_ms = self._clock.now_ms() // length_ms * length_ms - length_ms
             since_ms = max(0, newest_closed_open_ms - (limit - 1) * length_ms)
@@ -561,10 +585,15 @@ class CcxtMarket:
         self, symbol: str, timeframe: str, since_ms: int | None, limit: int, what: str
     ) -> tuple[np.ndarray, np.ndarray]:
         """One validated request; the newest candle's open advances the exchange clock."""
-        rows = await self._request(
-            lambda: self._exchange.fetch_ohlcv(symbol, timeframe, since=since_ms, limit=limit),
-            what=what, symbol=symbol, timeframe=timeframe,
-        )
+
+        async def candles() -> Any:
+            rows = await self._exchange.fetch_ohlcv(symbol, timeframe, since=since_ms, limit=limit)
+            response = _current_response.get()
+            if response is not None and response.text is not None:  # with `since`, ccxt parses garbage into []
+                raise self._ccxt.BadResponse(f"the answer is not JSON: {response.text}")
+            return rows
+
+        rows = await self._request(candles, what=what, symbol=symbol, timeframe=timeframe)
         open_ms, values = checked_candles(rows, what=what)
         if len(open_ms):
             newest_ms = int(open_ms[-1])
@@ -612,8 +641,9 @@ class CcxtMarket:
             before_sleep=lambda state: self._stats.count_retry(),
             reraise=True,
         )
+        probe = _Probe()
         try:
-            return await retrying(self._attempt, operation, symbol, timeframe)
+            return await retrying(self._attempt, operation, probe, symbol, timeframe)
         except MarketDataError:
             raise  # the gate's own: paused
         except ccxt.BadSymbol as error:
@@ -640,10 +670,19 @@ class CcxtMarket:
             raise ExchangeRejected(f"{what}: {type(error).__name__} ({_text(error)})") from error
         except (TypeError, ValueError, KeyError, IndexError, AttributeError) as error:  # ccxt parsing garbage
             raise BadData(f"{what}: the answer could not be read ({type(error).__name__}: {_text(error)})") from error
+        finally:
+            # The probe's outcome is its last attempt's, and a pause it calls for is set by now: the requests
+            # waiting for it wake to that. Ended after its first attempt instead, a probe that timed out let every
+            # waiting request through, each with retries of its own (issue 13's timeout outage).
+            if probe.held:
+                self._gate.end_probe()
 
-    async def _attempt(self, operation: Callable[[], Awaitable[_T]], symbol: str | None, timeframe: str | None) -> _T:
+    async def _attempt(
+        self, operation: Callable[[], Awaitable[_T]], probe: _Probe, symbol: str | None, timeframe: str | None
+    ) -> _T:
         ccxt = self._ccxt
-        probe = await self._gate.admit(symbol=symbol, timeframe=timeframe)
+        if await self._gate.admit(symbol=symbol, timeframe=timeframe, probing=probe.held):
+            probe.held = True
         response = _Response()
         token = _current_response.set(response)
         try:
@@ -664,8 +703,6 @@ class CcxtMarket:
             return result
         finally:
             _current_response.reset(token)
-            if probe:
-                self._gate.end_probe()
 
     def _retryable(self, error: BaseException) -> bool:
         ccxt = self._ccxt

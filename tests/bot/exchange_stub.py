@@ -2,9 +2,10 @@
 
 It answers exchangeInfo, time and klines the way Binance does (klines from `startTime`, capped at
 `max_limit` per request, the still-open candle included, a Date header from its own clock), and
-records every request. Faults are queued (`faults`, one per klines request) or standing (`outage`,
-every request until cleared): an HTTP status with body and headers, a hang longer than the client's
-timeout, a dropped connection, a raw body (garbage or truncated JSON), or explicit candle rows.
+records every request, and when by its own clock (`arrivals_ms`, for request rates). Faults are
+queued (`faults`, one per klines request) or standing (`outage`, every request until cleared): an
+HTTP status with body and headers, a hang longer than the client's timeout, a dropped connection, a
+raw body (garbage or truncated JSON), or explicit candle rows.
 `missing_opens` leaves candles out (a gap). Tests and `bench/bench_rest_calls.py` use it; nothing
 in it reaches beyond 127.0.0.1.
 """
@@ -91,6 +92,7 @@ class FakeBinance(BaseHTTPRequestHandler):
         server = self.server
         with server.lock:
             server.requests.append((url.path, query))
+            server.arrivals_ms.append(server.now_ms)
             fault = server.outage
             if fault is None and url.path == "/api/v3/klines" and server.faults:
                 fault = server.faults.popleft()
@@ -162,6 +164,7 @@ class LoopbackBinance(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), FakeBinance)
         self.lock = threading.Lock()
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.arrivals_ms: list[int] = []  # the server's clock at each request of `requests` (request rates)
         self.echo_credentials = False
         self.clock_ms: Callable[[], int] = lambda: SERVER_NOW_MS
         self.max_limit = BINANCE_MAX_LIMIT
