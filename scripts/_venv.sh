@@ -2,6 +2,8 @@
 # to what the install builds from (pyproject.toml, setup.py, the C sources).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/_packages.sh
+ensure_packages libjemalloc2 "libmimalloc2.0|libmimalloc3"  # the allocators `crypto-bot run` preloads (allocator:)
 extras="$1"
 venv=.venv
 hash=$(cat pyproject.toml setup.py crypto_bot/memory/*.c | sha256sum | cut -c1-16)
