@@ -1,8 +1,8 @@
 """Bot configuration: the YAML file's schema and the one typed settings tree built from it.
 
 The file carries the seed's memory keys at the top level (or a `memory:` section), `symbols`,
-`timeframes` and the sections market, strategy, risk, paper, storage, metrics and recycle. Each section is
-a frozen `ConfigSection` whose fields define its keys once (meaning, allowed values, default); the
+`timeframes` and the sections market, strategy, risk, paper, storage, metrics, recycle and allocator. Each
+section is a frozen `ConfigSection` whose fields define its keys once (meaning, allowed values, default); the
 component that uses a section takes the object and never checks it again.
 
 `load_settings` is what `crypto-bot config check` and `run` call. It reports every problem at once,
@@ -35,6 +35,7 @@ from crypto_bot.market.ccxt_market import ccxt_source_problems
 from crypto_bot.market.config import MarketConfig
 from crypto_bot.market.csv_market import csv_file_name, csv_symbols
 from crypto_bot.market.timeframes import MAX_LIMIT, TIMEFRAME_MS
+from crypto_bot.memory.allocator import AllocatorConfig
 from crypto_bot.memory.config import KEYS as MEMORY_KEYS
 from crypto_bot.memory.config import (
     ConfigError,
@@ -198,6 +199,7 @@ SECTIONS: dict[str, type[ConfigSection]] = {
     "storage": StorageConfig,
     "metrics": MetricsConfig,
     "recycle": RecycleConfig,
+    "allocator": AllocatorConfig,
 }
 TOP_LEVEL_KEYS = ("memory", "symbols", "timeframes", *SECTIONS, *sorted(MEMORY_KEYS))
 
@@ -226,6 +228,7 @@ class Settings:
     storage: StorageConfig = field(default_factory=StorageConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     recycle: RecycleConfig = field(default_factory=RecycleConfig)
+    allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)  # the file as given (BotContext.config)
     config_dir: Path = field(default_factory=Path.cwd, compare=False)  # relative plugin paths start here
 
