@@ -23,9 +23,6 @@ class CleanStrategy:
         self.last_score[symbol] = score
         return score
 
-    def on_cycle_end(self) -> None:
-        pass
-
     def close(self) -> None:
         self.last_score.clear()
 

@@ -18,9 +18,6 @@ class ConcatStrategy:
         self.history[symbol] = recent if previous is None else pd.concat([previous, recent])  # LEAK
         return None
 
-    def on_cycle_end(self) -> None:
-        pass
-
     def close(self) -> None:
         self.history.clear()
 

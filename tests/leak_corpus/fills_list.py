@@ -17,9 +17,6 @@ class FillsListStrategy:
         self.fills.append({"symbol": symbol, "time": frame.index[-1], "context": frame["close"].tolist()})  # LEAK
         return None
 
-    def on_cycle_end(self) -> None:
-        pass
-
     def close(self) -> None:
         self.fills.clear()
 

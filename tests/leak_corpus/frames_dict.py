@@ -19,9 +19,6 @@ class FramesDictStrategy:
         smoothed = self.indicators[key]["close"]
         return 1.0 if frame["close"].iloc[-1] > smoothed.iloc[-1] else -1.0
 
-    def on_cycle_end(self) -> None:
-        pass
-
     def close(self) -> None:
         self.indicators.clear()
 

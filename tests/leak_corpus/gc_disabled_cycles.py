@@ -8,6 +8,8 @@ import gc
 import numpy as np
 import pandas as pd
 
+from crypto_bot.strategy import StrategyRuntime
+
 EXPECTED = "python"
 GROWING_TYPE = "tests.leak_corpus.gc_disabled_cycles.Node"
 
@@ -21,6 +23,10 @@ class Node:
 
 class GcDisabledStrategy:
     def __init__(self) -> None:
+        self._gc_was_enabled = True
+
+    def on_start(self, runtime: StrategyRuntime) -> None:
+        """Turn the collector off when the bot starts (not when built: `config check` builds and drops the class)."""
         self._gc_was_enabled = gc.isenabled()
         gc.disable()
 
@@ -28,9 +34,6 @@ class GcDisabledStrategy:
         root = Node(None, candles["1m"].to_numpy(copy=True))  # LEAK: unreachable after return, in a cycle
         root.children.append(Node(root, root.values[-20:]))
         return float(np.sign(root.children[0].values[-1, 3] - root.values[0, 3]))
-
-    def on_cycle_end(self) -> None:
-        pass
 
     def close(self) -> None:
         if self._gc_was_enabled:

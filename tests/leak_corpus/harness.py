@@ -1,11 +1,18 @@
-"""Runs a corpus case as the bot would run a strategy plugin: candles per symbol per cycle, one
-maintenance pass per cycle, memory read from the real process.
+"""Runs a corpus case in the real bot: the case is the strategy plugin of a `TradingBot` on the built-in
+simulated market, driven cycle by cycle as `crypto-bot run` drives it.
 
-The market keeps each symbol's candle windows in a ManagedCache under the manager and replaces
-them every cycle (a new frame per window, as the bot's cache does), so cache churn is part of
-every run: a diagnosis must see past it. Time is a FakeClock moved one minute per cycle; memory is
-the process's real RSS (a leak must really grow it), with a fixed usage ratio so that no pressure
-tier acts.
+Each cycle is `bot.run_cycle()` (candidates, candle windows refreshed in the bot's managed cache,
+the plugin's `signal` per symbol through the plugin host, paper fills in a SQLite journal, exits,
+`on_cycle_end`) then `manager.note_cycle()`, then one maintenance pass with the manager's clock moved
+one cycle interval (a minute: the simulated market moves one 1m candle per cycle). The settings are
+the bot's defaults (six symbols, timeframes 1m, 5m and 1h, 300-candle windows) with leak windows of
+10 readings at 1 MiB/hour; memory is the process's real RSS (a leak must really grow it) with a fixed
+usage ratio, so that no pressure tier acts. The phase runner's own maintenance, due every
+`maintenance_interval_seconds` of real time, is set a day apart: it runs once, at the first cycle,
+and every other pass is the per-cycle one (what the runner does in a bot whose cycles are a minute
+apart). Journal and diagnosis reports go to the given folder.
+
+One run is one case in one interpreter: `run.py` runs it in a fresh one for the tests and the bench.
 """
 
 from __future__ import annotations
@@ -13,23 +20,23 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+import statistics
+import time
+import tracemalloc
+from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from crypto_bot.memory import MemoryConfig, MemoryManager, MemoryProbe, MemoryReading
-from crypto_bot.memory.diagnosis import DiagnosisSettings, LeakDiagnosis
+from crypto_bot.memory import MemoryManager, MemoryProbe, MemoryReading
+from crypto_bot.memory.config import MAX_SECONDS
+from crypto_bot.memory.diagnosis import DEFAULT_FRAMES, DiagnosisSettings
 from crypto_bot.memory.reclaim import collect_garbage
+from crypto_bot.settings import Settings, parse_settings
+from tests.bot.support import Session
 from tests.fakes import FakeClock
 
-SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "XRP/USDT", "ADA/USDT", "DOGE/USDT")
-WINDOWS = {"1m": 500, "5m": 200}  # candles kept per timeframe
 CYCLE_SECONDS = 60.0
-_STEP = {"1m": pd.Timedelta(minutes=1), "5m": pd.Timedelta(minutes=5)}
 _MARKER = re.compile(r"#\s*LEAK\b")
 
 
@@ -60,39 +67,6 @@ class RssProbe:
         )
 
 
-class Market:
-    """Candle windows per (symbol, timeframe) in a managed cache, each replaced by a new frame every cycle."""
-
-    def __init__(self, manager: MemoryManager, seed: int = 7) -> None:
-        self._rng = np.random.default_rng(seed)
-        self._cache = manager.register_cache("candles", max_size=len(SYMBOLS) * len(WINDOWS), ttl_seconds=None)
-        self._now = pd.Timestamp("2026-01-01", tz="UTC")
-        self._last_close = dict.fromkeys(SYMBOLS, 100.0)
-
-    def advance(self) -> None:
-        self._now += _STEP["1m"]
-        for symbol in SYMBOLS:
-            for timeframe, rows in WINDOWS.items():
-                old = self._cache.get((symbol, timeframe))
-                new = self._rows(symbol, timeframe, rows if old is None else 1)
-                window = new if old is None else pd.concat([old.iloc[1:], new])
-                self._cache.put((symbol, timeframe), window)
-
-    def candles(self, symbol: str) -> dict[str, pd.DataFrame]:
-        return {timeframe: self._cache.get((symbol, timeframe)) for timeframe in WINDOWS}
-
-    def _rows(self, symbol: str, timeframe: str, count: int) -> pd.DataFrame:
-        close = self._last_close[symbol] * np.exp(np.cumsum(self._rng.normal(0, 0.002, count)))
-        self._last_close[symbol] = float(close[-1])
-        index = pd.date_range(end=self._now, periods=count, freq=_STEP[timeframe], tz="UTC")
-        spread = np.abs(self._rng.normal(0, 0.001, count)) * close
-        return pd.DataFrame(
-            {"open": close - spread / 2, "high": close + spread, "low": close - spread, "close": close,
-             "volume": self._rng.uniform(1, 100, count)},
-            index=index,
-        )
-
-
 def load_case(name: str) -> ModuleType:
     return importlib.import_module(f"tests.leak_corpus.{name}")
 
@@ -104,77 +78,149 @@ def leak_lines(module: ModuleType) -> set[str]:
     return {f"{path}:{number}" for number, line in enumerate(lines, start=1) if _MARKER.search(line)}
 
 
-def strategy_of(module: ModuleType) -> Any:
-    return module.STRATEGY()
+def corpus_settings(module: ModuleType, data_dir: Path) -> Settings:
+    """The bot's default settings with the case as its plugin, leak detection tuned for minute cycles
+    (10-reading windows, 1 MiB/hour: ~17 KiB/cycle), and the journal in `data_dir`."""
+    raw = {
+        "enable_background_cleanup": False,
+        "maintenance_interval_seconds": MAX_SECONDS,
+        "leak_window_samples": 10,
+        "leak_slope_threshold_mb_per_hour": 1.0,
+        "cache_size_limit_mb": 64,
+        "market": {"source": "simulated"},
+        "strategy": {"plugin": f"{module.__name__}:{module.STRATEGY.__name__}"},
+        "storage": {"journal_path": str(data_dir / "journal.sqlite")},
+    }
+    return parse_settings(raw, config_dir=data_dir)
+
+
+@dataclass
+class Timings:
+    """Wall time of the bot's cycles (apart by whether tracemalloc traced them) and of the maintenance passes."""
+
+    cycle_seconds: dict[bool, list[float]] = field(default_factory=lambda: {False: [], True: []})
+    window_pass_seconds: list[float] = field(default_factory=list)
+    idle_pass_seconds: list[float] = field(default_factory=list)
+    idle_diagnosis_seconds: list[float] = field(default_factory=list)  # the diagnoser's share of each idle pass
+
+    def summary(self) -> dict[str, Any]:
+        """Medians in ms (the diagnosis per idle pass in us), and every window pass."""
+        return {
+            "cycle_ms": _median_ms(self.cycle_seconds[False]),
+            "cycle_in_window_ms": _median_ms(self.cycle_seconds[True]),
+            "idle_pass_ms": _median_ms(self.idle_pass_seconds),
+            "diagnosis_per_idle_pass_us": None
+            if not self.idle_diagnosis_seconds
+            else 1e6 * statistics.median(self.idle_diagnosis_seconds),
+            "window_passes_ms": [1000 * seconds for seconds in self.window_pass_seconds],
+        }
+
+
+def _median_ms(values: list[float]) -> float | None:
+    return 1000 * statistics.median(values) if values else None
 
 
 @dataclass
 class Run:
-    """What a run of a case found: the cycle at which the first diagnosis arrived (None if none did) and it."""
+    """What a run of a case found: the cycle whose pass delivered the first diagnosis (None if none did),
+    the cycles whose pass suspected a leak, whether the plugin was still enabled at the end, the timings."""
 
     cycles: int
     named_at_cycle: int | None
-    diagnosis: LeakDiagnosis | None
-    manager: MemoryManager
+    diagnosis: dict[str, Any] | None
+    suspected_cycles: list[int]
+    abandoned_windows: int
+    plugin_enabled: bool
+    timings: Timings
 
 
-def corpus_config(**overrides: Any) -> MemoryConfig:
-    """Leak detection tuned for minute cycles: 10-reading windows, 1 MiB/hour (~17 KiB/cycle) threshold."""
-    settings = {
-        "enable_background_cleanup": False,
-        "leak_window_samples": 10,
-        "leak_slope_threshold_mb_per_hour": 1.0,
-        "cache_size_limit_mb": 64,
-        **overrides,
-    }
-    return MemoryConfig(**settings)
+def run_case(name: str, data_dir: Path, *, max_cycles: int, frames: int = DEFAULT_FRAMES) -> Run:
+    """Run the case in the bot until the first diagnosis or `max_cycles`; the bot is closed on return.
 
-
-def build_manager(
-    config: MemoryConfig | None = None, diagnosis: DiagnosisSettings | None = None, **kwargs: Any
-) -> tuple[MemoryManager, FakeClock]:
+    Starts from a trimmed heap, so that memory freed while building the bot is not reused by the
+    leak without growing RSS (which would hide it from the detector for a while).
+    """
+    settings = corpus_settings(load_case(name), data_dir)
     clock = FakeClock()
     manager = MemoryManager(
-        config if config is not None else corpus_config(),
+        settings.memory,
         probe=RssProbe(),
         clock=clock,
-        diagnosis=diagnosis if diagnosis is not None else DiagnosisSettings(window_passes=3),
-        **kwargs,
+        diagnosis=DiagnosisSettings(frames=frames),
+        report_dir=data_dir,
     )
-    return manager, clock
-
-
-def cycles(strategy: Any, manager: MemoryManager, clock: FakeClock, market: Market) -> Iterator[int]:
-    """One cycle per step: the market moves, the strategy sees every symbol, one maintenance pass."""
-    cycle = 0
-    while True:
-        market.advance()
-        for symbol in SYMBOLS:
-            strategy.signal(symbol, market.candles(symbol))
-        strategy.on_cycle_end()
-        manager.note_cycle()
-        clock.advance(CYCLE_SECONDS)
-        manager.perform_maintenance()
-        cycle += 1
-        yield cycle
-
-
-def run_case(
-    strategy: Any, *, max_cycles: int = 120, manager: MemoryManager | None = None, clock: FakeClock | None = None
-) -> Run:
-    """Run until the first diagnosis (or `max_cycles`); the caller closes the strategy and stops the manager.
-
-    Starts from a trimmed heap: memory an earlier run in this process freed would otherwise be
-    reused without growing RSS, hiding a leak from the detector for a while.
-    """
+    timings = Timings()
+    diagnosis_seconds = _time_diagnosis(manager)
+    session = Session(settings, memory=manager)
     collect_garbage()
-    if manager is None:
-        manager, clock = build_manager()
-    market = Market(manager)
-    for cycle in cycles(strategy, manager, clock, market):
-        diagnosis = manager.diagnoser.last
-        if diagnosis is not None:
-            return Run(cycle, cycle, diagnosis, manager)
-        if cycle >= max_cycles:
-            return Run(cycle, None, None, manager)
-    raise AssertionError("unreachable")
+    named_at, suspected = None, []
+    try:
+        for cycle in range(1, max_cycles + 1):
+            tracing = tracemalloc.is_tracing()
+            started = time.perf_counter()
+            session.cycle()
+            timings.cycle_seconds[tracing].append(time.perf_counter() - started)
+            manager.note_cycle()
+            clock.advance(CYCLE_SECONDS)
+            window_before = manager.diagnoser.window_open
+            started = time.perf_counter()
+            report = manager.perform_maintenance()
+            pass_seconds = time.perf_counter() - started
+            if window_before or manager.diagnoser.window_open:
+                timings.window_pass_seconds.append(pass_seconds)
+            else:
+                timings.idle_pass_seconds.append(pass_seconds)
+                timings.idle_diagnosis_seconds.append(diagnosis_seconds[-1])
+            if report.leak_suspected:
+                suspected.append(cycle)
+            if manager.diagnoser.last is not None:
+                named_at = cycle
+                break
+        plugin_enabled = session.bot.strategy.enabled
+    finally:
+        session.close()
+        manager.stop()
+    last = manager.diagnoser.last
+    return Run(
+        cycles=cycle,
+        named_at_cycle=named_at,
+        diagnosis=None if last is None else last.to_dict(),
+        suspected_cycles=suspected,
+        abandoned_windows=manager.diagnoser.abandoned,
+        plugin_enabled=plugin_enabled,
+        timings=timings,
+    )
+
+
+def _time_diagnosis(manager: MemoryManager) -> list[float]:
+    """Time every call of the manager's diagnoser (its share of a maintenance pass); the list fills as passes run."""
+    seconds: list[float] = []
+    on_pass = manager.diagnoser.on_pass
+
+    def timed(suspected: bool, unmanaged_bytes: float | None = None) -> Any:
+        started = time.perf_counter()
+        try:
+            return on_pass(suspected, unmanaged_bytes)
+        finally:
+            seconds.append(time.perf_counter() - started)
+
+    manager.diagnoser.on_pass = timed  # type: ignore[method-assign]
+    return seconds
+
+
+def judge(found: dict[str, Any]) -> tuple[str | None, bool]:
+    """(the line a run's diagnosis names, whether that is right): the case's `# LEAK` line as the top
+    growing site (EXPECTED "python") or as where its growing type was allocated ("type"), or, for a
+    native leak, the "unexplained" verdict and no line of the case in the message."""
+    diagnosis, marked = found["diagnosis"], set(found["marked"])
+    if diagnosis is None:
+        return None, False
+    if found["expected"] == "native":
+        return None, diagnosis["verdict"] == "unexplained" and not any(line in diagnosis["message"] for line in marked)
+    if found["expected"] == "type":
+        grown = {growing["type"]: growing for growing in diagnosis["types"]}
+        sites = grown.get(found["growing_type"], {}).get("allocated_at", [])
+        line = sites[0]["site"] if sites else None
+        return line, line in marked
+    line = diagnosis["sites"][0]["site"] if diagnosis["sites"] else None
+    return line, diagnosis["verdict"] == "python" and line in marked

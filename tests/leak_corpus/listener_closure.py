@@ -29,9 +29,6 @@ class ListenerStrategy:
         self.bus.subscribe("fill", lambda fill, history=frame.to_numpy(copy=True): fill.price > history[-1, 3])  # LEAK
         return None
 
-    def on_cycle_end(self) -> None:
-        pass
-
     def close(self) -> None:
         self.bus.listeners.clear()
 

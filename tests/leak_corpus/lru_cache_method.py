@@ -25,9 +25,6 @@ class LruCacheStrategy:
         frame = self._latest[symbol]
         return ((frame - frame.mean()) / frame.std()).to_numpy()  # LEAK: the cache keeps every result
 
-    def on_cycle_end(self) -> None:
-        pass
-
     def close(self) -> None:
         self.zscores.cache_clear()
         self._latest.clear()

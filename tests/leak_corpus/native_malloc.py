@@ -26,9 +26,6 @@ class NativeStrategy:
         self.addresses.append(address)
         return None
 
-    def on_cycle_end(self) -> None:
-        pass
-
     def close(self) -> None:
         for address in self.addresses:
             _libc.free(address)

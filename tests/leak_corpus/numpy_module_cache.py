@@ -24,9 +24,6 @@ class ModuleCacheStrategy:
         matrix = features(symbol, candles["1m"])
         return float(np.sign(matrix[-1, 2]))
 
-    def on_cycle_end(self) -> None:
-        pass
-
     def close(self) -> None:
         _FEATURES.clear()
 

@@ -34,9 +34,6 @@ class SessionStrategy:
         self.session.get(f"https://api.example/ticker/{symbol}", candles["1m"])
         return None
 
-    def on_cycle_end(self) -> None:
-        pass
-
     def close(self) -> None:
         self.session.jar.clear()
 

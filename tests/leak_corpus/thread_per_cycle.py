@@ -24,9 +24,6 @@ class ThreadStrategy:
         self.threads.append(poller)
         return None
 
-    def on_cycle_end(self) -> None:
-        pass
-
     def close(self) -> None:
         self._stop.set()
         for thread in self.threads:
