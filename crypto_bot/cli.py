@@ -4,6 +4,13 @@ Paper trading is the only mode: fills are simulated by the paper broker and anno
 at start-up. SIGINT/SIGTERM let the current phase finish, then the exchange is closed, the
 journal flushed and the maintenance thread stopped, and the command exits 0.
 
+`run` keeps the bot in a child process under a small supervisor (`crypto_bot.supervisor`, which
+imports neither pandas nor scikit-learn) unless `recycle.supervise` is false or `--no-supervisor` is
+given: when memory cannot be won back or a confirmed leak reaches the limit within the horizon
+(`recycle:`), the child ends its cycle, closes everything and exits with `RECYCLE_EXIT_CODE` (75),
+and the supervisor starts a fresh one that resumes the open positions from the journal. Without a
+supervisor the bot exits with 75 itself, for systemd or Kubernetes to restart it.
+
 Every failure is one line on stderr naming the file, key, path or port and what to do (a config
 with several problems gives one line per problem), never a traceback; `--debug` adds it. Exit codes:
 
@@ -12,6 +19,8 @@ with several problems gives one line per problem), never a traceback; `--debug` 
     2  usage or configuration: a bad option, a config file that cannot be read or fails the check
     3  the runtime environment: the trade journal is locked by another bot, not ours or cannot be
        opened; a port is in use; a file cannot be read or written (a CSV, the signal model)
+    4  the supervisor gave up: the bot ended too often within recycle.window_minutes
+   75  unsupervised, a recycle is due: restart the bot (its open positions resume from the journal)
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import traceback
@@ -33,6 +43,8 @@ from crypto_bot.memory import validation
 from crypto_bot.memory.config import MAX_SECONDS
 
 if TYPE_CHECKING:  # the settings pull in the trading stack; `memory stats` alone does not need it
+    from crypto_bot.memory.allocator import AllocatorConfig
+    from crypto_bot.memory.recycle import RecycleConfig
     from crypto_bot.settings import Settings
 
 logger = logging.getLogger("crypto_bot")
@@ -44,6 +56,7 @@ EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_USAGE = 2  # argparse's own code for a bad option; config errors share it
 EXIT_ENVIRONMENT = 3
+ALLOCATOR_VARIABLE = "CRYPTO_BOT_ALLOCATOR"  # the supervisor's allocator line, for its child to log
 
 
 class CommandError(Exception):
@@ -59,7 +72,9 @@ class CommandError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    args.argv = argv  # a supervised run starts its child with the same arguments
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -126,6 +141,11 @@ def _parser() -> argparse.ArgumentParser:
         "--interval", type=interval_seconds, default=1.0, help="seconds between cycles, finite, >= 0 (default: %(default)s)"
     )
     run.add_argument("--verbose", action="store_true")
+    run.add_argument(
+        "--no-supervisor",
+        action="store_true",
+        help="run the bot in this process (as recycle.supervise: false): a due recycle exits with code 75",
+    )
     run.set_defaults(handler=_run)
 
     config = commands.add_parser("config", help="configuration tools", parents=[common])
@@ -265,8 +285,54 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from crypto_bot.supervisor import supervised
+
+    if not args.no_supervisor and not supervised() and (sections := _supervision(args.config)) is not None:
+        return _supervise(args.argv, *sections)
     settings = load_config(args.config)
     return asyncio.run(_run_bot(settings, args.cycles, args.interval))
+
+
+def _supervision(path: str) -> tuple[RecycleConfig, AllocatorConfig] | None:
+    """The `recycle:` and `allocator:` sections when the bot is to run under a supervisor; None to run it here.
+
+    Reads those sections alone, so the supervisor never imports the trading stack. A file or section
+    that does not parse also gives None: the full check in this process then reports every problem.
+    """
+    from crypto_bot.config_file import ConfigFileError, read_config_file
+    from crypto_bot.memory import ConfigError
+    from crypto_bot.memory.allocator import AllocatorConfig
+    from crypto_bot.memory.recycle import RecycleConfig
+
+    try:
+        raw = read_config_file(path)
+        recycle = RecycleConfig.from_mapping(_section(raw, "recycle"))
+        allocator = AllocatorConfig.from_mapping(_section(raw, "allocator"))
+    except (ConfigFileError, ConfigError, OSError, TypeError):
+        return None
+    return (recycle, allocator) if recycle.enabled and recycle.supervise else None
+
+
+def _section(raw: object, name: str) -> dict:
+    """The mapping under `name` in a parsed config file (empty when absent); TypeError when it is not one."""
+    section = (raw.get(name) or {}) if isinstance(raw, dict) else None
+    if not isinstance(section, dict):
+        raise TypeError(f"{name} is not a mapping")
+    return section
+
+
+def _supervise(argv: Sequence[str], recycle: RecycleConfig, allocator: AllocatorConfig) -> int:
+    """Run the bot with `argv` in a supervised child on the configured allocator until it ends for good."""
+    from crypto_bot.memory.allocator import child_environment
+    from crypto_bot.supervisor import RestartPolicy, Supervisor, child_command
+
+    environment, allocator_line = child_environment(allocator, os.environ)
+    environment[ALLOCATOR_VARIABLE] = allocator_line  # the child logs it after its banner (a failure stays one line)
+    policy = RestartPolicy(max_restarts=recycle.max_recycles, window_seconds=recycle.window_minutes * 60)
+    supervisor = Supervisor(child_command([*argv, "--no-supervisor"]), policy=policy, environment=environment)
+    supervisor.install_signal_handlers()
+    logger.debug("supervisor %d runs the bot in a child process (recycle.supervise)", os.getpid())
+    return supervisor.run()
 
 
 async def pause_between_cycles(stop: asyncio.Event, seconds: float) -> None:
@@ -278,13 +344,19 @@ async def pause_between_cycles(stop: asyncio.Event, seconds: float) -> None:
 
 
 async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: float) -> int:
+    """Run cycles until stopped, `cycles` reached (counting a recycled bot's predecessors) or a recycle is due."""
     from crypto_bot.bot import TradingBot
     from crypto_bot.memory import MemoryManager
+    from crypto_bot.memory.recycle import RecyclePolicy
+    from crypto_bot.supervisor import cycles_done, request_recycle, supervised
 
     stop = asyncio.Event()
     memory = MemoryManager(settings.memory)
     # The bot opens the market and the journal first: a locked or foreign journal is refused before the banner.
     bot = TradingBot(settings, memory=memory, on_status=lambda status: print(status.line(), flush=True))
+    bot.cycle = first_cycle = cycles_done()  # a recycled bot goes on counting where its predecessor stopped
+    recycle = RecyclePolicy.from_config(settings.recycle) if settings.recycle.enabled else None
+    recycle_reason = None
     loop = asyncio.get_running_loop()
     metrics_server = None
     report_signal = None
@@ -309,6 +381,12 @@ async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: flo
             memory.note_cycle()  # leak diagnoses report growth per cycle
             if bot.stopping or (cycles is not None and bot.cycle >= cycles):
                 break  # no pause after the last cycle
+            if recycle is not None and (decision := recycle.observe_manager(memory)).reason:
+                if decision.recycle:
+                    recycle_reason = decision.reason
+                    logger.warning("recycling the bot process after cycle %d: %s", bot.cycle, recycle_reason)
+                    break
+                logger.warning("%s", decision.reason)
             if interval_seconds:
                 await pause_between_cycles(stop, interval_seconds)
     finally:
@@ -321,7 +399,11 @@ async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: flo
         if report_signal is not None:
             report_signal.uninstall()
     _print_summary(bot.summary())
-    return EXIT_OK
+    if recycle_reason is None:
+        return EXIT_OK
+    if not supervised():
+        logger.warning("exiting with code 75 for the service manager to restart the bot (recycle.supervise is false)")
+    return request_recycle(recycle_reason, bot.cycle - first_cycle)
 
 
 def _announce(settings: Settings) -> None:
@@ -336,6 +418,8 @@ def _announce(settings: Settings) -> None:
     )
     print("=" * len(banner), banner, "=" * len(banner), sep="\n", flush=True)
     logger.info(banner)
+    if allocator_line := os.environ.get(ALLOCATOR_VARIABLE):
+        logger.info("%s", allocator_line)
 
 
 def _start_metrics(settings: Settings, memory: Any) -> Any:

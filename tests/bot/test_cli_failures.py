@@ -41,6 +41,14 @@ def command(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
+def parent_pid(pid: int) -> int | None:
+    """The parent of a running process (None when it is gone)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def write_candles(directory: Path, rows: int, *, bad_row: int | None = None, header: bytes = b"") -> Path:
     """A 1m BTC/USDT file of `rows` valid candles; `bad_row` (0-based) gets a negative volume."""
     directory.mkdir(exist_ok=True)
@@ -100,12 +108,12 @@ def test_a_missing_config_is_one_line_saying_what_to_give(tmp_path: Path, capsys
 
 
 def test_a_config_problem_is_one_line_naming_the_file_and_the_key(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("paper:\n  fee_rate: 0.5\n", encoding="utf-8")
-    assert main(["run", "--config", str(path)]) == EXIT_USAGE
-    assert one_line(capsys.readouterr().err) == (
+    assert main(["run", "--config", str(path)]) == EXIT_USAGE  # said by the supervised child, on the same stderr
+    assert one_line(capfd.readouterr().err) == (
         f"crypto-bot: config error in {path}: invalid paper.fee_rate=0.5: allowed a number in [0, 0.1)"
     )
 
@@ -120,12 +128,12 @@ def test_a_bad_config_in_a_real_process_prints_no_traceback(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("verb", [["config", "check"], ["run", "--config"]], ids=["check", "run"])
 def test_a_cache_budget_below_the_working_set_is_one_line_naming_both_figures(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], verb: list[str]
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], verb: list[str]
 ) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("cache_size_limit_mb: 0.000001\n", encoding="utf-8")
     assert main([*verb, str(path)]) == EXIT_USAGE
-    line = one_line(capsys.readouterr().err)
+    line = one_line(capfd.readouterr().err)
     assert line.startswith(f"crypto-bot: config error in {path}: cache_size_limit_mb=1e-06 (1 B) cannot hold the working set: ")
     assert "6 symbols per cycle x 3 timeframes x 300 candles x " in line and "MiB; allowed >= " in line
 
@@ -159,6 +167,8 @@ def test_a_second_bot_on_a_running_bots_journal_exits_naming_the_journal_and_its
                 if line.startswith("cycle "):
                     break
             second = command("run", "--config", str(config), "--cycles", "1", "--interval", "0", cwd=tmp_path)
+            holder = int(second.stderr.partition("(pid ")[2].partition(")")[0] or 0)
+            holder_parent = parent_pid(holder)  # read while the first bot runs
             status = command("status", "--config", str(config), cwd=tmp_path)
             stats = command("memory", "stats", "--config", str(config), cwd=tmp_path)
             first.send_signal(signal.SIGTERM)
@@ -169,9 +179,10 @@ def test_a_second_bot_on_a_running_bots_journal_exits_naming_the_journal_and_its
                 first.wait()
     assert second.returncode == EXIT_ENVIRONMENT
     assert one_line(second.stderr) == (
-        f"crypto-bot: trade journal at {journal} is in use by another bot (pid {first.pid}); stop that bot or set "
+        f"crypto-bot: trade journal at {journal} is in use by another bot (pid {holder}); stop that bot or set "
         "storage.journal_path to another file"
     )
+    assert holder_parent == first.pid  # the bot is the supervisor's child; stopping either stops both
     assert "PAPER TRADING" not in second.stdout  # refused before the banner: it never started
     assert status.returncode == EXIT_OK and f"trade journal   {journal} (read-only)" in status.stdout
     assert stats.returncode == EXIT_OK
@@ -199,7 +210,7 @@ def test_a_journal_that_cannot_be_opened_is_one_line_naming_it(
     tmp_path: Path, config_file: Callable[..., Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "journal.sqlite.lock").mkdir()  # the writer lock cannot be taken on a directory
-    assert main(["run", "--config", str(config_file()), "--cycles", "1", "--interval", "0"]) == EXIT_ENVIRONMENT
+    assert main(["run", "--no-supervisor", "--config", str(config_file()), "--cycles", "1", "--interval", "0"]) == EXIT_ENVIRONMENT
     line = one_line(capsys.readouterr().err)
     assert line.startswith(f"crypto-bot: cannot open trade journal at {tmp_path / 'journal.sqlite'}: ")
     assert "Is a directory" in line and "storage.journal_path" in line
@@ -218,7 +229,7 @@ def test_status_reads_the_journal_a_run_left(
     config_file: Callable[..., Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = str(config_file())
-    assert main(["run", "--config", config, "--cycles", "2", "--interval", "0"]) == EXIT_OK
+    assert main(["run", "--no-supervisor", "--config", config, "--cycles", "2", "--interval", "0"]) == EXIT_OK
     summary = capsys.readouterr().out
     open_positions = next(line for line in summary.splitlines() if "open positions" in line).split()[-1]
     assert main(["status", "--config", config]) == EXIT_OK
@@ -242,7 +253,7 @@ def test_a_bad_row_in_the_replayed_window_is_that_symbols_error_naming_file_and_
     tmp_path: Path, csv_config: Callable[[], Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     path = write_candles(tmp_path / "candles", 300, bad_row=150)
-    assert main(["run", "--config", str(csv_config()), "--cycles", "3", "--interval", "0"]) == 0
+    assert main(["run", "--no-supervisor", "--config", str(csv_config()), "--cycles", "3", "--interval", "0"]) == 0
     assert f"{path}:151: negative volume" in caplog.text  # the run went on; the symbol left the replay
 
 
@@ -260,7 +271,7 @@ def test_a_metrics_port_in_use_is_one_line_naming_port_and_address(
 ) -> None:
     pytest.importorskip("prometheus_client")
     config = config_file(metrics={"enabled": True, "port": busy_port, "address": "127.0.0.1"})
-    assert main(["run", "--config", str(config), "--cycles", "1", "--interval", "0"]) == EXIT_ENVIRONMENT
+    assert main(["run", "--no-supervisor", "--config", str(config), "--cycles", "1", "--interval", "0"]) == EXIT_ENVIRONMENT
     line = one_line(capsys.readouterr().err)
     assert f"cannot listen on 127.0.0.1 port {busy_port} (Address already in use)" in line and "metrics.port" in line
     TradeJournal(tmp_path / "journal.sqlite").close()  # the failed run closed the journal: its lock is free
@@ -279,7 +290,7 @@ def test_a_model_file_that_cannot_be_written_is_one_line_naming_it(
 
     monkeypatch.setattr("crypto_bot.strategy.builtin.save_model", read_only_disk)
     config = config_file(strategy={"model_path": str(model_path)})  # no model there yet: the bot trains one
-    assert main(["run", "--config", str(config), "--cycles", "1", "--interval", "0"]) == EXIT_ENVIRONMENT
+    assert main(["run", "--no-supervisor", "--config", str(config), "--cycles", "1", "--interval", "0"]) == EXIT_ENVIRONMENT
     assert one_line(capsys.readouterr().err) == (
         f"crypto-bot: cannot write the signal model to {model_path}: Read-only file system; make its directory "
         "writable or set strategy.model_path"

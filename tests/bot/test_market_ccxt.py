@@ -245,7 +245,7 @@ def test_an_exchange_error_echoing_the_key_and_signature_reaches_no_log_of_the_c
     monkeypatch.setattr("crypto_bot.bot.build_market", loopback_source)
     caplog.set_level(logging.DEBUG)
     config = config_file(market={"source": "ccxt", "exchange": "binance"}, symbols=["BTC/USDT"], timeframes=["1h"])
-    assert cli.main(["run", "--config", str(config), "--cycles", "1", "--interval", "0", "--verbose"]) == 0
+    assert cli.main(["run", "--no-supervisor", "--config", str(config), "--cycles", "1", "--interval", "0", "--verbose"]) == 0
 
     signatures = [query["signature"] for path, query in server.requests if "signature" in query]
     assert signatures, "the stub saw no signed request"

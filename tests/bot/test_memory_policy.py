@@ -92,7 +92,7 @@ def run_commands(config: Path, directory: Path) -> subprocess.CompletedProcess[s
 
         config = {str(config)!r}
         codes = [
-            main(["run", "--config", config, "--cycles", "1", "--interval", "0"]),
+            main(["run", "--no-supervisor", "--config", config, "--cycles", "1", "--interval", "0"]),
             main(["memory", "stats", "--config", config]),
             main(["soak", "--config", config, "--cycles", "2", "--out", {str(directory / "soak")!r}, "--symbols", "6",
                   "--new-symbols-per-cycle", "1", "--history-candles", "100", "--no-plot"]),

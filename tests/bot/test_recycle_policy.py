@@ -3,6 +3,13 @@ from crypto_bot.memory.recycle import RecyclePolicy, minutes_to_limit
 MIB = 1024 * 1024
 
 
+def started(pressure_passes: int, horizon_minutes: float) -> RecyclePolicy:
+    """A policy that has seen the process's first cycle end well below PRESSURE."""
+    policy = RecyclePolicy(pressure_passes=pressure_passes, horizon_minutes=horizon_minutes)
+    assert not policy.observe(False, 40 * MIB, 100 * MIB, None).recycle
+    return policy
+
+
 def test_forecast_is_headroom_over_slope_in_minutes():
     assert minutes_to_limit(100 * MIB, 160 * MIB, 120 * MIB) == 30.0
 
@@ -18,26 +25,40 @@ def test_usage_over_the_limit_forecasts_zero_minutes():
 
 
 def test_recycles_after_k_consecutive_passes_at_pressure():
-    policy = RecyclePolicy(pressure_passes=3, horizon_minutes=10)
+    policy = started(pressure_passes=3, horizon_minutes=10)
     decisions = [policy.observe(True, 90 * MIB, 100 * MIB, None) for _ in range(3)]
     assert [d.recycle for d in decisions] == [False, False, True]
     assert "90.0 MiB" in decisions[-1].reason and "100.0 MiB" in decisions[-1].reason
 
 
 def test_a_pass_below_pressure_resets_the_count():
-    policy = RecyclePolicy(pressure_passes=2, horizon_minutes=10)
+    policy = started(pressure_passes=2, horizon_minutes=10)
     policy.observe(True, 90 * MIB, 100 * MIB, None)
     policy.observe(False, 50 * MIB, 100 * MIB, None)
     assert not policy.observe(True, 90 * MIB, 100 * MIB, None).recycle
 
 
 def test_recycles_when_the_leak_forecast_is_within_the_horizon():
-    policy = RecyclePolicy(pressure_passes=3, horizon_minutes=30)
+    policy = started(pressure_passes=3, horizon_minutes=30)
     decision = policy.observe(False, 100 * MIB, 160 * MIB, 150 * MIB)
     assert decision.recycle
     assert "24.0 min" in decision.reason and "slope 150.0 MiB/h" in decision.reason
 
 
 def test_keeps_running_when_the_forecast_is_beyond_the_horizon():
-    policy = RecyclePolicy(pressure_passes=3, horizon_minutes=30)
+    policy = started(pressure_passes=3, horizon_minutes=30)
     assert not policy.observe(False, 100 * MIB, 160 * MIB, 60 * MIB).recycle
+
+
+def test_a_process_at_pressure_from_its_first_observation_is_never_recycled_and_says_why_once():
+    policy = RecyclePolicy(pressure_passes=1, horizon_minutes=30)
+    first = policy.observe(True, 180 * MIB, 50 * MIB, None)
+    assert not first.recycle and "fresh process is at PRESSURE" in first.reason and "50.0 MiB" in first.reason
+    later = [policy.observe(True, 180 * MIB, 50 * MIB, 100 * MIB) for _ in range(5)]
+    assert not any(d.recycle or d.reason for d in later)
+
+
+def test_a_process_that_started_below_pressure_is_recycled_when_it_reaches_it():
+    policy = RecyclePolicy(pressure_passes=1, horizon_minutes=30)
+    assert not policy.observe(False, 60 * MIB, 100 * MIB, None).recycle
+    assert policy.observe(True, 90 * MIB, 100 * MIB, None).recycle

@@ -59,8 +59,9 @@ def test_a_recycled_child_is_replaced_and_the_reason_logged(tmp_path: Path, capl
         assert supervisor.run() == 0
     assert runs(tmp_path) == 3
     assert supervisor.restarts == 2
-    assert "recycling the bot process: run 0 reached its forecast limit" in caplog.text
-    assert "recycling the bot process: run 1 reached its forecast limit" in caplog.text
+    assert supervisor.recycles == 2
+    assert "recycling the bot process (1 so far): run 0 reached its forecast limit" in caplog.text
+    assert "recycling the bot process (2 so far): run 1 reached its forecast limit" in caplog.text
 
 
 def test_too_many_restarts_in_the_window_end_the_supervisor(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
