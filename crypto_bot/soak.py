@@ -20,8 +20,6 @@ from array import array
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from crypto_bot.cli import EXIT_OK, EXIT_USAGE, CommandError, load_config, non_negative_int, non_negative_number, positive_int
 from crypto_bot.memory import ConfigError, LeakDetector, MemoryManager, MemoryProbe, sizeof
 from crypto_bot.memory.leaks import LEAK_THRESHOLD_BYTES_PER_CYCLE
@@ -46,8 +44,8 @@ FIELDS = (
     "unmanaged_bytes",
     "leak_suspected",
 )
-_injected_leak: list[bytes] = []
-PLAIN_SIZING_EVERY = 25  # sizing every plain dict entry costs O(entries): done every 25 cycles, carried between  # --inject-leak-kib appends here and never lets go
+_injected_leak: list[bytes] = []  # --inject-leak-kib appends here and never lets go
+PLAIN_SIZING_EVERY = 25  # sizing every plain dict entry costs O(entries): done every 25 cycles, carried between
 
 
 def add_soak_command(commands: Any, parents: list[argparse.ArgumentParser] | None = None) -> None:
@@ -194,6 +192,8 @@ def summarise(
     rss: array, cache: array, warmup: int, seconds: float, bot: Any, detector: LeakDetector
 ) -> dict[str, Any]:
     """Slope after warm-up by least squares, peak and final RSS, evictions by cause, leak verdict."""
+    import numpy as np  # here, not at the top: the parser imports this module for every command
+
     start = warmup if len(rss) - warmup >= 3 else 0
     cycles = np.arange(start + 1, len(rss) + 1, dtype=float)
     slope = float(np.polyfit(cycles, np.asarray(rss[start:], dtype=float), 1)[0]) if len(cycles) >= 3 else float("nan")
