@@ -9,6 +9,7 @@ import subprocess
 import sys
 import types
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,27 @@ def crypto_bot(*args: str, cwd: Path, **options: object) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "crypto_bot.cli", *args], cwd=cwd, env=environment, text=True, **options
     )
+
+
+@contextmanager
+def running_bot(config: Path, *options: str, cwd: Path, stderr: Any) -> Iterator[subprocess.Popen]:
+    """`crypto-bot run --config CONFIG OPTIONS` (stdout piped, line-buffered), entered once it reported its
+    first cycle; killed at the block's end if the block left it running (a failed test)."""
+    process = crypto_bot(
+        "run", "--config", str(config), *options, cwd=cwd, stdout=subprocess.PIPE, stderr=stderr, bufsize=1
+    )
+    try:
+        seen = []
+        for line in process.stdout:
+            seen.append(line)
+            if line.startswith("cycle "):
+                break
+        assert seen and seen[-1].startswith("cycle "), "".join(seen)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def small_config(journal_path: Path, model_path: Path, **sections: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import yaml
 
 from crypto_bot import cli
 from crypto_bot.cli import EXIT_USAGE, main
-from tests.bot.conftest import REPOSITORY_CONFIG, SUBPROCESS_TIMEOUT_SECONDS, crypto_bot
+from tests.bot.conftest import REPOSITORY_CONFIG, SUBPROCESS_TIMEOUT_SECONDS, crypto_bot, running_bot
 
 
 
@@ -133,24 +133,11 @@ def test_run_trades_for_the_given_cycles_and_prints_a_summary(tmp_path: Path, co
 def test_run_stops_cleanly_on_sigterm(tmp_path: Path, config_file: Callable[..., Path]) -> None:
     config = config_file()
     journal = tmp_path / "journal.sqlite"
-    with open(tmp_path / "stderr.log", "w", encoding="utf-8") as stderr:
-        process = crypto_bot(
-            "run", "--config", str(config), "--interval", "0",
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=stderr, bufsize=1,
-        )
-        try:
-            seen = []
-            for line in process.stdout:
-                seen.append(line)
-                if line.startswith("cycle "):
-                    break
-            assert seen and seen[-1].startswith("cycle "), "".join(seen)
-            process.send_signal(signal.SIGTERM)
-            rest, _ = process.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+    with open(tmp_path / "stderr.log", "w", encoding="utf-8") as stderr, running_bot(
+        config, "--interval", "0", cwd=tmp_path, stderr=stderr
+    ) as process:
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS)
     assert process.returncode == 0, (tmp_path / "stderr.log").read_text()
     assert "Summary" in rest
     open_positions = int(next(line for line in rest.splitlines() if "open positions" in line).split()[-1])
@@ -164,25 +151,15 @@ def test_run_stops_cleanly_on_sigterm(tmp_path: Path, config_file: Callable[...,
 
 def test_sigusr1_writes_a_memory_report_beside_the_journal(tmp_path: Path, config_file: Callable[..., Path]) -> None:
     config = config_file()
-    with open(tmp_path / "stderr.log", "w", encoding="utf-8") as stderr:
-        process = crypto_bot(
-            "run", "--config", str(config), "--interval", "0.2",
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=stderr, bufsize=1,
-        )
-        try:
-            for line in process.stdout:
-                if line.startswith("cycle "):
-                    break
-            process.send_signal(signal.SIGUSR1)
-            for line in process.stdout:  # the report is written between cycles; two more lines are enough
-                if line.startswith("cycle ") and list(tmp_path.glob("memory-report-*.json")):
-                    break
-            process.send_signal(signal.SIGTERM)
-            process.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+    with open(tmp_path / "stderr.log", "w", encoding="utf-8") as stderr, running_bot(
+        config, "--interval", "0.2", cwd=tmp_path, stderr=stderr
+    ) as process:
+        process.send_signal(signal.SIGUSR1)  # to the supervisor, which passes it on to the bot
+        for line in process.stdout:  # the report is written between cycles; two more lines are enough
+            if line.startswith("cycle ") and list(tmp_path.glob("memory-report-*.json")):
+                break
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS)
     assert process.returncode == 0, (tmp_path / "stderr.log").read_text()
     (report,) = tmp_path.glob("memory-report-*.json")
     assert {"reading", "caches"} <= set(json.loads(report.read_text()))

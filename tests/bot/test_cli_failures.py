@@ -21,7 +21,7 @@ import pytest
 from crypto_bot.cli import EXIT_ENVIRONMENT, EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, main
 from crypto_bot.execution import TradeJournal
 from crypto_bot.market import csv_file_name
-from tests.bot.conftest import SUBPROCESS_TIMEOUT_SECONDS, crypto_bot
+from tests.bot.conftest import SUBPROCESS_TIMEOUT_SECONDS, crypto_bot, running_bot
 
 START_MS = 1_704_067_200_000
 MINUTE_MS = 60_000
@@ -157,26 +157,17 @@ def test_a_second_bot_on_a_running_bots_journal_exits_naming_the_journal_and_its
 ) -> None:
     config = config_file()
     journal = tmp_path / "journal.sqlite"
-    with open(tmp_path / "first.err", "w", encoding="utf-8") as first_err:
-        first = crypto_bot(
-            "run", "--config", str(config), "--interval", "0.2",
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=first_err, bufsize=1,
-        )
-        try:
-            for line in first.stdout:  # the first bot holds the journal once it reports a cycle
-                if line.startswith("cycle "):
-                    break
-            second = command("run", "--config", str(config), "--cycles", "1", "--interval", "0", cwd=tmp_path)
-            holder = int(second.stderr.partition("(pid ")[2].partition(")")[0] or 0)
-            holder_parent = parent_pid(holder)  # read while the first bot runs
-            status = command("status", "--config", str(config), cwd=tmp_path)
-            stats = command("memory", "stats", "--config", str(config), cwd=tmp_path)
-            first.send_signal(signal.SIGTERM)
-            first.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS)
-        finally:
-            if first.poll() is None:
-                first.kill()
-                first.wait()
+    # The first bot holds the journal once it reports a cycle.
+    with open(tmp_path / "first.err", "w", encoding="utf-8") as first_err, running_bot(
+        config, "--interval", "0.2", cwd=tmp_path, stderr=first_err
+    ) as first:
+        second = command("run", "--config", str(config), "--cycles", "1", "--interval", "0", cwd=tmp_path)
+        holder = int(second.stderr.partition("(pid ")[2].partition(")")[0] or 0)
+        holder_parent = parent_pid(holder)  # read while the first bot runs
+        status = command("status", "--config", str(config), cwd=tmp_path)
+        stats = command("memory", "stats", "--config", str(config), cwd=tmp_path)
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS)
     assert second.returncode == EXIT_ENVIRONMENT
     assert one_line(second.stderr) == (
         f"crypto-bot: trade journal at {journal} is in use by another bot (pid {holder}); stop that bot or set "
@@ -314,19 +305,10 @@ def test_an_unexpected_error_is_one_line_that_says_it_is_a_bug(
 
 def test_ctrl_c_stops_a_run_with_exit_0(tmp_path: Path, config_file: Callable[..., Path]) -> None:
     config = config_file()
-    with open(tmp_path / "stderr.log", "w", encoding="utf-8") as stderr:
-        process = crypto_bot(
-            "run", "--config", str(config), "--interval", "0", cwd=tmp_path, stdout=subprocess.PIPE, stderr=stderr, bufsize=1
-        )
-        try:
-            for line in process.stdout:
-                if line.startswith("cycle "):
-                    break
-            process.send_signal(signal.SIGINT)
-            rest, _ = process.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+    with open(tmp_path / "stderr.log", "w", encoding="utf-8") as stderr, running_bot(
+        config, "--interval", "0", cwd=tmp_path, stderr=stderr
+    ) as process:
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS)
     assert process.returncode == EXIT_OK, (tmp_path / "stderr.log").read_text()
     assert "Summary" in rest and "Traceback" not in (tmp_path / "stderr.log").read_text()

@@ -1,5 +1,5 @@
 from crypto_bot.memory import LeakDetector, MemoryConfig, MemoryManager, MemoryProbe
-from crypto_bot.memory.recycle import RecyclePolicy, minutes_to_limit
+from crypto_bot.memory.recycle import RecycleDecision, RecyclePolicy, minutes_to_limit
 
 MIB = 1024 * 1024
 
@@ -65,30 +65,25 @@ def test_a_process_that_started_below_pressure_is_recycled_when_it_reaches_it():
     assert policy.observe(True, 90 * MIB, 100 * MIB, None).recycle
 
 
-def test_a_managers_confirmed_leak_that_reaches_its_limit_within_the_horizon_recycles_it():
-    used_mib = MemoryProbe().read().rss_bytes / MIB
-    # The limit 200 MiB above what the process uses now: NORMAL, and 20 minutes away at 600 MiB/hour.
-    manager = MemoryManager(MemoryConfig(enable_background_cleanup=False, process_memory_limit_mb=used_mib + 200))
+def decision_for_a_leaking_manager(limit_mb: float) -> RecycleDecision:
+    """The decision for a real MemoryManager under `limit_mb` whose leak detector confirmed 600 MiB/hour."""
+    manager = MemoryManager(MemoryConfig(enable_background_cleanup=False, process_memory_limit_mb=limit_mb))
     try:
         manager.perform_maintenance()
         manager.leaks = LeakDetector(window_size=3, windows_to_confirm=1)
         for minute in range(3):
             manager.leaks.observe(minute * 60.0, 100 * MIB + minute * 10 * MIB, 0)
-        decision = RecyclePolicy(pressure_passes=3, horizon_minutes=30).observe_manager(manager)
+        return RecyclePolicy(pressure_passes=3, horizon_minutes=30).observe_manager(manager)
     finally:
         manager.stop()
+
+
+def test_a_managers_confirmed_leak_that_reaches_its_limit_within_the_horizon_recycles_it():
+    # The limit 200 MiB above what the process uses now: NORMAL, and 20 minutes away at 600 MiB/hour.
+    decision = decision_for_a_leaking_manager(MemoryProbe().read().rss_bytes / MIB + 200)
     assert decision.recycle, decision
     assert "leak trend reaches the limit" in decision.reason and "slope 600.0 MiB/h" in decision.reason
 
 
 def test_a_managers_leak_beyond_the_horizon_does_not_recycle_it():
-    manager = MemoryManager(MemoryConfig(enable_background_cleanup=False, process_memory_limit_mb=64 * 1024))
-    try:
-        manager.perform_maintenance()
-        manager.leaks = LeakDetector(window_size=3, windows_to_confirm=1)
-        for minute in range(3):
-            manager.leaks.observe(minute * 60.0, 100 * MIB + minute * 10 * MIB, 0)
-        decision = RecyclePolicy(pressure_passes=3, horizon_minutes=30).observe_manager(manager)
-    finally:
-        manager.stop()
-    assert not decision.recycle
+    assert not decision_for_a_leaking_manager(64 * 1024).recycle

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from crypto_bot.supervisor import RECYCLE_EXIT_CODE
-from tests.bot.conftest import SUBPROCESS_TIMEOUT_SECONDS, crypto_bot
+from tests.bot.conftest import SUBPROCESS_TIMEOUT_SECONDS, crypto_bot, running_bot
 
 CYCLES = 40
 LEAKING = {
@@ -118,24 +118,13 @@ def test_the_supervisor_maps_neither_pandas_nor_scikit_learn_and_starts_the_chil
     config_file: Callable[..., Path],
 ) -> None:
     config = config_file()
-    process = crypto_bot(
-        "run", "--config", str(config), "--interval", "0.2",
-        cwd=config.parent, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=1,
-    )
-    try:
-        for line in process.stdout:
-            if line.startswith("cycle "):
-                break
+    with running_bot(config, "--interval", "0.2", cwd=config.parent, stderr=subprocess.DEVNULL) as process:
         [child] = children(process.pid)
         heavy = ("pandas", "sklearn", "numpy")
         supervisor_maps, child_maps = mapped_packages(process.pid, heavy), mapped_packages(child, heavy)
         child_environment = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == 0
     assert child_maps == set(heavy)  # the check sees them where they are
     assert supervisor_maps == set()

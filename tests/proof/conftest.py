@@ -5,13 +5,28 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.cgroup_util import CgroupUnavailable, child_memory_cgroup
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
+MIB = 1024 * 1024
+CONTAINER_LIMIT_BYTES = 256 * MIB  # a small VPS or container
+
+
+@pytest.fixture
+def cgroup() -> Iterator[Path]:
+    """A fresh memory cgroup limited to CONTAINER_LIMIT_BYTES; the test is skipped where none can be made."""
+    with ExitStack() as stack:
+        try:
+            yield stack.enter_context(child_memory_cgroup(CONTAINER_LIMIT_BYTES))
+        except CgroupUnavailable as exc:
+            pytest.skip(f"real cgroup unavailable: {exc}")
 
 
 @pytest.fixture(scope="session")

@@ -9,33 +9,21 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from tests.cgroup_util import CgroupUnavailable, child_memory_cgroup, read_memory_stats, spawn_in_cgroup
-from tests.proof.conftest import read_rows, run_soak, soak_command
+from tests.cgroup_util import read_memory_stats, spawn_in_cgroup
+from tests.proof.conftest import CONTAINER_LIMIT_BYTES, MIB, read_rows, run_soak, soak_command
 
 pytestmark = [pytest.mark.cgroup, pytest.mark.proof]
 
-MIB = 1024 * 1024
-LIMIT_BYTES = 256 * MIB
+LIMIT_BYTES = CONTAINER_LIMIT_BYTES
 CYCLES = 110
 # A scanner listing 20 pairs a cycle with 5000-candle windows: about 5.5 MiB more per cycle for
 # plain dicts on a ~150 MiB base, so by the last cycle the unmanaged run needs about three times
 # the limit. The managed run stays below it by its tiers (GC, then shrinking caches).
 WORKLOAD = ("--new-symbols-per-cycle", "20", "--history-candles", "5000")
-
-
-@pytest.fixture
-def cgroup() -> Iterator[Path]:
-    with ExitStack() as stack:
-        try:
-            yield stack.enter_context(child_memory_cgroup(LIMIT_BYTES))
-        except CgroupUnavailable as exc:
-            pytest.skip(f"real cgroup unavailable: {exc}")
 
 
 @pytest.fixture(scope="module")

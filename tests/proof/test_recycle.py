@@ -19,8 +19,6 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -28,24 +26,13 @@ import yaml
 
 from tests.bot.conftest import REPO_ROOT, small_config
 from tests.bot.test_recycle_run import CLOSED, OPENED, RESUMED, SUPERVISOR_RECYCLE, journal_fills, last_open_count
-from tests.cgroup_util import CgroupUnavailable, child_memory_cgroup, read_memory_stats, spawn_in_cgroup
+from tests.cgroup_util import read_memory_stats, spawn_in_cgroup
 
 pytestmark = [pytest.mark.cgroup, pytest.mark.proof]
 
-MIB = 1024 * 1024
-LIMIT_BYTES = 256 * MIB
 CYCLES = 80
 LEAK_MIB = 2  # 80 cycles of it on the bot's base are far beyond the limit
 RUN_TIMEOUT_SECONDS = 600
-
-
-@pytest.fixture
-def cgroup() -> Iterator[Path]:
-    with ExitStack() as stack:
-        try:
-            yield stack.enter_context(child_memory_cgroup(LIMIT_BYTES))
-        except CgroupUnavailable as exc:
-            pytest.skip(f"real cgroup unavailable: {exc}")
 
 
 @pytest.fixture
