@@ -26,7 +26,6 @@ with several problems gives one line per problem), never a traceback; `--debug` 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import json
 import logging
@@ -43,6 +42,8 @@ from crypto_bot.memory import validation
 from crypto_bot.memory.config import MAX_SECONDS
 
 if TYPE_CHECKING:  # the settings pull in the trading stack; `memory stats` alone does not need it
+    import asyncio  # imported by the commands that run the bot: `config check` stays light (README "Footprint")
+
     from crypto_bot.memory.allocator import AllocatorConfig
     from crypto_bot.memory.recycle import RecycleConfig
     from crypto_bot.settings import Settings
@@ -290,6 +291,8 @@ def _run(args: argparse.Namespace) -> int:
     if not args.no_supervisor and not supervised() and (sections := _supervision(args.config)) is not None:
         return _supervise(args.argv, *sections)
     settings = load_config(args.config)
+    import asyncio
+
     return asyncio.run(_run_bot(settings, args.cycles, args.interval))
 
 
@@ -337,6 +340,8 @@ def _supervise(argv: Sequence[str], recycle: RecycleConfig, allocator: Allocator
 
 async def pause_between_cycles(stop: asyncio.Event, seconds: float) -> None:
     """Wait `seconds`, or until a stop is requested."""
+    import asyncio
+
     try:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
     except TimeoutError:
@@ -345,6 +350,8 @@ async def pause_between_cycles(stop: asyncio.Event, seconds: float) -> None:
 
 async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: float) -> int:
     """Run cycles until stopped, `cycles` reached (counting a recycled bot's predecessors) or a recycle is due."""
+    import asyncio
+
     from crypto_bot.bot import TradingBot
     from crypto_bot.memory import MemoryManager
     from crypto_bot.memory.recycle import RecyclePolicy

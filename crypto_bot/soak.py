@@ -13,6 +13,7 @@ import asyncio
 import csv
 import dataclasses
 import gc
+import importlib
 import json
 import logging
 import time
@@ -20,15 +21,14 @@ from array import array
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from crypto_bot.cli import EXIT_OK, EXIT_USAGE, CommandError, load_config, non_negative_int, non_negative_number, positive_int
-from crypto_bot.memory import ConfigError, LeakDetector, MemoryManager, MemoryProbe, sizeof
-from crypto_bot.memory.leaks import LEAK_THRESHOLD_BYTES_PER_CYCLE
 from crypto_bot.memory.units import KIB as _KIB
 from crypto_bot.memory.units import MIB as _MIB
 
+# The memory runtime is imported inside the functions that run a soak: every `crypto-bot` command builds its
+# command line from `add_soak_command`, and `config check` should not load the manager for it.
 if TYPE_CHECKING:
+    from crypto_bot.memory import LeakDetector, MemoryProbe
     from crypto_bot.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,8 @@ def soak_settings(settings: Settings, args: argparse.Namespace, out: Path) -> Se
 
 
 def _soak(args: argparse.Namespace) -> int:
+    from crypto_bot.memory import ConfigError
+
     settings = load_config(args.config)
     out = Path(args.out)
     try:
@@ -105,9 +107,11 @@ def _soak(args: argparse.Namespace) -> int:
 
 
 async def run_soak(settings: Settings, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    from tqdm import tqdm
-
     from crypto_bot.bot import TradingBot
+    from crypto_bot.memory import LeakDetector, MemoryManager, MemoryProbe
+    from crypto_bot.memory.leaks import LEAK_THRESHOLD_BYTES_PER_CYCLE
+
+    tqdm = _soak_extra("tqdm").tqdm
 
     managed = not args.unmanaged
     memory = MemoryManager(settings.memory) if managed else None
@@ -183,6 +187,8 @@ def _row(bot: Any, probe: MemoryProbe, cycle: int, seconds: float, plain_cache_b
 
 
 def _plain_cache_bytes(cache: dict) -> int:
+    from crypto_bot.memory import sizeof
+
     """What the unmanaged dict caches hold, by the same sizer the managed caches use."""
     total = 0
     for value in cache.values():
@@ -194,6 +200,8 @@ def summarise(
     rss: array, cache: array, warmup: int, seconds: float, bot: Any, detector: LeakDetector
 ) -> dict[str, Any]:
     """Slope after warm-up by least squares, peak and final RSS, evictions by cause, leak verdict."""
+    import numpy as np  # here, not at the top: `crypto-bot --help` and `config check` import this module
+
     start = warmup if len(rss) - warmup >= 3 else 0
     cycles = np.arange(start + 1, len(rss) + 1, dtype=float)
     slope = float(np.polyfit(cycles, np.asarray(rss[start:], dtype=float), 1)[0]) if len(cycles) >= 3 else float("nan")
@@ -235,12 +243,23 @@ def print_summary(summary: dict[str, Any]) -> None:
     )
 
 
+def _soak_extra(module: str) -> Any:
+    """A module of the `soak` extra (plotting, the progress bar), or exit 2 saying how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise CommandError(
+            EXIT_USAGE,
+            f"crypto-bot soak needs {module.split('.')[0]} ({error}): install the soak extra, pip install 'crypto-bot[soak]'",
+        ) from error
+
+
 def plot(out: Path, *, compare: Path | None = None) -> None:
     """memory.png: RSS and cache bytes per cycle (and another run's, when comparing), with the limit."""
-    import matplotlib
+    from crypto_bot.memory import MemoryProbe
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    _soak_extra("matplotlib").use("Agg")
+    plt = _soak_extra("matplotlib.pyplot")
 
     fig, ax = plt.subplots(figsize=(10, 5.5), dpi=110)
     runs = [(out, "")] + ([(compare, " (compared run)")] if compare is not None else [])

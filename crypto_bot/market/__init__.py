@@ -3,80 +3,56 @@ the typed errors of a request, what a valid candle is, when a series needs fetch
 per-series refresh the bot runs (`refresh_series`).
 
 `CcxtMarket` imports ccxt only when constructed, so this package works without the `ccxt` extra.
+
+Names are imported from their modules on first use (`crypto_bot.lazy_exports`): importing the package costs nothing.
 """
 
-from crypto_bot.market.backoff import BackoffPolicy
-from crypto_bot.market.candles import candle_problem, checked_candles
-from crypto_bot.market.ccxt_market import (
-    MAX_OHLCV_PAGES,
-    CcxtMarket,
-    ccxt_source_problems,
-    exchange_ids,
-    max_candles_per_fetch,
-    offered_timeframes,
-)
-from crypto_bot.market.config import MARKET_TYPES, SOURCES, CcxtConfig, MarketConfig
-from crypto_bot.market.csv_market import CsvFileError, CsvFormatError, CsvMarket, csv_file_name, csv_symbols
-from crypto_bot.market.errors import (
-    ERROR_KINDS,
-    AuthenticationFailed,
-    BadData,
-    ExchangeRejected,
-    ExchangeUnavailable,
-    MarketDataError,
-    NetworkFailure,
-    RateLimited,
-    UnknownSymbol,
-)
-from crypto_bot.market.schedule import FetchRequest, candles_closed_after, refresh_request
-from crypto_bot.market.series import SeriesUpdate, newest_open_ms, refresh_series
-from crypto_bot.market.simulated import DEFAULT_SYMBOLS, SimulatedMarket, generated_symbols
-from crypto_bot.market.source import OHLCV_COLUMNS, MarketDataSource, ohlcv_frame
-from crypto_bot.market.stats import SourceStats
-from crypto_bot.market.timeframes import MAX_LIMIT, TIMEFRAME_MS, timeframe_ms
+from crypto_bot.lazy_exports import lazy_exports
 
-__all__ = [
-    "DEFAULT_SYMBOLS",
-    "ERROR_KINDS",
-    "MARKET_TYPES",
-    "MAX_LIMIT",
-    "MAX_OHLCV_PAGES",
-    "OHLCV_COLUMNS",
-    "SOURCES",
-    "TIMEFRAME_MS",
-    "AuthenticationFailed",
-    "BackoffPolicy",
-    "BadData",
-    "CcxtConfig",
-    "CcxtMarket",
-    "CsvFileError",
-    "CsvFormatError",
-    "CsvMarket",
-    "ExchangeRejected",
-    "ExchangeUnavailable",
-    "FetchRequest",
-    "MarketConfig",
-    "MarketDataError",
-    "MarketDataSource",
-    "NetworkFailure",
-    "RateLimited",
-    "SeriesUpdate",
-    "SimulatedMarket",
-    "SourceStats",
-    "UnknownSymbol",
-    "candle_problem",
-    "candles_closed_after",
-    "ccxt_source_problems",
-    "checked_candles",
-    "csv_file_name",
-    "csv_symbols",
-    "exchange_ids",
-    "generated_symbols",
-    "max_candles_per_fetch",
-    "newest_open_ms",
-    "offered_timeframes",
-    "ohlcv_frame",
-    "refresh_request",
-    "refresh_series",
-    "timeframe_ms",
-]
+_EXPORTS = {
+    "BackoffPolicy": "backoff",
+    "candle_problem": "candles",
+    "checked_candles": "candles",
+    "CcxtMarket": "ccxt_market",
+    "MAX_OHLCV_PAGES": "ccxt_market",
+    "ccxt_source_problems": "ccxt_market",
+    "exchange_ids": "ccxt_market",
+    "max_candles_per_fetch": "ccxt_market",
+    "offered_timeframes": "ccxt_market",
+    "CcxtConfig": "config",
+    "MARKET_TYPES": "config",
+    "MarketConfig": "config",
+    "SOURCES": "config",
+    "CsvFileError": "csv_market",
+    "CsvFormatError": "csv_market",
+    "CsvMarket": "csv_market",
+    "csv_file_name": "csv_files",
+    "csv_symbols": "csv_files",
+    "AuthenticationFailed": "errors",
+    "BadData": "errors",
+    "ERROR_KINDS": "errors",
+    "ExchangeRejected": "errors",
+    "ExchangeUnavailable": "errors",
+    "MarketDataError": "errors",
+    "NetworkFailure": "errors",
+    "RateLimited": "errors",
+    "UnknownSymbol": "errors",
+    "FetchRequest": "schedule",
+    "candles_closed_after": "schedule",
+    "refresh_request": "schedule",
+    "SeriesUpdate": "series",
+    "newest_open_ms": "series",
+    "refresh_series": "series",
+    "DEFAULT_SYMBOLS": "simulated",
+    "SimulatedMarket": "simulated",
+    "generated_symbols": "simulated",
+    "MarketDataSource": "source",
+    "OHLCV_COLUMNS": "source",
+    "ohlcv_frame": "source",
+    "SourceStats": "stats",
+    "MAX_LIMIT": "timeframes",
+    "TIMEFRAME_MS": "timeframes",
+    "timeframe_ms": "timeframes",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -2,43 +2,39 @@
 
 Importable without any trading code. `MemoryManager` ties the pieces together; the
 seed-compatible API lives in `crypto_bot.utils.enhanced_memory_manager`.
+
+Names are imported from their modules on first use (`crypto_bot.lazy_exports`): `crypto_bot.memory.validation`
+or `.recycle` alone does not load the manager.
 """
 
-from .budget import SharedBudget
-from .cache import CacheEntry, ManagedCache, RemovalCause, cache_backend
-from .config import ConfigError, MemoryConfig
-from .leaks import LeakDetector, LeakReport, ReleaseWatch, diagnose
-from .manager import MaintenanceReport, MemoryManager
-from .models import ModelRecord, ModelRegistry, ModelUnavailableError
-from .pressure import PressureDecision, PressureLevel, PressurePolicy
-from .probe import MemoryProbe, MemoryReading, read_memory
-from .reclaim import GcResult, collect_garbage
-from .sizing import sizeof
+from crypto_bot.lazy_exports import lazy_exports
 
-__all__ = [
-    "CacheEntry",
-    "ConfigError",
-    "GcResult",
-    "LeakDetector",
-    "LeakReport",
-    "MaintenanceReport",
-    "ManagedCache",
-    "MemoryConfig",
-    "MemoryManager",
-    "MemoryProbe",
-    "MemoryReading",
-    "ModelRecord",
-    "ModelRegistry",
-    "ModelUnavailableError",
-    "PressureDecision",
-    "PressureLevel",
-    "PressurePolicy",
-    "ReleaseWatch",
-    "RemovalCause",
-    "SharedBudget",
-    "cache_backend",
-    "collect_garbage",
-    "diagnose",
-    "read_memory",
-    "sizeof",
-]
+_EXPORTS = {
+    "SharedBudget": "budget",
+    "CacheEntry": "cache",
+    "ManagedCache": "cache",
+    "RemovalCause": "cache",
+    "cache_backend": "cache",
+    "ConfigError": "config",
+    "MemoryConfig": "config",
+    "LeakDetector": "leaks",
+    "LeakReport": "leaks",
+    "ReleaseWatch": "leaks",
+    "diagnose": "leaks",
+    "MaintenanceReport": "manager",
+    "MemoryManager": "manager",
+    "ModelRecord": "models",
+    "ModelRegistry": "models",
+    "ModelUnavailableError": "models",
+    "PressureDecision": "pressure",
+    "PressureLevel": "pressure",
+    "PressurePolicy": "pressure",
+    "MemoryProbe": "probe",
+    "MemoryReading": "probe",
+    "read_memory": "probe",
+    "GcResult": "reclaim",
+    "collect_garbage": "reclaim",
+    "sizeof": "sizing",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
