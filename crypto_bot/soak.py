@@ -9,7 +9,6 @@ Output: `soak.csv` (one row per cycle), `memory.png`, `summary.json` and a print
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import dataclasses
 import gc
@@ -25,8 +24,8 @@ from crypto_bot.cli import EXIT_OK, EXIT_USAGE, CommandError, load_config, non_n
 from crypto_bot.memory.units import KIB as _KIB
 from crypto_bot.memory.units import MIB as _MIB
 
-# The memory runtime is imported inside the functions that run a soak: every `crypto-bot` command builds its
-# command line from `add_soak_command`, and `config check` should not load the manager for it.
+# asyncio and the memory runtime are imported inside the functions that run a soak: every `crypto-bot` command
+# builds its command line from `add_soak_command`, and `config check` should not load them for it.
 if TYPE_CHECKING:
     from crypto_bot.memory import LeakDetector, MemoryProbe
     from crypto_bot.settings import Settings
@@ -86,6 +85,8 @@ def soak_settings(settings: Settings, args: argparse.Namespace, out: Path) -> Se
 
 
 def _soak(args: argparse.Namespace) -> int:
+    import asyncio
+
     from crypto_bot.memory import ConfigError
 
     settings = load_config(args.config)

@@ -13,7 +13,6 @@ scoring rule (`signals.builtin_score`), the plugin interface and host (`plugin`,
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping, MutableMapping
 from contextlib import AbstractContextManager, nullcontext
@@ -110,6 +109,8 @@ class BuiltinStrategy:
                 logger.warning("%s; retraining", error)
         logger.info("training the signal model on simulated history (first start)")
         frames = await self._training_frames(runtime)
+        import asyncio  # here with the rest of the analysis stack: `config check` builds this class and stays light
+
         model = await asyncio.to_thread(strategy.train_signal_model, frames, horizon=settings.model_horizon)
         try:
             strategy.save_model(model, path)

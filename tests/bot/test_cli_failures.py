@@ -164,7 +164,7 @@ def test_a_second_bot_on_a_running_bots_journal_exits_naming_the_journal_and_its
         )
         try:
             for line in first.stdout:  # the first bot holds the journal once it reports a cycle
-                if line.startswith("cycle "):
+                if "| cycle " in line:
                     break
             second = command("run", "--config", str(config), "--cycles", "1", "--interval", "0", cwd=tmp_path)
             holder = int(second.stderr.partition("(pid ")[2].partition(")")[0] or 0)
@@ -320,7 +320,7 @@ def test_ctrl_c_stops_a_run_with_exit_0(tmp_path: Path, config_file: Callable[..
         )
         try:
             for line in process.stdout:
-                if line.startswith("cycle "):
+                if "| cycle " in line:
                     break
             process.send_signal(signal.SIGINT)
             rest, _ = process.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS)
