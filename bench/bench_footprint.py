@@ -90,19 +90,26 @@ def import_weights() -> list[tuple[str, float, float]]:
     return rows
 
 
-def heavy_optional_imports() -> list[tuple[str, float]]:
-    """MiB that modules outside the runtime would add after pandas, where this interpreter has them."""
+OUTSIDE_THE_RUNTIME = {  # module: what is imported before it (pandas 3 imports pyarrow itself whenever it is there)
+    "pyarrow": "numpy",
+    "sklearn.ensemble": "numpy, pandas",
+    "matplotlib.pyplot": "numpy, pandas",
+}
+
+
+def heavy_optional_imports() -> list[tuple[str, str, float]]:
+    """(module, imported before it, MiB it adds) for modules outside the runtime that this interpreter has."""
     rows = []
-    for name in ("pyarrow", "sklearn.ensemble", "matplotlib.pyplot"):
+    for name, before in OUTSIDE_THE_RUNTIME.items():
         probe = (
-            "import importlib, pandas\n"
+            f"import importlib, {before}\n"
             "def rss():\n"
             "    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmRSS')) / 1024\n"
             f"before = rss()\nimportlib.import_module({name!r})\nprint(rss() - before)\n"
         )
         result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=child_environment())
         if result.returncode == 0:
-            rows.append((name, float(result.stdout.strip())))
+            rows.append((name, before, float(result.stdout.strip())))
     return rows
 
 
@@ -246,9 +253,9 @@ def main() -> None:
         print(f"| {name} | {added:.1f} | {total:.1f} |")
     optional = heavy_optional_imports()
     if optional:
-        print("\n| outside the runtime, imported after pandas | MiB it adds |\n|---|---|")
-        for name, added in optional:
-            print(f"| {name} | {added:.1f} |")
+        print("\n| outside the runtime | imported after | MiB it adds |\n|---|---|---|")
+        for name, before, added in optional:
+            print(f"| {name} | {before} | {added:.1f} |")
 
     print("\n| ./scripts/run (60 cycles, supervised) | bot RSS at cycle 60 | supervisor RSS |\n|---|---|---|")
     for run, bot_mib, supervisor_mib in steady_state():

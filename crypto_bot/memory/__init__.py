@@ -9,32 +9,18 @@ or `.recycle` alone does not load the manager.
 
 from crypto_bot.lazy_exports import lazy_exports
 
-_EXPORTS = {
-    "SharedBudget": "budget",
-    "CacheEntry": "cache",
-    "ManagedCache": "cache",
-    "RemovalCause": "cache",
-    "cache_backend": "cache",
-    "ConfigError": "config",
-    "MemoryConfig": "config",
-    "LeakDetector": "leaks",
-    "LeakReport": "leaks",
-    "ReleaseWatch": "leaks",
-    "diagnose": "leaks",
-    "MaintenanceReport": "manager",
-    "MemoryManager": "manager",
-    "ModelRecord": "models",
-    "ModelRegistry": "models",
-    "ModelUnavailableError": "models",
-    "PressureDecision": "pressure",
-    "PressureLevel": "pressure",
-    "PressurePolicy": "pressure",
-    "MemoryProbe": "probe",
-    "MemoryReading": "probe",
-    "read_memory": "probe",
-    "GcResult": "reclaim",
-    "collect_garbage": "reclaim",
-    "sizeof": "sizing",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "budget": ("SharedBudget",),
+        "cache": ("CacheEntry", "ManagedCache", "RemovalCause", "cache_backend"),
+        "config": ("ConfigError", "MemoryConfig"),
+        "leaks": ("LeakDetector", "LeakReport", "ReleaseWatch", "diagnose"),
+        "manager": ("MaintenanceReport", "MemoryManager"),
+        "models": ("ModelRecord", "ModelRegistry", "ModelUnavailableError"),
+        "pressure": ("PressureDecision", "PressureLevel", "PressurePolicy"),
+        "probe": ("MemoryProbe", "MemoryReading", "read_memory"),
+        "reclaim": ("GcResult", "collect_garbage"),
+        "sizing": ("sizeof",),
+    },
+)

@@ -3,6 +3,7 @@ the runtime's dependencies hold no plotting, test or model-training library (REA
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -76,3 +77,20 @@ def test_soak_without_its_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(CommandError, match=r"pip install 'crypto-bot\[soak\]'"):
         plot(Path("unused"))
+
+
+@pytest.mark.parametrize("package", ["crypto_bot.market", "crypto_bot.execution", "crypto_bot.strategy", "crypto_bot.memory"])
+def test_every_lazily_exported_name_is_its_modules_own(package: str) -> None:
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        value = getattr(module, name)
+        submodules = [sub for sub in list(sys.modules.values()) if sub and sub.__name__.startswith(f"{package}.")]
+        assert any(getattr(sub, name, None) is value for sub in submodules)
+    assert set(module.__all__) <= set(dir(module))
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        module.nothing_here  # noqa: B018
+
+
+def test_importing_the_packages_loads_no_heavy_module(tmp_path: Path) -> None:
+    code = "import crypto_bot.market, crypto_bot.execution, crypto_bot.strategy, crypto_bot.memory"
+    assert heavy_modules_after(code, tmp_path) == []
