@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crypto_bot.cli import EXIT_OK, EXIT_USAGE, CommandError, load_config, non_negative_int, non_negative_number, positive_int
+from crypto_bot.memory.leaks import LEAK_THRESHOLD_BYTES_PER_CYCLE, LeakDetector
 from crypto_bot.memory.units import KIB as _KIB
 from crypto_bot.memory.units import MIB as _MIB
 
-# asyncio and the memory runtime are imported inside the functions that run a soak: every `crypto-bot` command
+# asyncio, the manager and the probe are imported inside the functions that run a soak: every `crypto-bot` command
 # builds its command line from `add_soak_command`, and `config check` should not load them for it.
 if TYPE_CHECKING:
-    from crypto_bot.memory import LeakDetector, MemoryProbe
+    from crypto_bot.memory import MemoryProbe
     from crypto_bot.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -109,8 +110,7 @@ def _soak(args: argparse.Namespace) -> int:
 
 async def run_soak(settings: Settings, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from crypto_bot.bot import TradingBot
-    from crypto_bot.memory import LeakDetector, MemoryManager, MemoryProbe
-    from crypto_bot.memory.leaks import LEAK_THRESHOLD_BYTES_PER_CYCLE
+    from crypto_bot.memory import MemoryManager, MemoryProbe
 
     tqdm = _soak_extra("tqdm").tqdm
 

@@ -74,7 +74,7 @@ def _no_redacting_filter_left_behind() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def trained_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One signal model trained on simulated history and saved for the whole session."""
-    model_path = tmp_path_factory.mktemp("model") / "signal_model.joblib"
+    model_path = tmp_path_factory.mktemp("model") / "signal_model.npz"
     market = SimulatedMarket(
         generated_symbols(2, quote="TRAIN"), timeframes=["1m"], base_timeframe="1m", seed=43, history_candles=600
     )

@@ -283,7 +283,7 @@ def test_a_model_file_that_cannot_be_written_is_one_line_naming_it(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    model_path = tmp_path / "models" / "signal_model.joblib"
+    model_path = tmp_path / "models" / "signal_model.npz"
 
     def read_only_disk(model: Any, path: Any) -> None:
         raise OSError(errno.EROFS, "Read-only file system", str(path))

@@ -282,7 +282,7 @@ def test_a_journal_path_that_is_a_directory_is_refused(tmp_path: Path) -> None:
 def test_a_model_path_under_a_file_is_refused(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("", encoding="utf-8")
-    (problem,) = problems_of({"strategy": {"model_path": str(blocker / "model.joblib")}})
+    (problem,) = problems_of({"strategy": {"model_path": str(blocker / "model.npz")}})
     assert problem.startswith("invalid strategy.model_path=") and "is a file" in problem
 
 
