@@ -9,7 +9,9 @@ imports neither pandas nor scikit-learn) unless `recycle.supervise` is false or 
 given: when memory cannot be won back or a confirmed leak reaches the limit within the horizon
 (`recycle:`), the child ends its cycle, closes everything and exits with `RECYCLE_EXIT_CODE` (75),
 and the supervisor starts a fresh one that resumes the open positions from the journal. Without a
-supervisor the bot exits with 75 itself, for systemd or Kubernetes to restart it.
+supervisor the bot exits with 75 itself, for systemd or Kubernetes to restart it; in a systemd unit of
+Type=notify it also sends READY=1 once set up and WATCHDOG=1 after each healthy cycle
+(`crypto_bot.service_notify`, `deploy/systemd/crypto-bot.service`).
 
 Every failure is one line on stderr naming the file, key, path or port and what to do (a config
 with several problems gives one line per problem), never a traceback; `--debug` adds it. Exit codes:
@@ -32,6 +34,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +49,7 @@ if TYPE_CHECKING:  # the settings pull in the trading stack; `memory stats` alon
 
     from crypto_bot.memory.allocator import AllocatorConfig
     from crypto_bot.memory.recycle import RecycleConfig
+    from crypto_bot.service_notify import ServiceNotifier
     from crypto_bot.settings import Settings
 
 logger = logging.getLogger("crypto_bot")
@@ -422,7 +426,7 @@ async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: flo
     return request_recycle(recycle_reason, bot.cycle - bot.first_cycle)
 
 
-def _check_watchdog_period(service: Any, interval_seconds: float) -> None:
+def _check_watchdog_period(service: ServiceNotifier, interval_seconds: float) -> None:
     """Warn when systemd's WatchdogSec= would end a bot that is only pausing between cycles."""
     if service.watchdog_seconds is not None and service.watchdog_seconds < 2 * interval_seconds:
         logger.warning(
@@ -451,8 +455,6 @@ def _announce(settings: Settings, successor: bool) -> None:
 
 def banner(settings: Settings, cache_store: str) -> str:
     """The start-up banner: what runs, where it writes, in lines of at most BANNER_COLUMNS characters."""
-    import textwrap
-
     facts = [
         "PAPER TRADING - simulated fills, no real orders",
         f"market {settings.market.source}, {len(settings.symbols)} symbols, timeframes {', '.join(settings.timeframes)}",
