@@ -9,7 +9,7 @@ entry (see `signals`).
 
 Why numpy and not scikit-learn: on held-out simulated history the logistic regression is as accurate
 as the gradient-boosted trees it replaced (55.7% against 55.3% of directions, AUC 0.58 against 0.57),
-and importing scikit-learn cost the bot 90 MiB of its 180 MiB (`bench/bench_footprint.py`).
+and importing scikit-learn cost the bot 90 MiB of the 169 MiB it had at cycle 60 (`bench/bench_footprint.py`).
 """
 
 from __future__ import annotations
