@@ -11,8 +11,9 @@ Tables, each measured in fresh child processes of this interpreter:
 3. RSS per symbol: the universe grown from 6 to 200 simulated symbols (default timeframes and history, batch 6),
    one child per size, each run until every symbol was analysed, and the least-squares line through them:
    `limit = base + symbols x per_symbol`;
-4. `crypto-bot config check` of the repository config: wall and CPU time, median of 9 runs after one that
-   writes the bytecode caches (PYTHONDONTWRITEBYTECODE is removed from the children's environment);
+4. `crypto-bot config check` of the repository config beside the interpreter's bare start: wall and CPU time,
+   median of 9 runs after one that writes the bytecode caches (PYTHONDONTWRITEBYTECODE is removed from the
+   children's environment), and the load average, since wall time on a busy machine says little;
 5. with --models: the signal model against the scikit-learn gradient-boosted trees it replaced, trained on the
    bot's training history and scored on held-out simulated history (other symbols, other seed).
 """
@@ -174,10 +175,10 @@ def rss_per_symbol() -> tuple[list[tuple[int, int, int]], float, float]:
     return rows, intercept, slope
 
 
-def config_check_times() -> tuple[float, float, float]:
-    """(median wall seconds, median CPU seconds, largest wall seconds) of `crypto-bot config check`."""
-    command = [sys.executable, "-m", "crypto_bot.cli", "config", "check", str(CONFIG)]
-    subprocess.run(command, check=True, capture_output=True, env=child_environment())  # writes the .pyc files
+def command_times(command: list[str]) -> tuple[float, float, float]:
+    """(median wall seconds, median CPU seconds, largest wall seconds) of `command`, after one run that writes the
+    bytecode caches."""
+    subprocess.run(command, check=True, capture_output=True, env=child_environment())
     walls, cpus = [], []
     for _ in range(CONFIG_CHECK_RUNS):
         before = os.times()
@@ -267,11 +268,15 @@ def main() -> None:
         print(f"| {count} | {cycles} | {rss} MiB |")
     print(f"\nleast squares: RSS = {base:.1f} MiB + symbols x {per_symbol * 1024:.0f} KiB")
 
-    wall, cpu, slowest = config_check_times()
-    print(
-        f"\ncrypto-bot config check: median {wall * 1000:.0f} ms wall, {cpu * 1000:.0f} ms CPU "
-        f"(slowest of {CONFIG_CHECK_RUNS}: {slowest * 1000:.0f} ms)"
-    )
+    print(f"\n| command (median of {CONFIG_CHECK_RUNS} runs) | wall | CPU | slowest wall |\n|---|---|---|---|")
+    commands = {
+        "crypto-bot config check (the repository config)": ["-m", "crypto_bot.cli", "config", "check", str(CONFIG)],
+        "python -c pass (the interpreter's start, for scale)": ["-c", "pass"],
+    }
+    for name, arguments in commands.items():
+        wall, cpu, slowest = command_times([sys.executable, *arguments])
+        print(f"| {name} | {wall * 1000:.0f} ms | {cpu * 1000:.0f} ms | {slowest * 1000:.0f} ms |")
+    print(f"(load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
 
     if args.models:
         print("\n| signal model | held-out accuracy | AUC | training | file |\n|---|---|---|---|---|")
