@@ -77,7 +77,8 @@ def import_weights() -> list[tuple[str, float, float]]:
         "    print(name, rss(), flush=True)\n"
     )
     output = subprocess.run(
-        [sys.executable, "-c", probe, *IMPORT_CHAIN], capture_output=True, text=True, check=True, env=child_environment()
+        [sys.executable, "-c", probe, *IMPORT_CHAIN],
+        capture_output=True, text=True, check=True, env=child_environment(),
     ).stdout
     rows, previous = [], 0.0
     for line in output.splitlines():
@@ -117,8 +118,8 @@ def heavy_optional_imports() -> list[tuple[str, str, float]]:
 def run_bot(folder: Path, config: Path, cycles: int, *extra: str) -> tuple[str, float]:
     """Run `crypto-bot run` in folder; (its stdout, the largest RSS of the first process, in MiB)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "crypto_bot.cli", "run", "--config", str(config), "--cycles", str(cycles), "--interval", "0",
-         *extra],
+        [sys.executable, "-m", "crypto_bot.cli", "run", "--config", str(config), "--cycles", str(cycles),
+         "--interval", "0", *extra],
         cwd=folder, env=child_environment(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     first_process_mib = 0.0

@@ -69,7 +69,9 @@ def build_market(settings: Settings, resume_at_ms: int | None = None) -> MarketD
     window = max(DEFAULT_HISTORY_CANDLES, settings.strategy.history_candles)
     history_candles = window * timeframe_ms(settings.timeframes[-1]) // timeframe_ms("1m")
     minute_ms = timeframe_ms("1m")  # the simulated market's base candle
-    start_ms = DEFAULT_START_MS if resume_at_ms is None else max(DEFAULT_START_MS, -(-resume_at_ms // minute_ms) * minute_ms)
+    start_ms = DEFAULT_START_MS
+    if resume_at_ms is not None:
+        start_ms = max(start_ms, -(-resume_at_ms // minute_ms) * minute_ms)
     return SimulatedMarket(
         settings.symbols, timeframes=settings.timeframes, seed=market.seed, start_ms=start_ms,
         history_candles=history_candles,
