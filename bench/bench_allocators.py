@@ -242,7 +242,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_allocators_") as scratch:
         folder = Path(args.keep) if args.keep else Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
-        model_path = folder / "signal_model.joblib"
+        model_path = folder / "signal_model.npz"
         results = []
         for workload in args.workloads.split(","):
             config = write_config(folder / f"{workload}.yaml", Path(args.config), model_path, WORKLOADS[workload])

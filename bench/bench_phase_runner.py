@@ -39,7 +39,7 @@ TARGET_OVERHEAD_RATIO = 0.01
 def default_settings(directory: Path) -> Settings:
     """The repository config with the journal and the model moved under `directory`."""
     raw = yaml.safe_load((REPO_ROOT / "production_config_enhanced.yaml").read_text(encoding="utf-8"))
-    raw["strategy"]["model_path"] = str(directory / "signal_model.joblib")
+    raw["strategy"]["model_path"] = str(directory / "signal_model.npz")
     raw["storage"]["journal_path"] = str(directory / "journal.sqlite")
     return parse_settings(raw)
 

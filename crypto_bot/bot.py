@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +39,7 @@ from crypto_bot.market import (
     refresh_series,
     timeframe_ms,
 )
-from crypto_bot.market.simulated import DEFAULT_HISTORY_CANDLES
+from crypto_bot.market.simulated import DEFAULT_HISTORY_CANDLES, DEFAULT_START_MS
 from crypto_bot.memory import MemoryManager
 from crypto_bot.memory.units import MIB as _MIB
 from crypto_bot.phase_runner import BotContext, PhaseRunner, notify
@@ -48,11 +49,13 @@ from crypto_bot.strategy import PluginHost, Signal, StrategyRuntime, analysis_ca
 logger = logging.getLogger(__name__)
 
 
-def build_market(settings: Settings) -> MarketDataSource:
+def build_market(settings: Settings, resume_at_ms: int | None = None) -> MarketDataSource:
     """The market data source the settings name (the simulated market by default).
 
-    The simulated market starts with enough history to fill a whole window of the largest timeframe;
-    a CSV replay keeps only the window of each file.
+    The simulated market starts with enough history to fill a whole window of the largest timeframe,
+    at `resume_at_ms` (rounded up to a whole candle) when a journal says where the last run left it: the
+    clock and the price path go on from there, so the journal's times only ever grow. A CSV replay keeps
+    only the window of each file.
     """
     market = settings.market
     if market.source == "csv":  # each file costs the bot's window, whatever its size
@@ -65,8 +68,13 @@ def build_market(settings: Settings) -> MarketDataSource:
         return CcxtMarket.from_config(market.ccxt, symbols=settings.symbols, timeframes=settings.timeframes)
     window = max(DEFAULT_HISTORY_CANDLES, settings.strategy.history_candles)
     history_candles = window * timeframe_ms(settings.timeframes[-1]) // timeframe_ms("1m")
+    minute_ms = timeframe_ms("1m")  # the simulated market's base candle
+    start_ms = DEFAULT_START_MS
+    if resume_at_ms is not None:
+        start_ms = max(start_ms, -(-resume_at_ms // minute_ms) * minute_ms)
     return SimulatedMarket(
-        settings.symbols, timeframes=settings.timeframes, seed=market.seed, history_candles=history_candles
+        settings.symbols, timeframes=settings.timeframes, seed=market.seed, start_ms=start_ms,
+        history_candles=history_candles,
     )
 
 
@@ -94,12 +102,14 @@ class CycleStatus:
     fetches: int = 0  # series the bot asked the market source for this cycle (one per closed candle, not per series)
     stale_series: int = 0  # series of the batch missing a closed candle (a failed or gapped fetch)
     stale_seconds: float = 0.0  # how long ago the oldest stale series' newest candle closed
+    ended_at_seconds: float = 0.0  # when the cycle ended, Unix time (the machine's clock)
 
     def line(self) -> str:
         rss = "n/a" if self.rss_bytes is None else f"{self.rss_bytes / _MIB:.0f} MiB"
         stale = f" | stale {self.stale_series} (oldest {self.stale_seconds:.0f} s)" if self.stale_series else ""
+        ended_at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.ended_at_seconds))
         return (
-            f"cycle {self.cycle:>5} | equity {self.equity:>11.2f} | open {self.open_positions} | "
+            f"{ended_at} UTC | cycle {self.cycle:>5} | equity {self.equity:>11.2f} | open {self.open_positions} | "
             f"trades {self.trades} | rss {rss} | caches {self.cache_bytes / _MIB:.1f} MiB | {self.pressure_level} | "
             f"fetches {self.fetches}{stale}"
         )
@@ -124,14 +134,15 @@ class TradingBot:
         manage_memory: bool = True,
         notifier: Any = None,
         on_status: Callable[[CycleStatus], None] | None = None,
+        first_cycle: int = 0,
     ) -> None:
         if memory is not None and not manage_memory:
             raise ValueError("memory was given with manage_memory=False; an unmanaged bot takes no manager")
         self.settings = settings
         self.memory = (memory if memory is not None else MemoryManager(settings.memory)) if manage_memory else None
-        self.market = market if market is not None else build_market(settings)
         self.journal = TradeJournal(settings.storage.journal_path)
-        try:
+        try:  # the journal first: it says where the simulated market's clock goes on from
+            self.market = market if market is not None else build_market(settings, self.journal.market_clock_ms())
             self.broker = PaperBroker(self.journal, settings.paper, clock_ms=lambda: self.market.now_ms)
         except BaseException:
             self.journal.close()  # release the writer lock now, not when the bot is collected
@@ -168,7 +179,8 @@ class TradingBot:
             continue_on_error=True,
             monitor_memory=manage_memory,
         )
-        self.cycle = 0
+        self.first_cycle = self.cycle = first_cycle  # a recycled bot goes on counting where its predecessor stopped
+        self._totals_at_start = (self.broker.trades_count, self.broker.realized_pnl)  # all-time, from the journal
         self.peak_equity = self.broker.cash
         self.last_status: CycleStatus | None = None
         self._cursor = 0
@@ -361,12 +373,14 @@ class TradingBot:
             fetches=self._fetches,
             stale_series=len(self._stale),
             stale_seconds=max((update.age_ms or 0 for update in self._stale.values()), default=0) / 1000,
+            ended_at_seconds=time.time(),
         )
         self._fetches = 0
         self.last_status = status
         if self.on_status is not None:
             self.on_status(status)
         self.market.advance()
+        self.journal.record_market_clock(self.market.now_ms)
 
     def _equity(self, ctx: BotContext) -> float:
         series = ctx.df_cache.get(self._analysis_timeframe) or {}
@@ -386,6 +400,11 @@ class TradingBot:
         self.runner.request_stop()
 
     @property
+    def last_cycle_healthy(self) -> bool:
+        """Whether every phase of the latest cycle ended without an error (what feeds systemd's watchdog)."""
+        return all(report.error is None for report in self.runner.last_report)
+
+    @property
     def stopping(self) -> bool:
         return self.runner.stop_requested
 
@@ -397,11 +416,19 @@ class TradingBot:
         self.journal.close()
 
     def summary(self) -> dict[str, Any]:
-        """Final figures: trades, PnL, equity and the memory report."""
+        """Final figures: this run's cycles, trades and PnL apart from the journal's all-time ones, equity and the
+        memory report (`cycles` counts a recycled bot's predecessors too)."""
+        trades_at_start, pnl_at_start = self._totals_at_start
         return {
             "cycles": self.cycle,
+            "run": {
+                "cycles": self.cycle - self.first_cycle,
+                "trades": self.broker.trades_count - trades_at_start,
+                "realized_pnl": round(self.broker.realized_pnl - pnl_at_start, 2),
+            },
             "trades": self.broker.trades_count,
             "realized_pnl": round(self.broker.realized_pnl, 2),
+            "starting_balance": self.settings.paper.starting_balance,
             "equity": round(self._equity(self.ctx), 2),
             "open_positions": len(self.broker.positions),
             "market": {

@@ -9,7 +9,9 @@ imports neither pandas nor scikit-learn) unless `recycle.supervise` is false or 
 given: when memory cannot be won back or a confirmed leak reaches the limit within the horizon
 (`recycle:`), the child ends its cycle, closes everything and exits with `RECYCLE_EXIT_CODE` (75),
 and the supervisor starts a fresh one that resumes the open positions from the journal. Without a
-supervisor the bot exits with 75 itself, for systemd or Kubernetes to restart it.
+supervisor the bot exits with 75 itself, for systemd or Kubernetes to restart it; in a systemd unit of
+Type=notify it also sends READY=1 once set up and WATCHDOG=1 after each healthy cycle
+(`crypto_bot.service_notify`, `deploy/systemd/crypto-bot.service`).
 
 Every failure is one line on stderr naming the file, key, path or port and what to do (a config
 with several problems gives one line per problem), never a traceback; `--debug` adds it. Exit codes:
@@ -26,13 +28,13 @@ with several problems gives one line per problem), never a traceback; `--debug` 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import json
 import logging
 import os
 import signal
 import sys
+import textwrap
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,8 +45,11 @@ from crypto_bot.memory import validation
 from crypto_bot.memory.config import MAX_SECONDS
 
 if TYPE_CHECKING:  # the settings pull in the trading stack; `memory stats` alone does not need it
+    import asyncio  # imported by the commands that run the bot: `config check` stays light (README "Footprint")
+
     from crypto_bot.memory.allocator import AllocatorConfig
     from crypto_bot.memory.recycle import RecycleConfig
+    from crypto_bot.service_notify import ServiceNotifier
     from crypto_bot.settings import Settings
 
 logger = logging.getLogger("crypto_bot")
@@ -290,6 +295,8 @@ def _run(args: argparse.Namespace) -> int:
     if not args.no_supervisor and not supervised() and (sections := _supervision(args.config)) is not None:
         return _supervise(args.argv, *sections)
     settings = load_config(args.config)
+    import asyncio
+
     return asyncio.run(_run_bot(settings, args.cycles, args.interval))
 
 
@@ -337,6 +344,8 @@ def _supervise(argv: Sequence[str], recycle: RecycleConfig, allocator: Allocator
 
 async def pause_between_cycles(stop: asyncio.Event, seconds: float) -> None:
     """Wait `seconds`, or until a stop is requested."""
+    import asyncio
+
     try:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
     except TimeoutError:
@@ -345,16 +354,21 @@ async def pause_between_cycles(stop: asyncio.Event, seconds: float) -> None:
 
 async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: float) -> int:
     """Run cycles until stopped, `cycles` reached (counting a recycled bot's predecessors) or a recycle is due."""
+    import asyncio
+
     from crypto_bot.bot import TradingBot
     from crypto_bot.memory import MemoryManager
     from crypto_bot.memory.recycle import RecyclePolicy
+    from crypto_bot.service_notify import ServiceNotifier
     from crypto_bot.supervisor import cycles_done, request_recycle, supervised
 
     stop = asyncio.Event()
+    service = ServiceNotifier.from_environment()  # systemd's Type=notify: READY=1, WATCHDOG=1 per healthy cycle
     memory = MemoryManager(settings.memory)
     # The bot opens the market and the journal first: a locked or foreign journal is refused before the banner.
-    bot = TradingBot(settings, memory=memory, on_status=lambda status: print(status.line(), flush=True))
-    bot.cycle = first_cycle = cycles_done()  # a recycled bot goes on counting where its predecessor stopped
+    bot = TradingBot(
+        settings, memory=memory, on_status=lambda status: print(status.line(), flush=True), first_cycle=cycles_done()
+    )
     recycle = RecyclePolicy.from_config(settings.recycle) if settings.recycle.enabled else None
     recycle_reason = None
     loop = asyncio.get_running_loop()
@@ -367,7 +381,7 @@ async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: flo
         stop.set()
 
     try:
-        _announce(settings)
+        _announce(settings, successor=bot.first_cycle > 0)
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, request_stop)
         # kill -USR1 <pid> writes a memory report beside the journal; leak diagnoses go there too
@@ -376,9 +390,13 @@ async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: flo
         if settings.memory.enable_background_cleanup:
             memory.start()
         await bot.prepare_model()
+        service.ready(f"paper trading from cycle {bot.cycle + 1}")
+        _check_watchdog_period(service, interval_seconds)
         while not bot.stopping:
             await bot.run_cycle()
             memory.note_cycle()  # leak diagnoses report growth per cycle
+            if bot.last_cycle_healthy and bot.last_status is not None:
+                service.watchdog(bot.last_status.line())
             if bot.stopping or (cycles is not None and bot.cycle >= cycles):
                 break  # no pause after the last cycle
             if recycle is not None and (decision := recycle.observe_manager(memory)).reason:
@@ -390,6 +408,8 @@ async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: flo
             if interval_seconds:
                 await pause_between_cycles(stop, interval_seconds)
     finally:
+        service.stopping(f"stopping after cycle {bot.cycle}")
+        service.close()
         await bot.close()
         memory.stop()
         if metrics_server is not None:
@@ -403,23 +423,47 @@ async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: flo
         return EXIT_OK
     if not supervised():
         logger.warning("exiting with code 75 for the service manager to restart the bot (recycle.supervise is false)")
-    return request_recycle(recycle_reason, bot.cycle - first_cycle)
+    return request_recycle(recycle_reason, bot.cycle - bot.first_cycle)
 
 
-def _announce(settings: Settings) -> None:
+def _check_watchdog_period(service: ServiceNotifier, interval_seconds: float) -> None:
+    """Warn when systemd's WatchdogSec= would end a bot that is only pausing between cycles."""
+    if service.watchdog_seconds is not None and service.watchdog_seconds < 2 * interval_seconds:
+        logger.warning(
+            "systemd's watchdog period (WatchdogSec=%.0f s) is shorter than two cycle intervals (--interval %g s): "
+            "systemd will restart a healthy bot; raise WatchdogSec= or lower --interval",
+            service.watchdog_seconds,
+            interval_seconds,
+        )
+
+
+BANNER_COLUMNS = 80
+
+
+def _announce(settings: Settings, successor: bool) -> None:
+    """The paper-trading banner, once per `crypto-bot run`: a recycled child (`successor`) only logs that it goes on."""
     from crypto_bot.memory import cache_backend
 
-    journal = Path(settings.storage.journal_path)
-    banner = (
-        f"PAPER TRADING - simulated fills, no real orders. Market: {settings.market.source}, "
-        f"{len(settings.symbols)} symbols, timeframes {', '.join(settings.timeframes)}, "
-        f"starting balance {settings.paper.starting_balance:.2f}, journal {journal}, cache store {cache_backend()}, "
-        f"strategy {settings.strategy.plugin}"
-    )
-    print("=" * len(banner), banner, "=" * len(banner), sep="\n", flush=True)
-    logger.info(banner)
+    if successor:
+        logger.info("a fresh bot process goes on paper trading (journal %s)", settings.storage.journal_path)
+    else:
+        print(banner(settings, cache_backend()), flush=True)
+        logger.info("paper trading, strategy %s, journal %s", settings.strategy.plugin, settings.storage.journal_path)
     if allocator_line := os.environ.get(ALLOCATOR_VARIABLE):
         logger.info("%s", allocator_line)
+
+
+def banner(settings: Settings, cache_store: str) -> str:
+    """The start-up banner: what runs, where it writes, in lines of at most BANNER_COLUMNS characters."""
+    facts = [
+        "PAPER TRADING - simulated fills, no real orders",
+        f"market {settings.market.source}, {len(settings.symbols)} symbols, timeframes {', '.join(settings.timeframes)}",
+        f"starting balance {settings.paper.starting_balance:.2f}, journal {settings.storage.journal_path}",
+        f"strategy {settings.strategy.plugin}, cache store {cache_store}",
+    ]
+    rule = "=" * BANNER_COLUMNS
+    lines = [line for fact in facts for line in textwrap.wrap(fact, BANNER_COLUMNS, break_on_hyphens=False)]
+    return "\n".join([rule, *lines, rule])
 
 
 def _start_metrics(settings: Settings, memory: Any) -> Any:
@@ -442,13 +486,13 @@ def _start_metrics(settings: Settings, memory: Any) -> Any:
 
 def _print_summary(summary: dict[str, Any]) -> None:
     memory = summary["memory"]
+    run = summary["run"]
     lines = [
         "",
         "Summary",
-        f"  cycles          {summary['cycles']}",
-        f"  closed trades   {summary['trades']}",
-        f"  realized PnL    {summary['realized_pnl']:.2f}",
-        f"  equity          {summary['equity']:.2f}",
+        f"  this run        {run['cycles']} cycles, {run['trades']} trades closed, realized PnL {run['realized_pnl']:.2f}",
+        f"  all time        {summary['trades']} trades closed, realized PnL {summary['realized_pnl']:.2f} (the journal)",
+        f"  equity          {summary['equity']:.2f} (starting balance {summary['starting_balance']:.2f})",
         f"  open positions  {summary['open_positions']}",
     ]
     if memory.get("caches"):

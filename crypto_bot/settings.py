@@ -31,9 +31,8 @@ from typing import Any, ClassVar
 from crypto_bot.config_file import read_config_file
 from crypto_bot.execution.broker import PaperConfig
 from crypto_bot.execution.risk import RiskConfig
-from crypto_bot.market.ccxt_market import ccxt_source_problems
 from crypto_bot.market.config import MarketConfig
-from crypto_bot.market.csv_market import csv_file_name, csv_symbols
+from crypto_bot.market.csv_files import csv_file_name, csv_symbols
 from crypto_bot.market.timeframes import MAX_LIMIT, TIMEFRAME_MS
 from crypto_bot.memory.allocator import AllocatorConfig
 from crypto_bot.memory.config import KEYS as MEMORY_KEYS
@@ -49,7 +48,6 @@ from crypto_bot.memory.config import (
 )
 from crypto_bot.memory.recycle import RecycleConfig
 from crypto_bot.memory.units import MIB
-from crypto_bot.strategy.indicators import required_candles
 from crypto_bot.strategy.plugin import (
     SPEC_FORMS,
     PluginBuildError,
@@ -58,8 +56,8 @@ from crypto_bot.strategy.plugin import (
     build_plugin,
     load_plugin_class,
 )
-from crypto_bot.strategy.signal_model import MIN_TRAINING_ROWS
-from crypto_bot.working_set import minimum_working_set
+from crypto_bot.strategy.warmup import MIN_TRAINING_ROWS, required_candles
+from crypto_bot.working_set import minimum_working_set, working_set_bound_bytes
 
 TIMEFRAMES = tuple(TIMEFRAME_MS)
 DEFAULT_SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT", "ADA/USDT")
@@ -135,7 +133,7 @@ class StrategyConfig(ConfigSection):
         0.55, "the side's score (1 + |score|) / 2 a signal needs to enter: |score| >= 2 * min_score - 1", float,
         minimum=0.5, minimum_open=True, maximum=1,
     )
-    model_path: str = setting("data/signal_model.joblib", "the signal model's file, trained there at first start", str)
+    model_path: str = setting("data/signal_model.npz", "the signal model's file, trained there at first start", str)
     model_horizon: int = setting(5, "candles ahead the model predicts the direction of", int, minimum=1, maximum=500)
     model_training_symbols: int = setting(4, "simulated symbols the model is trained on", int, minimum=1, maximum=50)
     model_training_candles: int = setting(
@@ -344,6 +342,10 @@ def _validate_csv_source(market: MarketConfig, timeframes: tuple[str, ...]) -> l
 
 def _validate_ccxt_source(market: MarketConfig, timeframes: tuple[str, ...], strategy: StrategyConfig) -> list[str]:
     """A ccxt source (ccxt is imported only for one) must know the exchange, serve every timeframe and the window."""
+    if market.source != "ccxt":
+        return []
+    from crypto_bot.market.ccxt_market import ccxt_source_problems  # pandas and ccxt: for a ccxt source only
+
     counts = {"strategy.history_candles": strategy.history_candles, "strategy.fetch_limit": strategy.fetch_limit}
     return ccxt_source_problems(market, timeframes, counts)
 
@@ -379,7 +381,10 @@ def _validate_cache_budget_holds_the_working_set(
     if market.source == "csv":  # a replay's universe is its files on the smallest timeframe
         directory = Path(market.csv_directory or "")
         universe = len(csv_symbols(directory, timeframes[0])) if directory.is_dir() else 0
-    working_set = minimum_working_set(min(strategy.batch_size, universe), len(timeframes), strategy.history_candles)
+    shape = (min(strategy.batch_size, universe), len(timeframes), strategy.history_candles)
+    if memory.cache_size_limit_bytes >= working_set_bound_bytes(*shape):
+        return []  # room to spare: no need to build frames (and import pandas) to measure them
+    working_set = minimum_working_set(*shape)
     if not working_set.symbols or memory.cache_size_limit_bytes >= working_set.total_bytes:
         return []
     allowed_mb = math.ceil(working_set.total_bytes / MIB * 100) / 100

@@ -9,10 +9,10 @@ Output: `soak.csv` (one row per cycle), `memory.png`, `summary.json` and a print
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import dataclasses
 import gc
+import importlib
 import json
 import logging
 import time
@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crypto_bot.cli import EXIT_OK, EXIT_USAGE, CommandError, load_config, non_negative_int, non_negative_number, positive_int
-from crypto_bot.memory import ConfigError, LeakDetector, MemoryManager, MemoryProbe, sizeof
-from crypto_bot.memory.leaks import LEAK_THRESHOLD_BYTES_PER_CYCLE
+from crypto_bot.memory.leaks import LEAK_THRESHOLD_BYTES_PER_CYCLE, LeakDetector
 from crypto_bot.memory.units import KIB as _KIB
 from crypto_bot.memory.units import MIB as _MIB
 
+# asyncio, the manager and the probe are imported inside the functions that run a soak: every `crypto-bot` command
+# builds its command line from `add_soak_command`, and `config check` should not load them for it.
 if TYPE_CHECKING:
+    from crypto_bot.memory import MemoryProbe
     from crypto_bot.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -44,8 +46,8 @@ FIELDS = (
     "unmanaged_bytes",
     "leak_suspected",
 )
-_injected_leak: list[bytes] = []  # --inject-leak-kib appends here and never lets go
-PLAIN_SIZING_EVERY = 25  # sizing every plain dict entry costs O(entries): done every 25 cycles, carried between
+_injected_leak: list[bytes] = []
+PLAIN_SIZING_EVERY = 25  # sizing every plain dict entry costs O(entries): done every 25 cycles, carried between  # --inject-leak-kib appends here and never lets go
 
 
 def add_soak_command(commands: Any, parents: list[argparse.ArgumentParser] | None = None) -> None:
@@ -84,6 +86,10 @@ def soak_settings(settings: Settings, args: argparse.Namespace, out: Path) -> Se
 
 
 def _soak(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from crypto_bot.memory import ConfigError
+
     settings = load_config(args.config)
     out = Path(args.out)
     try:
@@ -103,9 +109,10 @@ def _soak(args: argparse.Namespace) -> int:
 
 
 async def run_soak(settings: Settings, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    from tqdm import tqdm
-
     from crypto_bot.bot import TradingBot
+    from crypto_bot.memory import MemoryManager, MemoryProbe
+
+    tqdm = _soak_extra("tqdm").tqdm
 
     managed = not args.unmanaged
     memory = MemoryManager(settings.memory) if managed else None
@@ -181,6 +188,8 @@ def _row(bot: Any, probe: MemoryProbe, cycle: int, seconds: float, plain_cache_b
 
 
 def _plain_cache_bytes(cache: dict) -> int:
+    from crypto_bot.memory import sizeof
+
     """What the unmanaged dict caches hold, by the same sizer the managed caches use."""
     total = 0
     for value in cache.values():
@@ -192,7 +201,7 @@ def summarise(
     rss: array, cache: array, warmup: int, seconds: float, bot: Any, detector: LeakDetector
 ) -> dict[str, Any]:
     """Slope after warm-up by least squares, peak and final RSS, evictions by cause, leak verdict."""
-    import numpy as np  # here, not at the top: the parser imports this module for every command
+    import numpy as np  # here, not at the top: `crypto-bot --help` and `config check` import this module
 
     start = warmup if len(rss) - warmup >= 3 else 0
     cycles = np.arange(start + 1, len(rss) + 1, dtype=float)
@@ -235,12 +244,23 @@ def print_summary(summary: dict[str, Any]) -> None:
     )
 
 
+def _soak_extra(module: str) -> Any:
+    """A module of the `soak` extra (plotting, the progress bar), or exit 2 saying how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise CommandError(
+            EXIT_USAGE,
+            f"crypto-bot soak needs {module.split('.')[0]} ({error}): install the soak extra, pip install 'crypto-bot[soak]'",
+        ) from error
+
+
 def plot(out: Path, *, compare: Path | None = None) -> None:
     """memory.png: RSS and cache bytes per cycle (and another run's, when comparing), with the limit."""
-    import matplotlib
+    from crypto_bot.memory import MemoryProbe
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    _soak_extra("matplotlib").use("Agg")
+    plt = _soak_extra("matplotlib.pyplot")
 
     fig, ax = plt.subplots(figsize=(10, 5.5), dpi=110)
     runs = [(out, "")] + ([(compare, " (compared run)")] if compare is not None else [])

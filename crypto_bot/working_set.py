@@ -5,7 +5,9 @@ symbol in `regime_cache`), what each costs as the cache charges it (`crypto_bot.
 real entry built the way the bot builds it, measured once per window length), and the minimum
 working set of a config: the windows of one cycle's symbols on every timeframe, plus their regimes.
 A cache budget below it evicts a cycle's windows before the cycle reads them: the bot would run and
-never trade, so `crypto_bot.settings` refuses it.
+never trade, so `crypto_bot.settings` refuses it. `working_set_bound_bytes` is an upper bound of it
+computed without pandas: a budget above the bound needs no measurement, so `config check` of a usual
+config imports neither pandas nor numpy.
 Not covered: the caches themselves (`crypto_bot.phase_runner.BotContext`, `crypto_bot.memory`) or
 memory outside them (models, the interpreter): the working set is a floor, not a sizing guide.
 """
@@ -14,14 +16,17 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
+from crypto_bot.memory.units import KIB, MIB
+from crypto_bot.strategy.regime import Regime
 
-from crypto_bot.market.source import OHLCV_COLUMNS, ohlcv_frame
-from crypto_bot.memory import sizeof
-from crypto_bot.memory.units import MIB
-from crypto_bot.strategy import Regime
+if TYPE_CHECKING:
+    import pandas as pd
+
+_CANDLE_ARRAY_BYTES = 8 * 6  # a window's arrays per candle: the int64 open time and five float64 values (OHLCV)
+_FRAME_OBJECTS_BOUND_BYTES = 16 * KIB  # pandas' objects around them: measured 3.6-4.0 KiB (pandas 2 and 3)
+_REGIME_BOUND_BYTES = 1 * KIB  # measured 176 B
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +41,11 @@ class RegimeResult:
 def window_bytes(candles: int) -> int:
     """What the cache charges for one series' window of `candles` candles: `sizeof` of a frame built as the
     sources build one and kept as the bot keeps it (a copy of the window's rows); measured once per length."""
+    import numpy as np
+
+    from crypto_bot.market.source import OHLCV_COLUMNS, ohlcv_frame
+    from crypto_bot.memory import sizeof
+
     open_ms = np.arange(candles, dtype=np.int64) * 60_000
     frame = ohlcv_frame(open_ms, np.ones((candles, len(OHLCV_COLUMNS))))
     return sizeof(frame.iloc[-candles:].copy())
@@ -44,6 +54,10 @@ def window_bytes(candles: int) -> int:
 @functools.lru_cache(maxsize=1)
 def regime_bytes() -> int:
     """What the cache charges for one symbol's RegimeResult (measured once)."""
+    import pandas as pd
+
+    from crypto_bot.memory import sizeof
+
     return sizeof(RegimeResult(Regime.RANGING, pd.Timestamp(0, unit="ms", tz="UTC")))
 
 
@@ -74,6 +88,13 @@ class WorkingSet:
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def working_set_bound_bytes(symbols: int, timeframes: int, candles: int) -> int:
+    """At least `minimum_working_set(symbols, timeframes, candles).total_bytes`, without importing pandas: the
+    arrays' own bytes plus four times the objects around them as measured (a test holds it to the measurement)."""
+    window_bound_bytes = candles * _CANDLE_ARRAY_BYTES + _FRAME_OBJECTS_BOUND_BYTES
+    return symbols * (timeframes * window_bound_bytes + _REGIME_BOUND_BYTES)
 
 
 def minimum_working_set(symbols: int, timeframes: int, candles: int) -> WorkingSet:

@@ -44,9 +44,11 @@ ensure_packages() {
         echo "warning: Debian packages missing, and only root can install them: apt-get install ${missing[*]//|/ or }" >&2
         return 0
     fi
-    echo "installing Debian packages: ${missing[*]//|/ or }" >&2
+    echo "installing Debian packages: ${missing[*]//|/ or } (apt-get update, then install)" >&2
     export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get update -qq > /dev/null 2>&1; then
+    # Another apt-get (unattended upgrades, a second install) may hold dpkg's lock: wait for it, up to 2 minutes.
+    local wait_for_lock=(-o DPkg::Lock::Timeout=120)
+    if ! apt-get "${wait_for_lock[@]}" update -qq > /dev/null 2>&1; then
         echo "warning: apt-get update failed; Debian packages not installed: ${missing[*]//|/ or }" >&2
         return 0
     fi
@@ -61,7 +63,7 @@ ensure_packages() {
         echo "warning: this Debian release has no package ${unknown[*]//|/ or }" >&2
     fi
     if [ ${#install[@]} -gt 0 ] &&
-        ! apt-get install -y -qq --no-install-recommends "${install[@]}" > /dev/null 2>&1; then
+        ! apt-get "${wait_for_lock[@]}" install -y -qq --no-install-recommends "${install[@]}" > /dev/null 2>&1; then
         echo "warning: apt-get install ${install[*]} failed; run it yourself to see why" >&2
     fi
     return 0

@@ -1,25 +1,17 @@
-"""Execution layer: positions, exit rules, risk policy, the paper broker and its SQLite journal."""
+"""Execution layer: positions, exit rules, risk policy, the paper broker and its SQLite journal.
 
-from crypto_bot.execution.broker import PaperBroker
-from crypto_bot.execution.exits import ExitDecision, ExitReason, check_exit
-from crypto_bot.execution.journal import SCHEMA_VERSION, ForeignJournalError, JournalError, JournalLockedError, TradeJournal
-from crypto_bot.execution.position import Fill, Position, Trade
-from crypto_bot.execution.risk import EntryDecision, RiskConfig, RiskManager
+Names are imported from their modules on first use (`crypto_bot.lazy_exports`): importing the package costs nothing.
+"""
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "EntryDecision",
-    "ExitDecision",
-    "ExitReason",
-    "Fill",
-    "ForeignJournalError",
-    "JournalError",
-    "JournalLockedError",
-    "PaperBroker",
-    "Position",
-    "RiskConfig",
-    "RiskManager",
-    "Trade",
-    "TradeJournal",
-    "check_exit",
-]
+from crypto_bot.lazy_exports import lazy_exports
+
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "broker": ("PaperBroker",),
+        "exits": ("ExitDecision", "ExitReason", "check_exit"),
+        "journal": ("ForeignJournalError", "JournalError", "JournalLockedError", "SCHEMA_VERSION", "TradeJournal"),
+        "position": ("Fill", "Position", "Trade"),
+        "risk": ("EntryDecision", "RiskConfig", "RiskManager"),
+    },
+)

@@ -206,10 +206,11 @@ class PaperBroker:
         return trade
 
     def process_candle(self, symbol: str, high: float, low: float, close: float, at_ms: int) -> list[Trade]:
-        """Apply check_exit to every open position in symbol; close those it triggers, persist moved anchors."""
+        """Apply check_exit to every open position in symbol that was open when the candle opened at `at_ms` (an
+        older candle's range says nothing about it); close those it triggers, persist moved anchors."""
         trades: list[Trade] = []
         with self._lock:
-            for position in [p for p in self._positions.values() if p.symbol == symbol]:
+            for position in [p for p in self._positions.values() if p.symbol == symbol and p.opened_at_ms <= at_ms]:
                 anchors_before = (position.highest_price, position.lowest_price)
                 decision = check_exit(position, high, low, close)
                 if decision is not None:

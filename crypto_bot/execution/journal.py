@@ -110,6 +110,7 @@ CREATE TABLE IF NOT EXISTS trades (
 
 
 _PAGE_CACHE_KIB = 256
+_MARKET_CLOCK_KEY = "market_clock_ms"  # in meta: the market's time at the last cycle's end
 _OPEN_HINT = "check that its directory is a writable local directory, or set storage.journal_path"
 
 
@@ -386,6 +387,26 @@ class TradeJournal:
         with self._reader() as connection:
             count, pnl = connection.execute("SELECT COUNT(*), TOTAL(pnl) FROM trades").fetchone()
         return int(count), float(pnl)
+
+    def record_market_clock(self, now_ms: int) -> None:
+        """Remember the market's clock at a cycle's end: a restarted bot's simulated market goes on from it."""
+        with self._transaction() as connection:
+            connection.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (_MARKET_CLOCK_KEY, str(int(now_ms))),
+            )
+
+    def market_clock_ms(self) -> int | None:
+        """The latest market time this journal knows (None for a new one): the clock recorded at the last cycle's
+        end, or, in a journal written before it was recorded, the latest time a position opened or a trade closed."""
+        with self._reader() as connection:
+            recorded = connection.execute("SELECT value FROM meta WHERE key = ?", (_MARKET_CLOCK_KEY,)).fetchone()
+            (latest,) = connection.execute(
+                "SELECT MAX(at_ms) FROM (SELECT MAX(opened_at_ms) AS at_ms FROM positions "
+                "UNION ALL SELECT MAX(closed_at_ms) FROM trades)"
+            ).fetchone()
+        known = [int(value) for value in (recorded[0] if recorded else None, latest) if value is not None]
+        return max(known, default=None)
 
     def cash(self) -> float | None:
         """Cash after the last committed change, or None before ensure_account."""

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -38,17 +37,16 @@ import numpy as np
 import pandas as pd
 
 from crypto_bot.market.candles import candle_problem
+from crypto_bot.market.csv_files import csv_file_name, csv_symbols
 from crypto_bot.market.errors import BadData, MarketDataError, UnknownSymbol
 from crypto_bot.market.source import OHLCV_COLUMNS, ohlcv_frame, visible_slice
 from crypto_bot.market.stats import SourceStats
 from crypto_bot.market.timeframes import (
     MAX_LIMIT,
-    TIMEFRAME_MS,
     require_served,
     timeframe_ms,
     validate_limit,
     validate_since_ms,
-    validate_symbol,
     validate_timeframes,
 )
 from crypto_bot.memory import validation
@@ -61,7 +59,6 @@ DEFAULT_WARMUP_CANDLES = 200
 _FIELD_COUNT = 1 + len(OHLCV_COLUMNS)
 _ROW_BYTES = 8 * _FIELD_COUNT  # one candle in the window: an int64 open time and five float64 values
 _FIRST_CAPACITY = 64  # candles a window's arrays start with; they double up to twice the window
-_FILE_PATTERN = re.compile(rf"^([A-Z0-9]+)_([A-Z0-9]+)-({'|'.join(TIMEFRAME_MS)})\.csv$")
 
 
 class CsvFileError(BadData):
@@ -78,21 +75,6 @@ class CsvFileError(BadData):
 
 class CsvFormatError(CsvFileError):
     """A CSV file that does not follow the documented layout; names the file and line."""
-
-
-def csv_file_name(symbol: str, timeframe: str) -> str:
-    """File name holding `symbol` at `timeframe`, e.g. "BTC_USDT-1m.csv"."""
-    timeframe_ms(timeframe)
-    return f"{validate_symbol(symbol).replace('/', '_')}-{timeframe}.csv"
-
-
-def csv_symbols(directory: str | Path, timeframe: str) -> list[str]:
-    """Symbols with a file for `timeframe` in `directory`, sorted (the universe of a replay on that base)."""
-    return sorted(
-        f"{match[1]}/{match[2]}"
-        for match in map(_FILE_PATTERN.match, (path.name for path in Path(directory).iterdir()))
-        if match and match[3] == timeframe
-    )
 
 
 class _SeriesReader:

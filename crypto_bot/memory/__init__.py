@@ -2,43 +2,25 @@
 
 Importable without any trading code. `MemoryManager` ties the pieces together; the
 seed-compatible API lives in `crypto_bot.utils.enhanced_memory_manager`.
+
+Names are imported from their modules on first use (`crypto_bot.lazy_exports`): `crypto_bot.memory.validation`
+or `.recycle` alone does not load the manager.
 """
 
-from .budget import SharedBudget
-from .cache import CacheEntry, ManagedCache, RemovalCause, cache_backend
-from .config import ConfigError, MemoryConfig
-from .leaks import LeakDetector, LeakReport, ReleaseWatch, diagnose
-from .manager import MaintenanceReport, MemoryManager
-from .models import ModelRecord, ModelRegistry, ModelUnavailableError
-from .pressure import PressureDecision, PressureLevel, PressurePolicy
-from .probe import MemoryProbe, MemoryReading, read_memory
-from .reclaim import GcResult, collect_garbage
-from .sizing import sizeof
+from crypto_bot.lazy_exports import lazy_exports
 
-__all__ = [
-    "CacheEntry",
-    "ConfigError",
-    "GcResult",
-    "LeakDetector",
-    "LeakReport",
-    "MaintenanceReport",
-    "ManagedCache",
-    "MemoryConfig",
-    "MemoryManager",
-    "MemoryProbe",
-    "MemoryReading",
-    "ModelRecord",
-    "ModelRegistry",
-    "ModelUnavailableError",
-    "PressureDecision",
-    "PressureLevel",
-    "PressurePolicy",
-    "ReleaseWatch",
-    "RemovalCause",
-    "SharedBudget",
-    "cache_backend",
-    "collect_garbage",
-    "diagnose",
-    "read_memory",
-    "sizeof",
-]
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "budget": ("SharedBudget",),
+        "cache": ("CacheEntry", "ManagedCache", "RemovalCause", "cache_backend"),
+        "config": ("ConfigError", "MemoryConfig"),
+        "leaks": ("LeakDetector", "LeakReport", "ReleaseWatch", "diagnose"),
+        "manager": ("MaintenanceReport", "MemoryManager"),
+        "models": ("ModelRecord", "ModelRegistry", "ModelUnavailableError"),
+        "pressure": ("PressureDecision", "PressureLevel", "PressurePolicy"),
+        "probe": ("MemoryProbe", "MemoryReading", "read_memory"),
+        "reclaim": ("GcResult", "collect_garbage"),
+        "sizing": ("sizeof",),
+    },
+)

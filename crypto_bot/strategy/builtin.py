@@ -13,28 +13,21 @@ scoring rule (`signals.builtin_score`), the plugin interface and host (`plugin`,
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping, MutableMapping
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from crypto_bot.market import SimulatedMarket, generated_symbols
-from crypto_bot.strategy.indicators import analyse_latest, analysis_candles, compute_indicators, required_candles
+# The analysis stack (pandas, numpy) is reached through the lazy packages `market` and `strategy`, loaded at
+# the first call that needs it: `config check` builds this class without starting it and stays pandas-free.
+from crypto_bot import market, strategy
 from crypto_bot.strategy.plugin import StrategyRuntime
-from crypto_bot.strategy.regime import classify_regime
-from crypto_bot.strategy.signal_model import (
-    ModelLoadError,
-    load_model,
-    save_model,
-    train_signal_model,
-    up_probabilities,
-)
-from crypto_bot.strategy.signals import builtin_score
+from crypto_bot.strategy.warmup import analysis_candles, required_candles
 from crypto_bot.working_set import RegimeResult
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -55,17 +48,17 @@ class BuiltinStrategy:
 
     async def on_start(self, runtime: StrategyRuntime) -> None:
         """Read the strategy settings; load the signal model, or train it at first start; register it."""
-        strategy = runtime.settings.strategy
-        self._spans = {"fast": strategy.ema_fast, "slow": strategy.ema_slow}
+        settings = runtime.settings.strategy
+        self._spans = {"fast": settings.ema_fast, "slow": settings.ema_slow}
         self._min_candles = required_candles(**self._spans)
         self._window = analysis_candles(**self._spans)
         self._analysis_timeframe = runtime.settings.timeframes[0]
         self._regime_timeframe = runtime.settings.timeframes[-1]
         self._regimes: MutableMapping[str, Any] = runtime.regimes
-        path = strategy.model_path
+        path = settings.model_path
         model = await self._load_or_train(runtime)
         if runtime.memory is not None:
-            runtime.memory.models.register(MODEL_NAME, model, loader=lambda: load_model(path))
+            runtime.memory.models.register(MODEL_NAME, model, loader=lambda: strategy.load_model(path))
         else:
             self._model = model
         self._runtime = runtime
@@ -77,11 +70,11 @@ class BuiltinStrategy:
         frame = candles.get(self._analysis_timeframe)
         if frame is None or len(frame) < self._min_candles:
             return None
-        snapshot, features = analyse_latest(frame.iloc[-self._window :], **self._spans)
-        regime = known.regime if known is not None else classify_regime(snapshot)
+        snapshot, features = strategy.analyse_latest(frame.iloc[-self._window :], **self._spans)
+        regime = known.regime if known is not None else strategy.classify_regime(snapshot)
         with self._model_in_use() as model:
-            up_probability = float(up_probabilities(model, features)[0])
-        return builtin_score(snapshot, regime, up_probability)
+            up_probability = float(strategy.up_probabilities(model, features)[0])
+        return strategy.builtin_score(snapshot, regime, up_probability)
 
     def _regime(self, symbol: str, frame: pd.DataFrame | None) -> RegimeResult | None:
         """The symbol's regime as of the regime timeframe's latest candle (a new one is classified and kept)."""
@@ -90,8 +83,8 @@ class BuiltinStrategy:
             return known
         as_of = frame.index[-1]
         if known is None or known.as_of != as_of:  # a regime changes only with a new candle
-            snapshot = compute_indicators(frame.iloc[-self._window :], **self._spans)
-            known = RegimeResult(classify_regime(snapshot), as_of)
+            snapshot = strategy.compute_indicators(frame.iloc[-self._window :], **self._spans)
+            known = RegimeResult(strategy.classify_regime(snapshot), as_of)
             try:
                 self._regimes[symbol] = known
             except ValueError as error:  # larger than the whole cache budget: used this cycle, not kept
@@ -107,18 +100,20 @@ class BuiltinStrategy:
         return nullcontext(self._model)
 
     async def _load_or_train(self, runtime: StrategyRuntime) -> Any:
-        strategy = runtime.settings.strategy
-        path = strategy.model_path
+        settings = runtime.settings.strategy
+        path = settings.model_path
         if Path(path).exists():
             try:
-                return load_model(path)
-            except ModelLoadError as error:
+                return strategy.load_model(path)
+            except strategy.ModelLoadError as error:
                 logger.warning("%s; retraining", error)
         logger.info("training the signal model on simulated history (first start)")
         frames = await self._training_frames(runtime)
-        model = await asyncio.to_thread(train_signal_model, frames, horizon=strategy.model_horizon)
+        import asyncio  # here with the rest of the analysis stack: `config check` builds this class and stays light
+
+        model = await asyncio.to_thread(strategy.train_signal_model, frames, horizon=settings.model_horizon)
         try:
-            save_model(model, path)
+            strategy.save_model(model, path)
         except OSError as error:
             raise ModelFileError(
                 f"cannot write the signal model to {path}: {error.strerror or error}; make its directory "
@@ -128,10 +123,10 @@ class BuiltinStrategy:
 
     async def _training_frames(self, runtime: StrategyRuntime) -> list[pd.DataFrame]:
         """Simulated history for training: never from the network, never from the live source."""
-        strategy = runtime.settings.strategy
-        candles = strategy.model_training_candles
-        simulated = SimulatedMarket(
-            generated_symbols(strategy.model_training_symbols, quote="TRAIN"),
+        settings = runtime.settings.strategy
+        candles = settings.model_training_candles
+        simulated = market.SimulatedMarket(
+            market.generated_symbols(settings.model_training_symbols, quote="TRAIN"),
             timeframes=[self._analysis_timeframe],
             base_timeframe=self._analysis_timeframe,
             seed=runtime.settings.market.seed + 1,

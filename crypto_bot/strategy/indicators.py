@@ -20,16 +20,18 @@ import numpy as np
 import pandas as pd
 
 from crypto_bot.memory import validation
+from crypto_bot.strategy.warmup import (
+    ADX_PERIOD,
+    ATR_PERIOD,
+    BOLLINGER_PERIOD,
+    DEFAULT_FAST_SPAN,
+    DEFAULT_SLOW_SPAN,
+    RETURN_LAGS,
+    RSI_PERIOD,
+    VOLATILITY_WINDOW,
+    required_candles,
+)
 
-DEFAULT_FAST_SPAN = 12
-DEFAULT_SLOW_SPAN = 26
-RSI_PERIOD = 14
-ATR_PERIOD = 14
-ADX_PERIOD = 14
-BOLLINGER_PERIOD = 20
-VOLATILITY_WINDOW = 20
-RETURN_LAGS = (1, 5, 10)
-ANALYSIS_CANDLES = 300  # the recent candles the indicators and the model look at (more if the EMA spans need them)
 
 FEATURE_NAMES: tuple[str, ...] = (
     "log_return_1",
@@ -209,29 +211,6 @@ def _rolling_std(values: np.ndarray, window: int, *, ddof: int) -> np.ndarray:
     if len(values) >= window:
         out[window - 1 :] = _windows(values, window).std(axis=1, ddof=ddof)
     return out
-
-
-def required_candles(*, fast: int = DEFAULT_FAST_SPAN, slow: int = DEFAULT_SLOW_SPAN) -> int:
-    """Candles needed before every indicator and feature is defined at the latest candle."""
-    return max(
-        fast,
-        slow,
-        RSI_PERIOD + 1,
-        ATR_PERIOD,
-        2 * ADX_PERIOD,
-        BOLLINGER_PERIOD,
-        VOLATILITY_WINDOW + 1,
-        max(RETURN_LAGS) + 1,
-    )
-
-
-def analysis_candles(*, fast: int = DEFAULT_FAST_SPAN, slow: int = DEFAULT_SLOW_SPAN) -> int:
-    """How many recent candles the analysis reads: ANALYSIS_CANDLES, or more when the EMA spans need them.
-
-    Wilder's averages are recursive, so a value depends on where its window starts: the built-in
-    strategy and the bot's ATR for sizing read the same window.
-    """
-    return max(ANALYSIS_CANDLES, required_candles(fast=fast, slow=slow))
 
 
 def _validate_frame(df: pd.DataFrame, needed: int) -> None:

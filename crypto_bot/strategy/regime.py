@@ -9,9 +9,12 @@ Does not cover: computing the indicators (see `indicators`) or acting on the reg
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
 
 from crypto_bot.memory import validation
-from crypto_bot.strategy.indicators import IndicatorSnapshot
+
+if TYPE_CHECKING:  # the indicators import pandas; scoring reads only the snapshot's numbers
+    from crypto_bot.strategy.indicators import IndicatorSnapshot
 
 
 class Regime(enum.StrEnum):

@@ -18,11 +18,13 @@ before it became a plugin: the same entries, the same order.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from crypto_bot.memory import validation
-from crypto_bot.strategy.indicators import IndicatorSnapshot
 from crypto_bot.strategy.regime import Regime
+
+if TYPE_CHECKING:  # the indicators import pandas; scoring reads only the snapshot's numbers
+    from crypto_bot.strategy.indicators import IndicatorSnapshot
 
 Side = Literal["long", "short"]
 SIDES: tuple[Side, ...] = ("long", "short")

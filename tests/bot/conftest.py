@@ -48,9 +48,9 @@ def running_bot(config: Path, *options: str, cwd: Path, stderr: Any) -> Iterator
         seen = []
         for line in process.stdout:
             seen.append(line)
-            if line.startswith("cycle "):
+            if "| cycle " in line:
                 break
-        assert seen and seen[-1].startswith("cycle "), "".join(seen)
+        assert seen and "| cycle " in seen[-1], "".join(seen)
         yield process
     finally:
         if process.poll() is None:
@@ -96,7 +96,7 @@ def _no_redacting_filter_left_behind() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def trained_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One signal model trained on simulated history and saved for the whole session."""
-    model_path = tmp_path_factory.mktemp("model") / "signal_model.joblib"
+    model_path = tmp_path_factory.mktemp("model") / "signal_model.npz"
     market = SimulatedMarket(
         generated_symbols(2, quote="TRAIN"), timeframes=["1m"], base_timeframe="1m", seed=43, history_candles=600
     )

@@ -33,11 +33,15 @@ def journal(journal_path: Path) -> Iterator[TradeJournal]:
     journal.close()
 
 
+OPENED_AT_MS = 1_700_000_000_000  # the broker's clock: every position opens then
+NEXT_CANDLE_MS = OPENED_AT_MS + 60_000
+
+
 def make_broker(journal: TradeJournal, **overrides: float) -> PaperBroker:
     ids = (f"p{number}" for number in itertools.count(1))
     options = {"starting_balance": 10_000.0, "fee_rate": FEE_RATE, "slippage_bps": SLIPPAGE_BPS}
     config = PaperConfig(**{**options, **overrides})
-    return PaperBroker(journal, config, clock_ms=lambda: 1_700_000_000_000, new_position_id=lambda: next(ids))
+    return PaperBroker(journal, config, clock_ms=lambda: OPENED_AT_MS, new_position_id=lambda: next(ids))
 
 
 @pytest.fixture
@@ -133,10 +137,20 @@ def test_candle_closes_only_the_positions_whose_exit_triggers(broker: PaperBroke
     broker.open_position(signal("BTC/USDT", price=100.0), 1.0, stop_price=95.0)
     broker.open_position(signal("BTC/USDT", price=100.0), 1.0, stop_price=90.0)
     broker.open_position(signal("ETH/USDT", price=100.0), 1.0, stop_price=99.0)
-    trades = broker.process_candle("BTC/USDT", high=101.0, low=93.0, close=94.0, at_ms=7)
-    assert [(trade.position_id, trade.exit_reason, trade.closed_at_ms) for trade in trades] == [("p1", "stop_loss", 7)]
+    trades = broker.process_candle("BTC/USDT", high=101.0, low=93.0, close=94.0, at_ms=NEXT_CANDLE_MS)
+    assert [(trade.position_id, trade.exit_reason, trade.closed_at_ms) for trade in trades] == [
+        ("p1", "stop_loss", NEXT_CANDLE_MS)
+    ]
     assert trades[0].exit_price == pytest.approx(95.0 * (1 - SLIPPAGE_BPS / 10_000))
     assert sorted(broker.positions) == ["p2", "p3"]
+
+
+def test_a_candle_that_opened_before_the_position_does_not_touch_it(broker: PaperBroker) -> None:
+    broker.open_position(signal("BTC/USDT", price=100.0), 1.0, stop_price=95.0, trailing_stop_ratio=0.05)
+    assert broker.process_candle("BTC/USDT", high=120.0, low=80.0, close=94.0, at_ms=OPENED_AT_MS - 60_000) == []
+    assert broker.positions["p1"].highest_price == broker.positions["p1"].entry_price
+    (trade,) = broker.process_candle("BTC/USDT", high=101.0, low=80.0, close=94.0, at_ms=OPENED_AT_MS)
+    assert trade.opened_at_ms <= trade.closed_at_ms
 
 
 def test_broker_resumes_positions_cash_and_totals_from_the_journal(
@@ -160,7 +174,7 @@ def test_broker_resumes_positions_cash_and_totals_from_the_journal(
 
 def test_a_new_trailing_anchor_survives_a_restart(broker: PaperBroker, journal_path: Path) -> None:
     broker.open_position(signal("BTC/USDT", price=100.0), 1.0, stop_price=90.0, trailing_stop_ratio=0.05)
-    assert broker.process_candle("BTC/USDT", high=108.0, low=103.0, close=107.0, at_ms=1) == []
+    assert broker.process_candle("BTC/USDT", high=108.0, low=103.0, close=107.0, at_ms=NEXT_CANDLE_MS) == []
 
     reopened = TradeJournal(journal_path, read_only=True)
     try:

@@ -125,9 +125,9 @@ def test_run_trades_for_the_given_cycles_and_prints_a_summary(tmp_path: Path, co
     out, err = process.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS)
     assert process.returncode == 0, err
     assert "PAPER TRADING" in out.splitlines()[1]
-    status_lines = [line for line in out.splitlines() if line.startswith("cycle ")]
-    assert [line.split("|")[0].split() for line in status_lines] == [["cycle", "1"], ["cycle", "2"], ["cycle", "3"]]
-    assert "Summary" in out and "cycles          3" in out and "df_cache" in out
+    status_lines = [line for line in out.splitlines() if "| cycle " in line]
+    assert [line.split("|")[1].split() for line in status_lines] == [["cycle", "1"], ["cycle", "2"], ["cycle", "3"]]
+    assert "Summary" in out and "this run        3 cycles" in out and "df_cache" in out
 
 
 def test_run_stops_cleanly_on_sigterm(tmp_path: Path, config_file: Callable[..., Path]) -> None:
@@ -156,7 +156,7 @@ def test_sigusr1_writes_a_memory_report_beside_the_journal(tmp_path: Path, confi
     ) as process:
         process.send_signal(signal.SIGUSR1)  # to the supervisor, which passes it on to the bot
         for line in process.stdout:  # the report is written between cycles; two more lines are enough
-            if line.startswith("cycle ") and list(tmp_path.glob("memory-report-*.json")):
+            if "| cycle " in line and list(tmp_path.glob("memory-report-*.json")):
                 break
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS)
@@ -215,7 +215,7 @@ def test_run_pauses_between_cycles_and_not_after_the_last(
     monkeypatch.setattr(cli, "pause_between_cycles", pause)
     assert main(["run", "--no-supervisor", "--config", str(config_file()), "--cycles", str(cycles), "--interval", "3600"]) == 0
     assert recorded == pauses
-    assert f"cycles          {cycles}" in capsys.readouterr().out
+    assert f"this run        {cycles} cycles" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------- memory stats

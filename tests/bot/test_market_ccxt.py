@@ -233,7 +233,7 @@ def test_an_exchange_error_echoing_the_key_and_signature_reaches_no_log_of_the_c
     monkeypatch.setenv("TEST_ECHO_SECRET", "s3cr3t-that-signs-requests")
     server.echo_credentials = True
 
-    def loopback_source(settings):  # build_market with credentials, every API URL on the loopback stub
+    def loopback_source(settings, resume_at_ms=None):  # build_market with credentials, every API URL on the loopback stub
         config = {**LOOPBACK_CONFIG, "options": {**LOOPBACK_CONFIG["options"], "fetchMargins": True}}
         market = CcxtMarket(
             "binance", config=config, api_key_env="TEST_ECHO_KEY", secret_env="TEST_ECHO_SECRET",

@@ -139,7 +139,7 @@ def test_missing_hooks_are_skipped() -> None:
 def test_an_os_error_in_on_start_is_the_environments_and_propagates() -> None:
     class NeedsAFile:
         async def on_start(self, runtime: Any) -> None:
-            raise PermissionError(13, "Permission denied", "/models/m.joblib")
+            raise PermissionError(13, "Permission denied", "/models/m.npz")
 
         def signal(self, symbol: str, candles: Any) -> float:
             return 0.0

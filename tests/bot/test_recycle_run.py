@@ -53,9 +53,14 @@ def journal_fills(journal: Path) -> tuple[set[tuple[str, str, str]], set[tuple[s
     return opened, closed
 
 
+def cycles_reported(lines: list[str]) -> list[int]:
+    """The cycle numbers of the status lines among `lines` (`... UTC | cycle    12 | equity ...`), in order."""
+    return [int(line.split("| cycle ")[1].split("|")[0]) for line in lines if "| cycle " in line]
+
+
 def last_open_count(lines: list[str]) -> int:
     """Open positions in the last status line of `lines`."""
-    status = [line for line in lines if line.startswith("cycle ")][-1]
+    status = [line for line in lines if "| cycle " in line][-1]
     return int(status.split("| open ")[1].split()[0])
 
 
@@ -71,7 +76,7 @@ def test_a_leaking_bot_is_recycled_and_the_next_process_resumes_its_positions_an
     assert recycles, completed.stdout[-3000:]
     assert "(1 so far): still at PRESSURE after the tiers ran" in lines[recycles[0]]
     # One count across the processes: every cycle once, in order, and --cycles honoured in total.
-    assert [int(line.split()[1]) for line in lines if line.startswith("cycle ")] == list(range(1, CYCLES + 1))
+    assert cycles_reported(lines) == list(range(1, CYCLES + 1))
     for recycle in recycles:
         [resumed] = [int(m.group(1)) for line in lines[recycle:] if (m := RESUMED.search(line))][:1]
         assert resumed == last_open_count(lines[:recycle])

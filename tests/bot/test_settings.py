@@ -26,7 +26,7 @@ from crypto_bot.settings import (
     load_settings,
     parse_settings,
 )
-from crypto_bot.working_set import minimum_working_set, window_bytes
+from crypto_bot.working_set import minimum_working_set, window_bytes, working_set_bound_bytes
 from tests.bot.conftest import REPOSITORY_CONFIG
 
 
@@ -282,7 +282,7 @@ def test_a_journal_path_that_is_a_directory_is_refused(tmp_path: Path) -> None:
 def test_a_model_path_under_a_file_is_refused(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("", encoding="utf-8")
-    (problem,) = problems_of({"strategy": {"model_path": str(blocker / "model.joblib")}})
+    (problem,) = problems_of({"strategy": {"model_path": str(blocker / "model.npz")}})
     assert problem.startswith("invalid strategy.model_path=") and "is a file" in problem
 
 
@@ -324,6 +324,21 @@ def test_a_replays_working_set_counts_its_files(tmp_path: Path) -> None:
 def test_a_window_is_measured_as_the_cache_sizes_it() -> None:
     frame = ohlcv_frame(np.arange(300, dtype=np.int64) * 60_000, np.zeros((300, 5)))
     assert window_bytes(300) == sizeof(frame) and 40 * 300 < window_bytes(300) < 100 * 300
+
+
+@pytest.mark.parametrize("candles", [60, 300, 1000, 5000])
+@pytest.mark.parametrize(("symbols", "timeframes"), [(1, 1), (6, 3), (50, 5)])
+def test_the_pandas_free_bound_holds_the_measured_working_set(symbols: int, timeframes: int, candles: int) -> None:
+    measured_bytes = minimum_working_set(symbols, timeframes, candles).total_bytes
+    assert measured_bytes <= working_set_bound_bytes(symbols, timeframes, candles)
+
+
+def test_a_budget_between_the_working_set_and_its_bound_is_measured_and_accepted() -> None:
+    measured_bytes = minimum_working_set(6, 3, 300).total_bytes
+    assert measured_bytes < working_set_bound_bytes(6, 3, 300)
+    parse_settings({"cache_size_limit_mb": (measured_bytes + 1) / 2**20})
+    (problem,) = problems_of({"cache_size_limit_mb": (measured_bytes - 1) / 2**20})
+    assert "cannot hold the working set" in problem
 
 
 def test_metrics_without_prometheus_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

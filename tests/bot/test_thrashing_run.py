@@ -25,7 +25,7 @@ def run_bot(tmp_path: Path, process_memory_limit_mb: float) -> subprocess.Comple
     """The repository's config with its journal and model under tmp_path and the given process limit."""
     config = yaml.safe_load(REPOSITORY_CONFIG.read_text(encoding="utf-8"))
     config["process_memory_limit_mb"] = process_memory_limit_mb
-    config["strategy"]["model_path"] = str(tmp_path / "signal_model.joblib")
+    config["strategy"]["model_path"] = str(tmp_path / "signal_model.npz")
     config["storage"]["journal_path"] = str(tmp_path / "journal.sqlite")
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")

@@ -107,7 +107,7 @@ def test_a_process_whose_c_store_does_not_import_logs_the_fallback_once():
 
 
 def test_a_bad_value_stops_the_import_with_the_variable_named():
-    result = run_python("import crypto_bot.memory", CRYPTO_BOT_CACHE_BACKEND="rust")
+    result = run_python("from crypto_bot.memory import ManagedCache", CRYPTO_BOT_CACHE_BACKEND="rust")
     assert result.returncode != 0
     assert "CRYPTO_BOT_CACHE_BACKEND must be one of c, python (or unset), got 'rust'" in result.stderr
 

@@ -34,7 +34,7 @@ def soak_config(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]
     """Write a config derived from the repository's, with the given overrides (section.key=value)."""
     directory = tmp_path_factory.mktemp("soak-config")
     base = yaml.safe_load((REPO_ROOT / "production_config_enhanced.yaml").read_text())
-    base["strategy"]["model_path"] = str(directory / "signal_model.joblib")
+    base["strategy"]["model_path"] = str(directory / "signal_model.npz")
 
     def write(name: str, **overrides: object) -> Path:
         config = yaml.safe_load(yaml.safe_dump(base))

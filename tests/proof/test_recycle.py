@@ -25,7 +25,15 @@ import pytest
 import yaml
 
 from tests.bot.conftest import REPO_ROOT, small_config
-from tests.bot.test_recycle_run import CLOSED, OPENED, RESUMED, SUPERVISOR_RECYCLE, journal_fills, last_open_count
+from tests.bot.test_recycle_run import (
+    CLOSED,
+    OPENED,
+    RESUMED,
+    SUPERVISOR_RECYCLE,
+    cycles_reported,
+    journal_fills,
+    last_open_count,
+)
 from tests.cgroup_util import read_memory_stats, spawn_in_cgroup
 
 pytestmark = [pytest.mark.cgroup, pytest.mark.proof]
@@ -80,7 +88,7 @@ def test_without_recycle_the_leaking_bot_is_oom_killed(cgroup: Path, without_pya
     assert returncode == -signal.SIGKILL, "\n".join(lines[-40:])
     if stats.oom_kills is not None:
         assert stats.oom_kills >= 1
-    assert len([line for line in lines if line.startswith("cycle ")]) < CYCLES
+    assert len(cycles_reported(lines)) < CYCLES
 
 
 def test_with_recycle_the_leaking_bot_outlives_the_limit_and_loses_nothing(
@@ -95,7 +103,7 @@ def test_with_recycle_the_leaking_bot_outlives_the_limit_and_loses_nothing(
     assert stats.oom_kills in (0, None), output
     recycles = [index for index, line in enumerate(lines) if SUPERVISOR_RECYCLE in line]
     assert recycles, output
-    assert [int(line.split()[1]) for line in lines if line.startswith("cycle ")] == list(range(1, CYCLES + 1))
+    assert cycles_reported(lines) == list(range(1, CYCLES + 1))
     opened, closed = journal_fills(tmp_path / "journal.sqlite")
     for recycle in recycles:
         before = lines[:recycle]
