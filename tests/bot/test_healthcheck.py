@@ -38,7 +38,7 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[HealthServer]:
     running = HealthServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=running.serve_forever, daemon=True)
+    thread = threading.Thread(target=running.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield running
     running.shutdown()

@@ -12,28 +12,41 @@ import pytest
 
 from crypto_bot.execution import TradeJournal
 from crypto_bot.market.simulated import DEFAULT_START_MS
-from crypto_bot.settings import Settings
+from crypto_bot.settings import Settings, parse_settings
+from tests.bot.conftest import small_config
 from tests.bot.support import Session
 
 RESTARTS = 5
 CYCLES_PER_RUN = 12
 
 
-def run_once(start: Callable[..., Session], settings: Settings, cycles: int) -> tuple[int, int, dict]:
+def run_once(settings: Settings, cycles: int) -> tuple[int, int, dict]:
     """One bot's life on the journal: (its market clock at start, at the end, its summary)."""
-    session = start(settings)
-    started_at_ms = session.bot.market.now_ms
-    for _ in range(cycles):
-        session.cycle()
-    ended_at_ms = session.bot.market.now_ms
-    summary = session.bot.summary()
-    session.close()
-    return started_at_ms, ended_at_ms, summary
+    session = Session(settings)
+    try:
+        started_at_ms = session.bot.market.now_ms
+        for _ in range(cycles):
+            session.cycle()
+        return started_at_ms, session.bot.market.now_ms, session.bot.summary()
+    finally:
+        session.close()
+
+
+@pytest.fixture(scope="module")
+def restarted(tmp_path_factory: pytest.TempPathFactory, trained_model_path: Path) -> tuple[Settings, list[tuple]]:
+    """The small config's bot run RESTARTS times on one journal (once for the module: the runs are the slow part)."""
+    settings = parse_settings(small_config(tmp_path_factory.mktemp("resume") / "journal.sqlite", trained_model_path))
+    return settings, [run_once(settings, CYCLES_PER_RUN) for _ in range(RESTARTS)]
 
 
 @pytest.fixture
-def restarted_runs(start: Callable[..., Session], bot_settings: Settings) -> list[tuple[int, int, dict]]:
-    return [run_once(start, bot_settings, CYCLES_PER_RUN) for _ in range(RESTARTS)]
+def restarted_runs(restarted: tuple[Settings, list[tuple]]) -> list[tuple[int, int, dict]]:
+    return restarted[1]
+
+
+@pytest.fixture
+def resumed_settings(restarted: tuple[Settings, list[tuple]]) -> Settings:
+    return restarted[0]
 
 
 def journal_times(settings: Settings) -> tuple[list[tuple[int, int]], list[int]]:
@@ -54,9 +67,9 @@ def test_each_restart_starts_the_market_where_the_last_run_left_it(restarted_run
 
 
 def test_trades_close_no_earlier_than_they_opened_across_restarts(
-    restarted_runs: list[tuple[int, int, dict]], bot_settings: Settings
+    restarted_runs: list[tuple[int, int, dict]], resumed_settings: Settings
 ) -> None:
-    trades, positions = journal_times(bot_settings)
+    trades, positions = journal_times(resumed_settings)
     assert trades, "the runs closed no trade: the test would prove nothing"
     assert all(opened_at <= closed_at for opened_at, closed_at in trades)
     closing_times = [closed_at for _, closed_at in trades]
@@ -66,9 +79,9 @@ def test_trades_close_no_earlier_than_they_opened_across_restarts(
 
 
 def test_positions_open_within_the_run_that_opened_them(
-    restarted_runs: list[tuple[int, int, dict]], bot_settings: Settings
+    restarted_runs: list[tuple[int, int, dict]], resumed_settings: Settings
 ) -> None:
-    trades, positions = journal_times(bot_settings)
+    trades, positions = journal_times(resumed_settings)
     opening_times = [opened_at for opened_at, _ in trades] + positions
     windows = [(started_at, ended_at) for started_at, ended_at, _ in restarted_runs]
     assert all(any(started <= opened_at < ended for started, ended in windows) for opened_at in opening_times)
