@@ -46,7 +46,7 @@ ensure_packages() {
     fi
     echo "installing Debian packages: ${missing[*]//|/ or }" >&2
     export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get update -qq > /dev/null 2>&1; then
+    if ! apt-get -o DPkg::Lock::Timeout=120 update -qq > /dev/null 2>&1; then
         echo "warning: apt-get update failed; Debian packages not installed: ${missing[*]//|/ or }" >&2
         return 0
     fi
@@ -61,7 +61,7 @@ ensure_packages() {
         echo "warning: this Debian release has no package ${unknown[*]//|/ or }" >&2
     fi
     if [ ${#install[@]} -gt 0 ] &&
-        ! apt-get install -y -qq --no-install-recommends "${install[@]}" > /dev/null 2>&1; then
+        ! apt-get -o DPkg::Lock::Timeout=120 install -y -qq --no-install-recommends "${install[@]}" > /dev/null 2>&1; then
         echo "warning: apt-get install ${install[*]} failed; run it yourself to see why" >&2
     fi
     return 0
