@@ -3,7 +3,7 @@
 Every name of ours starts with `crypto_bot_` (units as suffixes, `_total` on counters):
 `cycle_duration_seconds` (histogram), `last_cycle_timestamp_seconds`, `cycles_total`, `equity`,
 `cash`, `realized_pnl`, `open_positions`, `trades_total`, `exchange_rest_calls_total`,
-`exchange_errors_total{kind}`, `exchange_down`, `recycles_total`, `healthy`,
+`exchange_errors_total{kind}`, `exchange_down`, `recycles_total`, `healthy`, `stall_after_seconds`,
 `notifications_delivered_total{target}`, `notifications_failed_total{target}`,
 `notifications_dropped_total{target}`, and the memory collector's (`crypto_bot_memory_*`,
 `crypto_bot_cache_*`, `crypto_bot_model_*`; see `crypto_bot.memory.metrics`). prometheus_client's
@@ -56,7 +56,13 @@ class BotCollector:
         yield from gauge("last_cycle_timestamp_seconds", "When the last cycle ended (Unix time).", bot["last_cycle_at"])
         yield from counter("cycles", "Cycles run, the recycled processes' before this one included.", bot["cycle"])
         yield from counter("recycles", "Times the supervisor started a fresh bot process on the bot's request.", bot["recycles"])
-        yield from gauge("healthy", "1 while /health answers 200, else 0.", 1 if board.health().healthy else 0)
+        health = board.health()
+        yield from gauge("healthy", "1 while /health answers 200, else 0.", 1 if health.healthy else 0)
+        yield from gauge(
+            "stall_after_seconds",
+            "Seconds without a cycle after which /health calls the loop stalled (server.stall_intervals periods).",
+            health.details["stall_after_seconds"],
+        )
         yield from gauge("equity", "Paper account equity at the latest closes (quote currency).", trading.get("equity"))
         yield from gauge("cash", "Paper account cash (quote currency).", trading.get("cash"))
         yield from gauge("realized_pnl", "Realised profit and loss, net of fees (quote currency).", trading.get("realized_pnl"))
