@@ -4,6 +4,11 @@ The workload is a scanner's: new pairs are listed every cycle and analysed at on
 rotates, so plain dict caches grow without end. `--unmanaged` runs exactly that way (no manager,
 dicts never trimmed, the model never unloaded); the default runs under the memory manager.
 Output: `soak.csv` (one row per cycle), `memory.png`, `summary.json` and a printed summary.
+The plot draws the limit and the pressure thresholds the run itself read and used (recorded in
+`soak.csv` and `summary.json`, so a plot drawn on another machine shows the run's, not its own),
+shades the cycles spent at GC, PRESSURE and CRITICAL, puts wall time on a second axis, uses a log
+scale so the limit and every line fit, and zooms on the managed RSS in an inset so a slow creep
+shows beside the unmanaged line.
 """
 
 from __future__ import annotations
@@ -45,7 +50,9 @@ FIELDS = (
     "gc_collections",
     "unmanaged_bytes",
     "leak_suspected",
+    "limit_bytes",
 )
+_LEVEL_COLOURS = {"GC": "#f2d14b", "PRESSURE": "#f28e2b", "CRITICAL": "#e15759"}
 _injected_leak: list[bytes] = []
 PLAIN_SIZING_EVERY = 25  # sizing every plain dict entry costs O(entries): done every 25 cycles, carried between  # --inject-leak-kib appends here and never lets go
 
@@ -149,8 +156,23 @@ async def run_soak(settings: Settings, args: argparse.Namespace, out: Path) -> d
         if memory is not None:
             memory.stop()
     summary = summarise(rss, cache, warmup, time.perf_counter() - started, bot, detector)
+    summary["memory"] = {  # what the plot draws, as this run read and configured it
+        "limit_bytes": _limit_bytes(probe.read()),
+        "thresholds": {
+            "GC": settings.memory.gc_threshold,
+            "PRESSURE": settings.memory.memory_threshold,
+            "CRITICAL": settings.memory.aggressive_cleanup_threshold,
+        },
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _limit_bytes(reading: Any) -> int | None:
+    """The limit a reading's usage ratio was measured against (the tightest one where none is named)."""
+    if reading.limiting is not None and reading.limiting.limit_bytes is not None:
+        return reading.limiting.limit_bytes
+    return reading.limit_bytes
 
 
 def _row(bot: Any, probe: MemoryProbe, cycle: int, seconds: float, plain_cache_bytes: int) -> dict[str, Any]:
@@ -179,6 +201,7 @@ def _row(bot: Any, probe: MemoryProbe, cycle: int, seconds: float, plain_cache_b
         "gc_collections": sum(s["collections"] for s in gc.get_stats()),
         "unmanaged_bytes": unmanaged,
         "leak_suspected": 0,
+        "limit_bytes": _limit_bytes(reading),
     }
 
 
@@ -236,33 +259,112 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def plot(out: Path, *, compare: Path | None = None) -> None:
-    """memory.png: RSS and cache bytes per cycle (and another run's, when comparing), with the limit."""
+    """memory.png: see `draw`."""
+    import matplotlib.pyplot as plt
+
+    figure = draw(out, compare=compare)
+    figure.savefig(out / "memory.png")
+    plt.close(figure)
+
+
+def draw(out: Path, *, compare: Path | None = None) -> Any:
+    """The figure of memory.png: RSS and cache bytes per cycle (and another run's, when comparing) on a log
+    scale, the run's recorded limit and thresholds, its pressure levels shaded, wall time on a second axis,
+    and the managed RSS zoomed in an inset."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 5.5), dpi=110)
-    runs = [(out, "")] + ([(compare, " (compared run)")] if compare is not None else [])
-    for index, (directory, suffix) in enumerate(runs):
-        rows = _read_rows(directory / "soak.csv")
-        summary_path = directory / "summary.json"
-        mode = json.loads(summary_path.read_text())["mode"] if summary_path.exists() else directory.name
-        cycles = [int(r["cycle"]) for r in rows]
+    runs = [_Run(out, "")] + ([_Run(compare, " (compared run)")] if compare is not None else [])
+    for index, run in enumerate(runs):
         style = "-" if index == 0 else "--"
-        ax.plot(cycles, [int(r["rss_bytes"]) / _MIB for r in rows], style, lw=2, label=f"RSS, {mode}{suffix}")
-        ax.plot(cycles, [int(r["cache_bytes"]) / _MIB for r in rows], style, lw=1, alpha=0.8, label=f"cache bytes, {mode}{suffix}")
-    reading = MemoryProbe().read()
-    if reading.cgroup_limit_bytes is not None:
-        ax.axhline(reading.cgroup_limit_bytes / _MIB, color="red", ls=":", label="cgroup memory limit")
+        ax.plot(run.cycles, run.column("rss_bytes") / _MIB, style, lw=2, label=f"RSS, {run.mode}{run.suffix}")
+        ax.plot(run.cycles, run.column("cache_bytes") / _MIB, style, lw=1, alpha=0.8, label=f"cache bytes, {run.mode}{run.suffix}")
+    ax.set_yscale("log")  # the limit and a few-MiB cache on one axis; growth reads as a slope either way
+    managed = next((run for run in runs if run.mode == "managed"), None)
+    _draw_limits(ax, runs[0] if managed is None else managed)
+    if managed is not None:
+        _shade_levels(ax, managed)
+        _zoom(ax, managed)
+    _wall_time_axis(ax, runs[0])
     ax.set_xlabel("cycle")
-    ax.set_ylabel("MiB")
+    ax.set_ylabel("MiB (log scale)")
     ax.set_title("crypto_bot soak: memory per cycle")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="upper left", fontsize="small")
     fig.tight_layout()
-    fig.savefig(out / "memory.png")
-    plt.close(fig)
+    return fig
+
+
+class _Run:
+    """One soak's recorded rows and summary."""
+
+    def __init__(self, directory: Path, suffix: str) -> None:
+        self.rows = _read_rows(directory / "soak.csv")
+        summary_path = directory / "summary.json"
+        self.summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        self.mode = self.summary.get("mode", directory.name)
+        self.suffix = suffix
+        self.cycles = np.array([int(row["cycle"]) for row in self.rows])
+
+    def column(self, name: str) -> np.ndarray:
+        """A numeric column (nan where a row has no figure, or the run predates the column)."""
+        return np.array([float(row[name]) if row.get(name) else np.nan for row in self.rows])
+
+
+def _draw_limits(ax: Any, run: _Run) -> None:
+    """The limit the run read (per cycle: a cgroup limit may change) and its thresholds as fractions of it."""
+    limits = run.column("limit_bytes") / _MIB
+    recorded = run.summary.get("memory", {})
+    if np.isnan(limits).all() and recorded.get("limit_bytes") is not None:
+        limits = np.full(len(run.cycles), recorded["limit_bytes"] / _MIB)
+    if np.isnan(limits).all():
+        return
+    ax.plot(run.cycles, limits, color="#b00020", lw=1.5, label="memory limit (the run's reading)")
+    for level, ratio in recorded.get("thresholds", {}).items():
+        ax.plot(run.cycles, limits * ratio, color=_LEVEL_COLOURS[level], lw=1, ls=":", label=f"{level} threshold {ratio:.0%}")
+
+
+def _shade_levels(ax: Any, run: _Run) -> None:
+    """A band over each stretch of cycles the run spent at GC, PRESSURE or CRITICAL."""
+    levels = [row["pressure_level"] for row in run.rows]
+    labelled: set[str] = set()
+    start = 0
+    for index in range(1, len(levels) + 1):
+        if index < len(levels) and levels[index] == levels[start]:
+            continue
+        level = levels[start]
+        if level in _LEVEL_COLOURS:
+            ax.axvspan(run.cycles[start] - 0.5, run.cycles[index - 1] + 0.5, color=_LEVEL_COLOURS[level], alpha=0.2,
+                       label=None if level in labelled else f"at {level}")
+            labelled.add(level)
+        start = index
+
+
+def _zoom(ax: Any, run: _Run) -> None:
+    """The managed RSS on its own linear scale: a creep of a few KiB a cycle shows as a slope."""
+    rss = run.column("rss_bytes") / _MIB
+    if len(rss) < 2 or np.isnan(rss).all():
+        return
+    inset = ax.inset_axes([0.55, 0.6, 0.43, 0.26])  # between the lines and the limit, on the log scale
+    inset.plot(run.cycles, rss, lw=1.2)
+    inset.set_title("managed RSS, zoomed (MiB)", fontsize="x-small")
+    inset.tick_params(labelsize="x-small")
+    inset.grid(alpha=0.3)
+
+
+def _wall_time_axis(ax: Any, run: _Run) -> None:
+    """Seconds since the run started, on top, mapped from the cycles the run recorded."""
+    seconds = run.column("seconds")
+    if len(run.cycles) < 2 or np.isnan(seconds).any():
+        return
+    cycles = run.cycles.astype(float)
+    top = ax.secondary_xaxis(
+        "top", functions=(lambda c: np.interp(c, cycles, seconds), lambda s: np.interp(s, seconds, cycles))
+    )
+    top.set_xlabel("wall time since start (s)")
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
