@@ -1,18 +1,25 @@
 """The bot's events reach real notifiers: a forced PRESSURE at a loopback webhook and Telegram stub within one
-cycle, fills, memory back to normal, an exchange outage and its recovery, a failing phase."""
+cycle, fills, memory back to normal, an exchange outage and its recovery, a failing phase, a diagnosed leak."""
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from crypto_bot.bot import build_market
-from crypto_bot.memory import PressureLevel
+from crypto_bot.memory import MemoryConfig, MemoryManager, PressureLevel
+from crypto_bot.memory.diagnosis import DiagnosisSettings
 from crypto_bot.settings import Settings, parse_settings
 from tests.bot.loopback import Receiver, receiving
 from tests.bot.support import Session
+from tests.fakes import FakeClock
+from tests.memory.support import FakeProbe
+from tests.memory.test_leak_reports import _LEAKED, leaking_line
+from tests.memory.test_leak_reports import cycles as leak_cycles
 
 TOKEN = "777:loopback-telegram"
 FLUSH_SECONDS = 30.0  # a bound on waiting for loopback deliveries, never what is asserted
@@ -158,3 +165,24 @@ def test_a_failing_phase_is_told_with_its_name(
     flushed(session)
     [body] = webhook.bodies()
     assert body["subject"] == "monitor" and body["message"] == "phase monitor failed: RuntimeError('plugin exploded')"
+
+
+def test_a_diagnosed_leak_is_sent_with_the_line_it_names(
+    start: Callable[..., Session], notified_settings: Callable[..., Settings], webhook: Receiver, tmp_path: Path
+) -> None:
+    if tracemalloc.is_tracing():
+        pytest.skip("tracemalloc is already tracing in this interpreter")
+    clock, probe = FakeClock(), FakeProbe()
+    config = MemoryConfig(enable_background_cleanup=False, leak_window_samples=3, leak_slope_threshold_mb_per_hour=1)
+    memory = MemoryManager(config, probe=probe, clock=clock, diagnosis=DiagnosisSettings(window_passes=2),
+                           report_dir=tmp_path / "data")
+    session = start(notified_settings(events=["leak"]), memory=memory)
+    try:
+        leak_cycles(memory, clock, probe, 12)  # a confirmed leak, then a diagnosis over two maintenance passes
+    finally:
+        memory.stop()
+        _LEAKED.clear()
+    flushed(session)
+    [body] = webhook.bodies()
+    assert body["event"] == "leak" and body["subject"] == leaking_line()
+    assert body["message"].startswith("leak diagnosis") and leaking_line() in body["message"]
