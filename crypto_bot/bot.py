@@ -400,8 +400,10 @@ class TradingBot:
         self.market_errors_last_cycle, self._market_errors = errors - self._market_errors, errors
         down = (stats.get("pause_reason") or "requests paused after failures") if stats.get("paused") else None
         if down is not None and self.exchange_down is None:
+            logger.warning("exchange outage: %s", down)
             await notify(ctx, f"exchange outage: {down}", event="exchange", subject="outage", details=stats)
         elif down is None and self.exchange_down is not None:
+            logger.info("exchange recovered after: %s", self.exchange_down)
             await notify(ctx, f"exchange recovered after: {self.exchange_down}", event="exchange", subject="recovery")
         self.exchange_down = down
 

@@ -34,7 +34,12 @@ class NotifyConfig(ConfigSection):
     timeout_seconds: float = setting(
         5.0, "timeout of one delivery (HTTP connect and answer)", float, minimum=0, minimum_open=True, maximum=300
     )
-    log: bool = setting(True, "write each event to the log (INFO; WARNING for pressure, leaks, failures)", bool)
+    log: bool = setting(
+        False,
+        "also write each event as one uniform line through the crypto_bot.notify logger (the parts that raise "
+        "an event log it in their own words already)",
+        bool,
+    )
     webhook_url: str | None = setting(None, "POST each event as JSON to this http(s) URL", str, optional=True)
     webhook_headers: Mapping[str, Any] = mapping_setting("extra HTTP headers of the webhook's requests")
     webhook_template: Mapping[str, Any] = mapping_setting(

@@ -138,7 +138,7 @@ def test_recent_events_are_newest_first() -> None:
 
 
 def test_the_section_builds_the_log_webhook_and_telegram_targets() -> None:
-    config = NotifyConfig(webhook_url="http://127.0.0.1:9/hook", telegram_chat_id="42")
+    config = NotifyConfig(log=True, webhook_url="http://127.0.0.1:9/hook", telegram_chat_id="42")
     targets = build_targets(config, {"CRYPTO_BOT_TELEGRAM_TOKEN": TOKEN})
     assert [target.name for target in targets] == ["log", "webhook", "telegram"]
 
