@@ -471,6 +471,9 @@ async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: flo
                 logger.warning("%s", decision.reason)
             if interval_seconds:
                 await pause_between_cycles(stop, interval_seconds)
+    except BaseException as error:
+        stop_reason = f"{type(error).__name__}: {error}"
+        raise
     finally:
         bot.notifier.notify(f"stopped after cycle {bot.cycle}: {stop_reason}", event="stop")
         await bot.close()

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from . import validation
 from .diagnosis import Verdict
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HostHTTPServer", "MemoryCollector", "MetricsServer", "register_collector", "start_metrics_server"]
+__all__ = ["BackgroundHTTPServer", "HostHTTPServer", "MemoryCollector", "MetricsServer", "register_collector", "start_metrics_server"]
 
 _LEVELS_HELP = ", ".join(f"{level.value} {level.name.lower()}" for level in PressureLevel)
 # Sites and types of the last diagnosis exported: a bounded label set, replaced by each diagnosis.
@@ -233,29 +233,22 @@ class HostHTTPServer(ThreadingHTTPServer):
         super().__init__(address, handler)
 
 
-class MetricsServer:
-    """A running metrics endpoint: the address and port it is bound to, and `shutdown()`."""
-
-    __slots__ = ("address", "port", "_httpd", "_thread")
+class BackgroundHTTPServer:
+    """An HTTP server serving from a daemon thread: the address and port it is bound to, and `shutdown()`."""
 
     address: str
     port: int
 
-    def __init__(self, httpd: ThreadingHTTPServer) -> None:
+    def __init__(self, httpd: ThreadingHTTPServer, *, name: str) -> None:
         self.address, self.port = httpd.server_address[:2]
         self._httpd = httpd
         self._thread = threading.Thread(
             target=httpd.serve_forever,
             kwargs={"poll_interval": _POLL_INTERVAL_SECONDS},
-            name=f"memory-metrics-{self.port}",
+            name=f"{name}-{self.port}",
             daemon=True,
         )
         self._thread.start()
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"http://{host}:{self.port}/metrics"
 
     @property
     def serving(self) -> bool:
@@ -267,11 +260,23 @@ class MetricsServer:
         self._httpd.server_close()
         self._thread.join()
 
-    def __enter__(self) -> MetricsServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.shutdown()
+
+
+class MetricsServer(BackgroundHTTPServer):
+    """A running metrics endpoint (`start_metrics_server`)."""
+
+    def __init__(self, httpd: ThreadingHTTPServer) -> None:
+        super().__init__(httpd, name="memory-metrics")
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.port}/metrics"
 
 
 def start_metrics_server(

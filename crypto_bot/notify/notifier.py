@@ -5,6 +5,7 @@ neither Telegram nor the trading cycle; a full queue drops the event and counts 
 delivery is logged and counted, and the next event is tried as usual. Trouble (pressure, leaks,
 outages, failures) of one kind and subject passes at most once per `rate_limit_seconds`; what is
 held back is counted and named in the next event that passes, so a flapping level does not spam.
+Messages are redacted as log records are (`crypto_bot.redaction`): registered secrets never leave.
 Start, stop and fills are never held back. Thread-safe: the event loop and the memory manager's
 maintenance thread both publish.
 
@@ -149,6 +150,7 @@ class Notifier:
         """Queue `event` for every target; False when its kind is not enabled or the rate limit held it back."""
         if event.kind not in self.events:
             return False
+        event = replace(event, message=redaction.redact(event.message))  # an error's text may echo a secret
         key = (event.kind, event.subject)
         with self._lock:
             now = self._clock()

@@ -16,13 +16,12 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from crypto_bot.memory.metrics import HostHTTPServer
+from crypto_bot.memory.metrics import BackgroundHTTPServer, HostHTTPServer
 
 from .board import StatusBoard
 from .config import base_url
@@ -34,7 +33,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["StatusServer"]
 
-_POLL_INTERVAL_SECONDS = 0.05  # how often serve_forever() looks for shutdown(): bounds how long a stop takes
 _ASSETS = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
@@ -107,12 +105,10 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("status server: %s %s", self.address_string(), format % args)
 
 
-class StatusServer:
+class StatusServer(BackgroundHTTPServer):
     """Serves a StatusBoard from a daemon thread until `shutdown()`; `port=0` picks a free port."""
 
     board: StatusBoard
-    address: str
-    port: int
 
     def __init__(
         self, board: StatusBoard, registry: CollectorRegistry, *, address: str, port: int, token: str | None
@@ -121,33 +117,15 @@ class StatusServer:
         self.registry = registry
         self._expected = None if not token else f"Bearer {token}".encode()
         handler = type("Handler", (_Handler,), {"status_server": self})
-        self._httpd = HostHTTPServer((address, port), handler)
-        self.address, self.port = self._httpd.server_address[:2]
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": _POLL_INTERVAL_SECONDS},
-            name=f"status-server-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
+        super().__init__(HostHTTPServer((address, port), handler), name="status-server")
 
     @property
     def url(self) -> str:
         """The status page's address (a wildcard bind is shown as this machine's loopback)."""
         return base_url(self.address, self.port)
 
-    @property
-    def token_required(self) -> bool:
-        return self._expected is not None
-
     def authorized(self, authorization: str | None) -> bool:
         """No token configured, or the header carries it (constant-time comparison)."""
         if self._expected is None:
             return True
         return hmac.compare_digest((authorization or "").encode(), self._expected)
-
-    def shutdown(self) -> None:
-        """Stop serving, close the socket, wait for the thread; safe to call twice."""
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()

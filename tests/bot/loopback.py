@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+DELIVERY_WAIT_SECONDS = 30.0  # a bound on waiting for loopback deliveries (Notifier.flush), never what is asserted
+
 
 @dataclass(frozen=True)
 class Received:

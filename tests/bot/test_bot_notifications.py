@@ -14,7 +14,7 @@ from crypto_bot.bot import build_market
 from crypto_bot.memory import MemoryConfig, MemoryManager, PressureLevel
 from crypto_bot.memory.diagnosis import DiagnosisSettings
 from crypto_bot.settings import Settings, parse_settings
-from tests.bot.loopback import Receiver, receiving
+from tests.bot.loopback import DELIVERY_WAIT_SECONDS, Receiver, receiving
 from tests.bot.support import Session
 from tests.fakes import FakeClock
 from tests.memory.support import FakeProbe
@@ -22,7 +22,6 @@ from tests.memory.test_leak_reports import _LEAKED, leaking_line
 from tests.memory.test_leak_reports import cycles as leak_cycles
 
 TOKEN = "777:loopback-telegram"
-FLUSH_SECONDS = 30.0  # a bound on waiting for loopback deliveries, never what is asserted
 
 
 @pytest.fixture
@@ -62,7 +61,7 @@ def events(receiver: Receiver) -> list[str]:
 
 
 def flushed(session: Session) -> None:
-    assert session.bot.notifier.flush(FLUSH_SECONDS)
+    assert session.bot.notifier.flush(DELIVERY_WAIT_SECONDS)
 
 
 def test_a_forced_pressure_reaches_the_webhook_and_telegram_within_one_cycle(

@@ -6,14 +6,14 @@ from collections.abc import Iterator
 
 import pytest
 
+from crypto_bot import redaction
 from crypto_bot.memory import ConfigError
 from crypto_bot.notify import Event, Notifier, NotifyConfig, TelegramTarget, WebhookTarget, build_targets
 from crypto_bot.settings import parse_settings
-from tests.bot.loopback import Receiver, receiving
+from tests.bot.loopback import DELIVERY_WAIT_SECONDS, Receiver, receiving
 from tests.fakes import FakeClock
 
 TOKEN = "123456:loopback-telegram-token"
-FLUSH_SECONDS = 30.0  # a bound on waiting for loopback deliveries, never what is asserted
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def webhook(receiver: Receiver, **template: str) -> WebhookTarget:
 
 
 def delivered(notifier: Notifier) -> None:
-    assert notifier.flush(FLUSH_SECONDS)
+    assert notifier.flush(DELIVERY_WAIT_SECONDS)
     notifier.close()
 
 
@@ -168,3 +168,11 @@ def test_telegram_without_its_token_variable_names_the_variable(monkeypatch: pyt
         "notify.telegram_chat_id is set but the environment variable CRYPTO_BOT_TELEGRAM_TOKEN "
         "(notify.telegram_token_variable) holding the bot token is not",
     )
+
+
+def test_a_registered_secret_in_a_message_is_redacted_before_it_leaves(receiver: Receiver) -> None:
+    redaction.register_secret("exchange-api-secret-42")
+    notifier = Notifier([webhook(receiver)])
+    notifier.notify("stopped after cycle 3: AuthenticationFailed: key exchange-api-secret-42 refused", event="stop")
+    delivered(notifier)
+    assert receiver.bodies()[0]["message"] == "stopped after cycle 3: AuthenticationFailed: key *** refused"
