@@ -284,7 +284,8 @@ def _running_bot_status(args: argparse.Namespace) -> dict[str, Any]:
     """/api/status of the bot at --url, or at the config's server: address; CommandError (exit 3) when none answers."""
     from crypto_bot.status import BotUnreachable, ServerConfig, base_url, config_token, fetch_status
 
-    server = _server_section(args.config)
+    given_url_alone = args.url is not None and not Path(args.config).exists()  # the token variable's default then
+    server = ServerConfig() if given_url_alone else _server_section(args.config)
     if args.url is None and not server.enabled:
         raise CommandError(
             EXIT_USAGE,
