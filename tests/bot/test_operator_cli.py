@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from crypto_bot.cli import EXIT_ENVIRONMENT, EXIT_OK, EXIT_USAGE, main
-from tests.bot.conftest import REPO_ROOT, SUBPROCESS_TIMEOUT_SECONDS, crypto_bot, small_config
+from crypto_bot.settings import load_settings
+from tests.bot.conftest import REPO_ROOT, REPOSITORY_CONFIG, SUBPROCESS_TIMEOUT_SECONDS, crypto_bot, small_config
 from tests.bot.test_cli_failures import command, one_line
 
 pytest.importorskip("prometheus_client")
@@ -123,3 +124,9 @@ def test_status_with_a_bad_server_section_names_the_key(
 ) -> None:
     assert main(["memory", "stats", "--config", str(config_file(server={"port": 70000}))]) == EXIT_USAGE
     assert "invalid server.port=70000: allowed an integer in [0, 65535]" in one_line(capsys.readouterr().err)
+
+
+def test_the_repository_config_that_scripts_run_uses_serves_the_status_page_on_loopback() -> None:
+    assert "--config production_config_enhanced.yaml" in (REPO_ROOT / "scripts" / "run").read_text()
+    server = load_settings(REPOSITORY_CONFIG).server
+    assert server.enabled and server.loopback and server.port == 9108
