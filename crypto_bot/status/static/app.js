@@ -6,7 +6,8 @@ const REFRESH_MS = 5000;
 const MIB = 1024 * 1024;
 const LEVELS = ["GC", "PRESSURE", "CRITICAL"];
 const SVG = "http://www.w3.org/2000/svg";
-const CHART = { width: 900, height: 320, left: 64, right: 120, top: 12, bottom: 28 };
+const CHART = { width: 900, height: 320, left: 72, right: 16, top: 12, bottom: 28 };
+const KIB = 1024;
 let logScale = null; // null: chosen from the data (log when the limit dwarfs the lines)
 
 function $(id) { return document.getElementById(id); }
@@ -63,6 +64,12 @@ function drawChart(status) {
     ["working_set", "working set", history.working_set_bytes],
     ["cache", "cache bytes", history.cache_bytes],
   ];
+  if (!times.length) {
+    svg.replaceChildren(element("text", { x: CHART.width / 2, y: CHART.height / 2, "text-anchor": "middle" }, "waiting for the first cycle"));
+    svg.dataset.points = 0;
+    $("legend").replaceChildren();
+    return;
+  }
   const limit = chartLimit(memory);
   const thresholds = (memory.pressure && memory.pressure.thresholds) || {};
   const values = series.flatMap(([, , column]) => column.filter((v) => v !== null && v > 0));
@@ -70,10 +77,10 @@ function drawChart(status) {
   const useLog = logScale === null ? Boolean(limit && limit > 8 * dataMax) : logScale;
   $("scale").textContent = useLog ? "linear scale" : "log scale";
   const top = Math.max(dataMax, limit || 0) * 1.05;
-  const bottom = useLog ? Math.max(MIB, Math.min(...values, top) / 2) : 0;
+  const bottom = useLog ? Math.max(64 * KIB, Math.min(...values, top) / 2) : 0;
   const plotWidth = CHART.width - CHART.left - CHART.right;
   const plotHeight = CHART.height - CHART.top - CHART.bottom;
-  const t0 = times.length ? times[0] : 0;
+  const t0 = times[0];
   const t1 = times.length > 1 ? times[times.length - 1] : t0 + 1;
   const x = (t) => CHART.left + ((t - t0) / (t1 - t0)) * plotWidth;
   const y = (v) => {
@@ -101,15 +108,15 @@ function drawChart(status) {
   nodes.push(element("line", { class: "axis", x1: CHART.left, y1: CHART.top, x2: CHART.left, y2: CHART.top + plotHeight }));
   const ticks = useLog ? [bottom, Math.sqrt(bottom * top), top] : [0, top / 4, top / 2, (3 * top) / 4, top];
   for (const tick of ticks) {
-    nodes.push(element("text", { x: CHART.left - 6, y: y(tick) + 4, "text-anchor": "end" }, `${(tick / MIB).toFixed(0)} MiB`));
+    nodes.push(element("text", { x: CHART.left - 6, y: y(tick) + 4, "text-anchor": "end" }, `${(tick / MIB).toFixed(tick < 10 * MIB ? 1 : 0)} MiB`));
   }
-  for (const t of [t0, (t0 + t1) / 2, t1]) {
-    nodes.push(element("text", { x: x(t), y: CHART.height - 8, "text-anchor": "middle" }, clock(t)));
+  for (const [t, anchor] of [[t0, "start"], [(t0 + t1) / 2, "middle"], [t1, "end"]]) {
+    nodes.push(element("text", { x: x(t), y: CHART.height - 8, "text-anchor": anchor }, clock(t)));
   }
-  const label = (name, value, cls) => nodes.push(element("text", { class: cls, x: CHART.left + plotWidth + 6, y: y(value) + 4 }, name));
+  const legend = [];
   if (limit) {
     nodes.push(element("line", { class: "limit", "data-line": "limit", x1: CHART.left, x2: CHART.left + plotWidth, y1: y(limit), y2: y(limit) }));
-    label(`limit ${mib(limit)} MiB`, limit, "limit-label");
+    legend.push(["limit", `limit ${mib(limit)} MiB`]);
     for (const level of LEVELS) {
       if (thresholds[level] === undefined) continue;
       const value = thresholds[level] * limit;
@@ -117,7 +124,7 @@ function drawChart(status) {
         class: `threshold threshold-${level}`, "data-line": `threshold-${level}`,
         x1: CHART.left, x2: CHART.left + plotWidth, y1: y(value), y2: y(value),
       }));
-      label(`${level} ${Math.round(thresholds[level] * 100)}%`, value, "threshold-label");
+      legend.push([`threshold threshold-${level}`, `${level} ${Math.round(thresholds[level] * 100)}%`]);
     }
   }
   for (const [name, title, column] of series) {
@@ -127,8 +134,17 @@ function drawChart(status) {
     const line = element("polyline", { class: `series ${name}`, "data-series": name, "data-points": points.length, points: points.join(" ") });
     line.append(element("title", {}, title));
     nodes.push(line);
+    legend.push([`series ${name}`, title]);
   }
   svg.replaceChildren(...nodes);
+  $("legend").replaceChildren(...legend.map(([cls, title]) => {
+    const item = document.createElement("span");
+    const swatch = document.createElementNS(SVG, "svg");
+    swatch.setAttribute("viewBox", "0 0 24 8");
+    swatch.append(element("line", { class: cls, x1: 0, y1: 4, x2: 24, y2: 4 }));
+    item.append(swatch, ` ${title}`);
+    return item;
+  }));
   svg.dataset.points = times.length;
 }
 
