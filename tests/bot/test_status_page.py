@@ -48,8 +48,9 @@ class Dom(HTMLParser):
             self._open.append(element)
 
     def handle_endtag(self, tag: str) -> None:
-        while self._open and self._open.pop().tag != tag:
-            pass
+        if any(element.tag == tag for element in self._open):  # `</line>` closes nothing: lines are never opened
+            while self._open.pop().tag != tag:
+                pass
 
     def handle_data(self, data: str) -> None:
         if self._open:
@@ -106,9 +107,11 @@ def test_the_page_loads_and_draws_the_chart_with_the_limit_and_thresholds(
         [line] = dom.all("polyline", data_series=series)
         assert line.attributes["data-points"] == "4" and len(line.attributes["points"].split()) == 4
     assert len(dom.all("line", data_line="limit")) == 1
-    assert {e.attributes["data-line"] for e in dom.all("line") if "threshold" in e.classes} == {
+    assert {e.attributes.get("data-line") for e in dom.all("line") if "threshold" in e.classes} - {None} == {
         "threshold-GC", "threshold-PRESSURE", "threshold-CRITICAL",
     }
+    legend = {e.text.strip() for e in dom.all("span")}
+    assert {"GC 70%", "PRESSURE 80%", "CRITICAL 90%", "RSS", "cache bytes"} <= legend
     assert dom.by_id("cycle").text == str(served.session.bot.cycle)
     assert {row[0] for row in dom.rows("caches")} == {"df_cache", "regime_cache"}
     assert {row[0] for row in dom.rows("positions")} == {p.symbol for p in served.session.bot.broker.positions.values()}
