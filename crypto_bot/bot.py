@@ -187,11 +187,13 @@ class TradingBot:
 
     def _memory_alert(self, message: str, details: dict[str, Any]) -> None:
         """The memory manager's alerts that the runner does not already report after each phase: a leak diagnosis
-        (with the lines it names) and a thrashing budget. Called on the maintenance thread; the notifier is thread-safe."""
+        (with the lines it names) and a thrashing budget. Called on the maintenance thread; the notifier is
+        thread-safe."""
         kind = details.get("kind")
         if kind == "leak_diagnosis":
             sites = details.get("sites") or []
-            self.notifier.notify(message, event="leak", subject=sites[0] if sites else str(details.get("verdict")), details=details)
+            subject = sites[0] if sites else str(details.get("verdict"))
+            self.notifier.notify(message, event="leak", subject=subject, details=details)
         elif kind == "thrashing":
             self.notifier.notify(message, event="pressure", subject="thrashing", details=details)
 
@@ -352,7 +354,8 @@ class TradingBot:
                 continue
             at_ms = int(candle.name.timestamp() * 1000)
             for trade in self.broker.process_candle(symbol, candle["high"], candle["low"], candle["close"], at_ms):
-                await self._filled(ctx, Fill.closing(trade), f"closed {trade.symbol} ({trade.exit_reason}): pnl {trade.pnl:.2f}")
+                message = f"closed {trade.symbol} ({trade.exit_reason}): pnl {trade.pnl:.2f}"
+                await self._filled(ctx, Fill.closing(trade), message)
         ctx.balance = self.broker.cash
 
     async def _filled(self, ctx: BotContext, fill: Fill, message: str) -> None:

@@ -302,7 +302,9 @@ def _running_bot_status(args: argparse.Namespace) -> dict[str, Any]:
     try:
         return fetch_status(url, token=config_token(server))
     except BotUnreachable as error:
-        raise CommandError(EXIT_ENVIRONMENT, f"{error}; `crypto-bot status --journal` reads the trade journal without one") from error
+        raise CommandError(
+            EXIT_ENVIRONMENT, f"{error}; `crypto-bot status --journal` reads the trade journal without one"
+        ) from error
 
 
 def _server_section(path: str) -> ServerConfig:
@@ -421,7 +423,11 @@ async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: flo
     bot = TradingBot(settings, memory=memory, on_status=lambda status: print(status.line(), flush=True))
     bot.cycle = first_cycle = cycles_done()  # a recycled bot goes on counting where its predecessor stopped
     board = StatusBoard(
-        settings.server, memory=memory, notifier=bot.notifier, interval_seconds=interval_seconds, recycles=recycles_done()
+        settings.server,
+        memory=memory,
+        notifier=bot.notifier,
+        interval_seconds=interval_seconds,
+        recycles=recycles_done(),
     )
     recycle = RecyclePolicy.from_config(settings.recycle) if settings.recycle.enabled else None
     recycle_reason = None

@@ -229,7 +229,8 @@ class PhaseRunner:
                     if not self.continue_on_error or isinstance(error, self.stop_on):
                         raise error
                     logger.error("phase %s failed: %r; continuing", name, error)
-                    await _delivered(notify(ctx, f"phase {name} failed: {error!r}", event="phase_failure", subject=name))
+                    failure = notify(ctx, f"phase {name} failed: {error!r}", event="phase_failure", subject=name)
+                    await _delivered(failure)
         finally:
             self.last_report = reports
             ctx.timing["phases"] = reports

@@ -281,7 +281,8 @@ def draw(out: Path, *, compare: Path | None = None) -> Any:
     for index, run in enumerate(runs):
         style = "-" if index == 0 else "--"
         ax.plot(run.cycles, run.column("rss_bytes") / _MIB, style, lw=2, label=f"RSS, {run.mode}{run.suffix}")
-        ax.plot(run.cycles, run.column("cache_bytes") / _MIB, style, lw=1, alpha=0.8, label=f"cache bytes, {run.mode}{run.suffix}")
+        cache_label = f"cache bytes, {run.mode}{run.suffix}"
+        ax.plot(run.cycles, run.column("cache_bytes") / _MIB, style, lw=1, alpha=0.8, label=cache_label)
     ax.set_yscale("log")  # the limit and a few-MiB cache on one axis; growth reads as a slope either way
     managed = next((run for run in runs if run.mode == "managed"), None)
     _draw_limits(ax, runs[0] if managed is None else managed)
@@ -324,7 +325,8 @@ def _draw_limits(ax: Any, run: _Run) -> None:
         return
     ax.plot(run.cycles, limits, color="#b00020", lw=1.5, label="memory limit (the run's reading)")
     for level, ratio in recorded.get("thresholds", {}).items():
-        ax.plot(run.cycles, limits * ratio, color=_LEVEL_COLOURS[level], lw=1, ls=":", label=f"{level} threshold {ratio:.0%}")
+        label = f"{level} threshold {ratio:.0%}"
+        ax.plot(run.cycles, limits * ratio, color=_LEVEL_COLOURS[level], lw=1, ls=":", label=label)
 
 
 def _shade_levels(ax: Any, run: _Run) -> None:

@@ -129,7 +129,8 @@ class MappingSetting(Setting):
 
 def mapping_setting(meaning: str) -> Any:
     """A dataclass field for a mapping-valued key, empty by default (null is allowed and reads as empty)."""
-    return field(default_factory=dict, hash=False, metadata={"setting": MappingSetting({}, meaning, dict, optional=True)})
+    rule = MappingSetting({}, meaning, dict, optional=True)
+    return field(default_factory=dict, hash=False, metadata={"setting": rule})
 
 
 @dataclass(frozen=True, slots=True)

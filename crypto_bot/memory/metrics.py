@@ -42,7 +42,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BackgroundHTTPServer", "HostHTTPServer", "MemoryCollector", "MetricsServer", "register_collector", "start_metrics_server"]
+__all__ = [
+    "BackgroundHTTPServer",
+    "HostHTTPServer",
+    "MemoryCollector",
+    "MetricsServer",
+    "register_collector",
+    "start_metrics_server",
+]
 
 _LEVELS_HELP = ", ".join(f"{level.value} {level.name.lower()}" for level in PressureLevel)
 # Sites and types of the last diagnosis exported: a bounded label set, replaced by each diagnosis.

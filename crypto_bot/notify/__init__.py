@@ -8,4 +8,13 @@ from .events import Event
 from .notifier import Notifier, build_targets
 from .targets import LogTarget, TelegramTarget, WebhookTarget
 
-__all__ = ["EVENTS", "Event", "LogTarget", "Notifier", "NotifyConfig", "TelegramTarget", "WebhookTarget", "build_targets"]
+__all__ = [
+    "EVENTS",
+    "Event",
+    "LogTarget",
+    "Notifier",
+    "NotifyConfig",
+    "TelegramTarget",
+    "WebhookTarget",
+    "build_targets",
+]

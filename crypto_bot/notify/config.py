@@ -30,7 +30,9 @@ class NotifyConfig(ConfigSection):
         300.0, "one event of a kind and subject (a level, a phase, a site) at most this often; the rest are counted",
         float, minimum=0, maximum=86_400,
     )
-    queue_size: int = setting(100, "events waiting per notifier; more are dropped and counted", int, minimum=1, maximum=100_000)
+    queue_size: int = setting(
+        100, "events waiting per notifier; more are dropped and counted", int, minimum=1, maximum=100_000
+    )
     timeout_seconds: float = setting(
         5.0, "timeout of one delivery (HTTP connect and answer)", float, minimum=0, minimum_open=True, maximum=300
     )

@@ -72,7 +72,9 @@ class _Worker:
             except Exception as error:  # the boundary: one target failing never stops the others or the bot
                 self.failed += 1
                 self.last_error = redaction.redact(f"{type(error).__name__}: {error}")
-                logger.warning("notifier %s could not deliver a %s event: %s", self.target.name, event.kind, self.last_error)
+                logger.warning(
+                    "notifier %s could not deliver a %s event: %s", self.target.name, event.kind, self.last_error
+                )
             finally:
                 self._queue.task_done()
 

@@ -104,5 +104,9 @@ class TelegramTarget:
         self.timeout_seconds = timeout_seconds
 
     def send(self, event: Event) -> None:
-        body = {"chat_id": self.chat_id, "text": f"crypto-bot {event.kind}: {event.text}", "disable_web_page_preview": True}
+        body = {
+            "chat_id": self.chat_id,
+            "text": f"crypto-bot {event.kind}: {event.text}",
+            "disable_web_page_preview": True,
+        }
         post_json(self._url, body, headers={}, timeout_seconds=self.timeout_seconds)

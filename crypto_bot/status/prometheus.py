@@ -55,7 +55,9 @@ class BotCollector:
 
         yield from gauge("last_cycle_timestamp_seconds", "When the last cycle ended (Unix time).", bot["last_cycle_at"])
         yield from counter("cycles", "Cycles run, the recycled processes' before this one included.", bot["cycle"])
-        yield from counter("recycles", "Times the supervisor started a fresh bot process on the bot's request.", bot["recycles"])
+        yield from counter(
+            "recycles", "Times the supervisor started a fresh bot process on the bot's request.", bot["recycles"]
+        )
         health = board.health()
         yield from gauge("healthy", "1 while /health answers 200, else 0.", 1 if health.healthy else 0)
         yield from gauge(
@@ -65,14 +67,19 @@ class BotCollector:
         )
         yield from gauge("equity", "Paper account equity at the latest closes (quote currency).", trading.get("equity"))
         yield from gauge("cash", "Paper account cash (quote currency).", trading.get("cash"))
-        yield from gauge("realized_pnl", "Realised profit and loss, net of fees (quote currency).", trading.get("realized_pnl"))
+        yield from gauge(
+            "realized_pnl", "Realised profit and loss, net of fees (quote currency).", trading.get("realized_pnl")
+        )
         positions = trading.get("open_positions")
         yield from gauge("open_positions", "Open paper positions.", None if positions is None else len(positions))
         yield from counter("trades", "Closed paper trades.", trading.get("closed_trades"))
         yield from counter("exchange_rest_calls", "REST requests sent to the exchange.", market.get("rest_calls"))
         if market:
-            yield from gauge("exchange_down", "1 while the market source pauses its requests after failures.", 1 if market.get("exchange_down") else 0)
-            errors = CounterMetricFamily(prefix + "exchange_errors", "Failed market data requests, by kind.", labels=("kind",))
+            down = 1 if market.get("exchange_down") else 0
+            yield from gauge("exchange_down", "1 while the market source pauses its requests after failures.", down)
+            errors = CounterMetricFamily(
+                prefix + "exchange_errors", "Failed market data requests, by kind.", labels=("kind",)
+            )
             for kind, count in sorted(market.get("errors", {}).items()):
                 errors.add_metric((kind,), count)
             yield errors
@@ -90,7 +97,8 @@ class BotCollector:
 
 
 def build_registry(board: StatusBoard) -> CollectorRegistry:
-    """A registry of its own (not prometheus_client's global one): the bot's, the memory manager's, process and Python."""
+    """A registry of its own (not prometheus_client's global one): the bot's, the memory manager's, process and
+    Python collectors."""
     import prometheus_client
 
     registry = prometheus_client.CollectorRegistry()

@@ -37,7 +37,8 @@ def status_lines(status: dict[str, Any]) -> list[str]:
             f"evictions: {evictions}"
         )
     for name, model in memory.get("models", {}).items():
-        lines.append(f"  model         {name}: {'loaded' if model['loaded'] else 'unloaded'}, {_mib(model['size_bytes'])}")
+        state = "loaded" if model["loaded"] else "unloaded"
+        lines.append(f"  model         {name}: {state}, {_mib(model['size_bytes'])}")
     leak = memory.get("leak", {})
     lines.append(f"  leak          {'SUSPECTED' if leak.get('suspected') else 'none suspected'}")
     if trading:
@@ -58,7 +59,8 @@ def status_lines(status: dict[str, Any]) -> list[str]:
                 for f in trading["recent_fills"][:5]
             ),
             f"exchange        {market['source']}, REST calls last cycle {market['rest_calls_last_cycle']}, errors last "
-            f"cycle {market['errors_last_cycle']}" + (f", DOWN: {market['exchange_down']}" if market["exchange_down"] else ""),
+            f"cycle {market['errors_last_cycle']}"
+            + (f", DOWN: {market['exchange_down']}" if market["exchange_down"] else ""),
         ]
     else:
         lines.append("trading         no cycle has ended yet")

@@ -75,7 +75,8 @@ class _Handler(BaseHTTPRequestHandler):
 
                 self._send(HTTPStatus.OK, generate_latest(self.status_server.registry), CONTENT_TYPE_LATEST)
             else:
-                self._send_json(HTTPStatus.NOT_FOUND, {"error": f"no such path: {path}", "paths": [*_ASSETS, *sorted(_GUARDED)]})
+                paths = [*_ASSETS, *sorted(_GUARDED)]
+                self._send_json(HTTPStatus.NOT_FOUND, {"error": f"no such path: {path}", "paths": paths})
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client left: nothing to answer
         except Exception:  # the boundary: a bad answer must not take the server thread (or the bot) down
@@ -95,7 +96,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: HTTPStatus, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
-        for name, value in {**_SECURITY_HEADERS, "Content-Type": content_type, "Content-Length": str(len(body)), **(headers or {})}.items():
+        sent = {**_SECURITY_HEADERS, "Content-Type": content_type, "Content-Length": str(len(body)), **(headers or {})}
+        for name, value in sent.items():
             self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
