@@ -1,4 +1,4 @@
-"""The `crypto-bot` command: run the bot, check a config, print memory statistics or the journal, soak-test.
+"""The `crypto-bot` command: run the bot, check a config, read a running bot's status, soak-test.
 
 Paper trading is the only mode: fills are simulated by the paper broker and announced as such
 at start-up. SIGINT/SIGTERM let the current phase finish, then the exchange is closed, the
