@@ -266,7 +266,8 @@ class PhaseRunner:
         elif previous >= PressureLevel.PRESSURE and report.pressure_level < previous:
             message = f"memory left {previous.name} after phase {report.name}: now {report.pressure_level.name}"
             logger.info(message)
-            await _delivered(notify(ctx, message, event="pressure", subject=previous.name, details={"state": "left"}))
+            left = {"state": "left", "level": report.pressure_level.name}
+            await _delivered(notify(ctx, message, event="pressure", subject=f"left {previous.name}", details=left))
         return rss_bytes
 
     def _latest_reading(self, manager: MemoryManager, rss_bytes: int | None) -> MemoryReading:
