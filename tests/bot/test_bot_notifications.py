@@ -77,7 +77,7 @@ def test_a_forced_pressure_reaches_the_webhook_and_telegram_within_one_cycle(
     flushed(session)
     [hook] = webhook.bodies()
     assert hook["event"] == "pressure" and hook["subject"] == "PRESSURE" and hook["details"]["state"] == "entered"
-    assert hook["message"].startswith("memory PRESSURE after phase fetch_candidates: 85% of host memory")
+    assert hook["message"].startswith("memory PRESSURE after phase fetch_candidates: ")  # the first phase
     [request] = telegram.requests
     assert request.path == f"/bot{TOKEN}/sendMessage" and request.body["chat_id"] == "-100200"
     assert request.body["text"].startswith("crypto-bot pressure: memory PRESSURE after phase fetch_candidates")
