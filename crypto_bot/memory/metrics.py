@@ -2,7 +2,7 @@
 
 Covers a custom collector that reads the manager's state at scrape time (cache counters come
 from each cache's O(1) `stats()`, so nothing is incremented on the hot path), its registration,
-and a small HTTP endpoint that binds 127.0.0.1 unless told otherwise. Names follow Micrometer's
+and a small HTTP endpoint (`/metrics` only) that binds 127.0.0.1 unless told otherwise. Names follow Micrometer's
 cache conventions: `cache_gets_total{cache,result}`, `cache_puts_total{cache}`,
 `cache_evictions_total{cache,cause}`, `cache_size_bytes{cache}`, `cache_entries{cache}`,
 `model_loaded{model}`, `model_size_bytes{model}`, `memory_working_set_bytes`,
@@ -286,6 +286,19 @@ class MetricsServer(BackgroundHTTPServer):
         return f"http://{host}:{self.port}/metrics"
 
 
+def _metrics_path_only(handler: type[BaseHTTPRequestHandler]) -> type[BaseHTTPRequestHandler]:
+    """prometheus_client's handler, answering 404 on every path but /metrics (it serves the metrics on any)."""
+
+    class MetricsPathOnly(handler):  # type: ignore[valid-type, misc]
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path.split("?", 1)[0] != "/metrics":
+                self.send_error(404, "only /metrics is served here")
+                return
+            super().do_GET()
+
+    return MetricsPathOnly
+
+
 def start_metrics_server(
     manager: MemoryManager,
     port: int,
@@ -303,7 +316,7 @@ def start_metrics_server(
     served = registry if registry is not None else prometheus_client.CollectorRegistry()
     collector = register_collector(manager, served)
     try:
-        httpd = HostHTTPServer((addr, port), prometheus_client.MetricsHandler.factory(served))
+        httpd = HostHTTPServer((addr, port), _metrics_path_only(prometheus_client.MetricsHandler.factory(served)))
     except OSError:
         served.unregister(collector)
         raise
