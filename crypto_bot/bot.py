@@ -14,6 +14,8 @@ settings (market, strategy, risk, paper, storage) and takes the `MemoryManager` 
 `settings.memory` when not given), so one memory policy acts on the bot's caches and model.
 `manage_memory=False` runs the same workload the way bots commonly do without us: plain dicts
 never trimmed and a model held forever. The soak command compares the two.
+Fills, memory levels, phase failures and exchange outages go to the `notifier` (`crypto_bot.notify`,
+built from `settings.notify` when not given, and then closed with the bot).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
@@ -42,6 +45,7 @@ from crypto_bot.market import (
 from crypto_bot.market.simulated import DEFAULT_HISTORY_CANDLES, DEFAULT_START_MS
 from crypto_bot.memory import MemoryManager
 from crypto_bot.memory.units import MIB as _MIB
+from crypto_bot.notify import Notifier
 from crypto_bot.phase_runner import BotContext, PhaseRunner, notify
 from crypto_bot.settings import Settings
 from crypto_bot.strategy import PluginHost, Signal, StrategyRuntime, analysis_candles, atr, entry_signal
@@ -78,14 +82,7 @@ def build_market(settings: Settings, resume_at_ms: int | None = None) -> MarketD
     )
 
 
-class LogNotifier:
-    """Notifications to the debug log: the broker and the runner already log fills and alerts.
-
-    A Telegram or Slack notifier would have the same `notify(message)`.
-    """
-
-    def notify(self, message: str) -> None:
-        logger.debug("notify: %s", message)
+RECENT_FILLS = 20  # fills kept for the status page and /api/status
 
 
 @dataclass(slots=True)
@@ -120,7 +117,8 @@ class TradingBot:
 
     `memory` is the one MemoryManager of the bot's caches and model (default: one built from
     `settings.memory`, with no thread: the runner schedules maintenance). Whoever starts its
-    maintenance thread stops it. `manage_memory=False` takes no manager at all.
+    maintenance thread stops it. `manage_memory=False` takes no manager at all. A notifier given is the
+    caller's to close; one built here is closed by `close()`.
     """
 
     memory: MemoryManager | None
@@ -148,6 +146,8 @@ class TradingBot:
             self.journal.close()  # release the writer lock now, not when the bot is collected
             raise
         self.risk = RiskManager(settings.risk)
+        self._own_notifier = notifier is None
+        self.notifier = Notifier.from_config(settings.notify) if notifier is None else notifier
         strategy = settings.strategy
         self.strategy = PluginHost.load(
             strategy.plugin, strategy.params, base_dir=settings.config_dir, max_failures=strategy.plugin_max_failures
@@ -161,12 +161,14 @@ class TradingBot:
             config=dict(settings.raw),
             exchange=self.market,
             risk_manager=self.risk,
-            notifier=notifier if notifier is not None else LogNotifier(),
+            notifier=self.notifier,
             paper_wallet=self.broker,
             memory_manager=self.memory,
             manage_memory=manage_memory,
         )
         self.ctx.balance = self.broker.cash
+        if self.memory is not None:
+            self.memory.add_alert_callback(self._memory_alert)
         self.runner = PhaseRunner(
             [
                 self.fetch_candidates,
@@ -183,6 +185,10 @@ class TradingBot:
         self._totals_at_start = (self.broker.trades_count, self.broker.realized_pnl)  # all-time, from the journal
         self.peak_equity = self.broker.cash
         self.last_status: CycleStatus | None = None
+        self.recent_fills: deque[Fill] = deque(maxlen=RECENT_FILLS)
+        self.exchange_down: str | None = None  # why the market source paused its requests, while it does
+        self._market_errors = 0  # failed requests counted by the market source up to the last cycle's end
+        self.market_errors_last_cycle = 0
         self._cursor = 0
         self._discovered = 0
         self._warned_budget = False
@@ -190,6 +196,18 @@ class TradingBot:
         self._fetches = 0  # requests to the market source this cycle
         self._atr_candles = analysis_candles(fast=strategy.ema_fast, slow=strategy.ema_slow)  # the built-in's window
         self._analysis_timeframe = settings.timeframes[0]
+
+    def _memory_alert(self, message: str, details: dict[str, Any]) -> None:
+        """The memory manager's alerts that the runner does not already report after each phase: a leak diagnosis
+        (with the lines it names) and a thrashing budget. Called on the maintenance thread; the notifier is
+        thread-safe."""
+        kind = details.get("kind")
+        if kind == "leak_diagnosis":
+            sites = details.get("sites") or []
+            subject = sites[0] if sites else str(details.get("verdict"))
+            self.notifier.notify(message, event="leak", subject=subject, details=details)
+        elif kind == "thrashing":
+            self.notifier.notify(message, event="pressure", subject="thrashing", details=details)
 
     # ------------------------------------------------------------ set-up
 
@@ -329,8 +347,11 @@ class TradingBot:
             except ValueError as error:
                 logger.info("order for %s refused: %s", signal.symbol, error)
                 continue
-            self.strategy.on_fill(Fill.opening(position))
-            await notify(ctx, f"opened {position.side} {position.symbol} {position.quantity:.6g} @ {position.entry_price:.6g}")
+            await self._filled(
+                ctx,
+                Fill.opening(position),
+                f"opened {position.side} {position.symbol} {position.quantity:.6g} @ {position.entry_price:.6g}",
+            )
         ctx.balance = self.broker.cash
 
     async def handle_exits(self, ctx: BotContext) -> None:
@@ -345,9 +366,15 @@ class TradingBot:
                 continue
             at_ms = int(candle.name.timestamp() * 1000)
             for trade in self.broker.process_candle(symbol, candle["high"], candle["low"], candle["close"], at_ms):
-                self.strategy.on_fill(Fill.closing(trade))
-                await notify(ctx, f"closed {trade.symbol} ({trade.exit_reason}): pnl {trade.pnl:.2f}")
+                message = f"closed {trade.symbol} ({trade.exit_reason}): pnl {trade.pnl:.2f}"
+                await self._filled(ctx, Fill.closing(trade), message)
         ctx.balance = self.broker.cash
+
+    async def _filled(self, ctx: BotContext, fill: Fill, message: str) -> None:
+        """Tell the strategy, keep the fill for the status page, notify."""
+        self.strategy.on_fill(fill)
+        self.recent_fills.append(fill)
+        await notify(ctx, message, event="fill", subject=fill.symbol, details=asdict(fill))
 
     async def _latest_candle(self, ctx: BotContext, symbol: str) -> pd.Series | None:
         series = ctx.df_cache.get(self._analysis_timeframe) or {}
@@ -379,16 +406,77 @@ class TradingBot:
         self.last_status = status
         if self.on_status is not None:
             self.on_status(status)
+        await self._watch_exchange(ctx)
         self.market.advance()
         self.journal.record_market_clock(self.market.now_ms)
 
-    def _equity(self, ctx: BotContext) -> float:
-        series = ctx.df_cache.get(self._analysis_timeframe) or {}
+    async def _watch_exchange(self, ctx: BotContext) -> None:
+        """Count this cycle's failed requests; notify when the market source pauses (an outage) and resumes."""
+        stats = self.market.stats()
+        errors = sum(stats.get("errors", {}).values())
+        self.market_errors_last_cycle, self._market_errors = errors - self._market_errors, errors
+        down = (stats.get("pause_reason") or "requests paused after failures") if stats.get("paused") else None
+        if down is not None and self.exchange_down is None:
+            logger.warning("exchange outage: %s", down)
+            await notify(ctx, f"exchange outage: {down}", event="exchange", subject="outage", details=stats)
+        elif down is None and self.exchange_down is not None:
+            logger.info("exchange recovered after: %s", self.exchange_down)
+            await notify(ctx, f"exchange recovered after: {self.exchange_down}", event="exchange", subject="recovery")
+        self.exchange_down = down
+
+    def marks(self) -> dict[str, float]:
+        """The latest close of each open position's symbol on the analysis timeframe (its entry price without one)."""
+        series = self.ctx.df_cache.get(self._analysis_timeframe) or {}
         prices = {}
         for position in self.broker.positions.values():
             frame = series.get(position.symbol)
             prices[position.symbol] = float(frame["close"].iloc[-1]) if frame is not None and len(frame) else position.entry_price
-        return self.broker.equity(prices)
+        return prices
+
+    def _equity(self, ctx: BotContext) -> float:
+        return self.broker.equity(self.marks())
+
+    def trading_status(self) -> dict[str, Any]:
+        """Equity, cash, open positions with unrealised PnL at the latest close, closed trades, recent fills and
+        the market source's requests and errors: the trading part of /api/status (JSON types)."""
+        marks = self.marks()
+        positions = []
+        for position in self.broker.positions.values():
+            mark = marks[position.symbol]
+            direction = 1 if position.side == "long" else -1
+            positions.append(
+                {
+                    "symbol": position.symbol,
+                    "side": position.side,
+                    "quantity": position.quantity,
+                    "entry_price": position.entry_price,
+                    "mark_price": mark,
+                    "stop_price": position.stop_price,
+                    "take_profit_price": position.take_profit_price,
+                    "unrealised_pnl": direction * (mark - position.entry_price) * position.quantity,
+                    "opened_at_ms": position.opened_at_ms,
+                }
+            )
+        market = self.market.stats()
+        return {
+            "cycle": self.cycle,
+            "equity": self.broker.equity(marks),
+            "cash": self.broker.cash,
+            "realized_pnl": self.broker.realized_pnl,
+            "closed_trades": self.broker.trades_count,
+            "open_positions": positions,
+            "recent_fills": [asdict(fill) for fill in reversed(self.recent_fills)],
+            "strategy_enabled": self.strategy.enabled,
+            "market": {
+                "source": self.settings.market.source,
+                "rest_calls_last_cycle": market.get("rest_calls_last_cycle", 0),
+                "rest_calls": market.get("rest_calls", 0),
+                "errors_last_cycle": self.market_errors_last_cycle,
+                "errors": market.get("errors", {}),
+                "exchange_down": self.exchange_down,
+                "stale_series": len(self._stale),
+            },
+        }
 
     # ----------------------------------------------------------- running
 
@@ -414,6 +502,8 @@ class TradingBot:
         self.strategy.close()
         await self.market.close()
         self.journal.close()
+        if self._own_notifier:
+            self.notifier.close()
 
     def summary(self) -> dict[str, Any]:
         """Final figures: this run's cycles, trades and PnL apart from the journal's all-time ones, equity and the

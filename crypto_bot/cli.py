@@ -1,4 +1,4 @@
-"""The `crypto-bot` command: run the bot, check a config, print memory statistics or the journal, soak-test.
+"""The `crypto-bot` command: run the bot, check a config, read a running bot's status, soak-test.
 
 Paper trading is the only mode: fills are simulated by the paper broker and announced as such
 at start-up. SIGINT/SIGTERM let the current phase finish, then the exchange is closed, the
@@ -35,6 +35,7 @@ import os
 import signal
 import sys
 import textwrap
+import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,13 +45,15 @@ from crypto_bot import redaction
 from crypto_bot.memory import validation
 from crypto_bot.memory.config import MAX_SECONDS
 
-if TYPE_CHECKING:  # the settings pull in the trading stack; `memory stats` alone does not need it
+if TYPE_CHECKING:  # the settings pull in the trading stack; `status` and `memory stats` do not need it
     import asyncio  # imported by the commands that run the bot: `config check` stays light (README "Footprint")
 
     from crypto_bot.memory.allocator import AllocatorConfig
     from crypto_bot.memory.recycle import RecycleConfig
     from crypto_bot.service_notify import ServiceNotifier
     from crypto_bot.settings import Settings
+    from crypto_bot.status import ServerConfig, StatusBoard
+    from crypto_bot.status.server import StatusServer
 
 logger = logging.getLogger("crypto_bot")
 
@@ -161,16 +164,28 @@ def _parser() -> argparse.ArgumentParser:
     keys = config_commands.add_parser("keys", help="list every key: default, allowed values, meaning", parents=[common])
     keys.set_defaults(handler=_config_keys)
 
+    # Both read the running bot through its server (server: in the config), never the trading stack.
+    reader = argparse.ArgumentParser(add_help=False)
+    reader.add_argument(
+        "--config", default=DEFAULT_CONFIG, help="the running bot's YAML config (its server:) (default: %(default)s)"
+    )
+    reader.add_argument("--url", default=None, help="the bot's address instead, e.g. http://127.0.0.1:9108/")
+
     memory = commands.add_parser("memory", help="memory tools", parents=[common])
     memory_commands = memory.add_subparsers(dest="memory_command", required=True)
-    stats = memory_commands.add_parser("stats", help="print the memory statistics as JSON", parents=[common])
-    stats.add_argument("--config", default=None)
+    stats = memory_commands.add_parser(
+        "stats", help="the running bot's memory statistics as JSON", parents=[common, reader]
+    )
     stats.set_defaults(handler=_memory_stats)
 
     status = commands.add_parser(
-        "status", help="cash, open positions and closed trades from the journal (read-only)", parents=[common]
+        "status", help="the running bot: health, memory, caches, positions, fills", parents=[common, reader]
     )
-    status.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config file naming the journal (default: %(default)s)")
+    status.add_argument("--json", action="store_true", help="print the whole /api/status answer as JSON")
+    status.add_argument(
+        "--journal", action="store_true",
+        help="cash, open positions and closed trades from the trade journal instead (read-only; no bot needed)",
+    )
     status.set_defaults(handler=_status)
 
     from crypto_bot.soak import add_soak_command
@@ -252,21 +267,73 @@ def _config_keys(args: argparse.Namespace) -> int:
 
 
 def _memory_stats(args: argparse.Namespace) -> int:
-    """This process's memory figures under the config's memory settings; never opens the journal."""
-    from crypto_bot.memory import MemoryConfig, MemoryManager
-
-    config = MemoryConfig() if args.config is None else load_config(args.config).memory
-    stats = MemoryManager(config).get_memory_stats()
-    stats["reading"] = dataclasses.asdict(stats["reading"])
-    print(json.dumps(stats, indent=2, default=str, sort_keys=True))
+    """The running bot's memory statistics, as its memory manager keeps them."""
+    print(json.dumps(_running_bot_status(args)["memory"], indent=2, default=str, sort_keys=True))
     return EXIT_OK
 
 
 def _status(args: argparse.Namespace) -> int:
-    """The journal's state, opened read-only: works while a bot holds it."""
+    """The running bot's status (its /api/status), or with --journal the trade journal's."""
+    if args.journal:
+        return _journal_status(args.config)
+    status = _running_bot_status(args)
+    if args.json:
+        print(json.dumps(status, indent=2, default=str, sort_keys=True))
+    else:
+        from crypto_bot.status.report import status_lines
+
+        print("\n".join(status_lines(status)), flush=True)
+    return EXIT_OK
+
+
+def _running_bot_status(args: argparse.Namespace) -> dict[str, Any]:
+    """/api/status of the bot at --url, or at the config's server: address; CommandError (exit 3) when none answers."""
+    from crypto_bot.status import BotUnreachable, ServerConfig, base_url, config_token, fetch_status
+
+    given_url_alone = args.url is not None and not Path(args.config).exists()  # the token variable's default then
+    server = ServerConfig() if given_url_alone else _server_section(args.config)
+    if args.url is None and not server.enabled:
+        raise CommandError(
+            EXIT_USAGE,
+            f"server.enabled is false in {args.config}: that bot serves no status; set it to true (and restart the "
+            "bot), or give a bot's address with --url",
+        )
+    if args.url is None and server.port == 0:
+        raise CommandError(
+            EXIT_USAGE,
+            f"server.port is 0 in {args.config} (a free port picked at start): give the address the bot printed "
+            "with --url",
+        )
+    url = args.url or base_url(server.address, server.port)
+    try:
+        return fetch_status(url, token=config_token(server))
+    except BotUnreachable as error:
+        raise CommandError(
+            EXIT_ENVIRONMENT, f"{error}; `crypto-bot status --journal` reads the trade journal without one"
+        ) from error
+
+
+def _server_section(path: str) -> ServerConfig:
+    """The config's `server:` section alone: reading a running bot never imports the trading stack."""
+    from crypto_bot.config_file import ConfigFileError, read_config_file
+    from crypto_bot.memory import ConfigError
+    from crypto_bot.status import ServerConfig
+
+    try:
+        return ServerConfig.from_mapping(_section(read_config_file(path), "server"))
+    except ConfigFileError as error:
+        raise CommandError(EXIT_USAGE, *error.problems) from error
+    except ConfigError as error:
+        raise CommandError(EXIT_USAGE, *(f"config error in {path}: {problem}" for problem in error.problems)) from error
+    except TypeError as error:
+        raise CommandError(EXIT_USAGE, f"config error in {path}: {error}") from error
+
+
+def _journal_status(config: str) -> int:
+    """The journal's state, opened read-only: works while a bot holds it, and without one."""
     from crypto_bot.execution import TradeJournal
 
-    settings = load_config(args.config)
+    settings = load_config(config)
     journal = TradeJournal(settings.storage.journal_path, read_only=True)
     try:
         cash = journal.cash()
@@ -360,7 +427,8 @@ async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: flo
     from crypto_bot.memory import MemoryManager
     from crypto_bot.memory.recycle import RecyclePolicy
     from crypto_bot.service_notify import ServiceNotifier
-    from crypto_bot.supervisor import cycles_done, request_recycle, supervised
+    from crypto_bot.status import StatusBoard
+    from crypto_bot.supervisor import cycles_done, recycles_done, request_recycle, supervised
 
     stop = asyncio.Event()
     service = ServiceNotifier.from_environment()  # systemd's Type=notify: READY=1, WATCHDOG=1 per healthy cycle
@@ -369,14 +437,24 @@ async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: flo
     bot = TradingBot(
         settings, memory=memory, on_status=lambda status: print(status.line(), flush=True), first_cycle=cycles_done()
     )
+    board = StatusBoard(
+        settings.server,
+        memory=memory,
+        notifier=bot.notifier,
+        interval_seconds=interval_seconds,
+        recycles=recycles_done(),
+    )
     recycle = RecyclePolicy.from_config(settings.recycle) if settings.recycle.enabled else None
     recycle_reason = None
+    stop_reason = "the last cycle ran" if cycles is not None else "stopped"
     loop = asyncio.get_running_loop()
-    metrics_server = None
+    server = None
     report_signal = None
 
     def request_stop() -> None:
+        nonlocal stop_reason
         logger.info("stop requested: finishing the current phase")
+        stop_reason = "a stop was requested (SIGINT/SIGTERM)"
         bot.request_stop()
         stop.set()
 
@@ -386,34 +464,50 @@ async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: flo
             loop.add_signal_handler(signum, request_stop)
         # kill -USR1 <pid> writes a memory report beside the journal; leak diagnoses go there too
         report_signal = memory.install_report_signal(Path(settings.storage.journal_path).parent, loop=loop)
-        metrics_server = _start_metrics(settings, memory)
+        server = _start_server(settings.server, board)
         if settings.memory.enable_background_cleanup:
             memory.start()
         await bot.prepare_model()
         service.ready(f"paper trading from cycle {bot.cycle + 1}")
         _check_watchdog_period(service, interval_seconds)
+        bot.notifier.notify(
+            f"started (paper trading, {settings.market.source} market, {len(settings.symbols)} symbols, cycle "
+            f"{bot.cycle}{'' if server is None else f', status page {server.url}'})",
+            event="start",
+        )
         while not bot.stopping:
+            started = time.perf_counter()
             await bot.run_cycle()
             memory.note_cycle()  # leak diagnoses report growth per cycle
             if bot.last_cycle_healthy and bot.last_status is not None:
                 service.watchdog(bot.last_status.line())
+            board.record_cycle(bot, time.perf_counter() - started)
             if bot.stopping or (cycles is not None and bot.cycle >= cycles):
                 break  # no pause after the last cycle
             if recycle is not None and (decision := recycle.observe_manager(memory)).reason:
                 if decision.recycle:
-                    recycle_reason = decision.reason
+                    recycle_reason = stop_reason = decision.reason
                     logger.warning("recycling the bot process after cycle %d: %s", bot.cycle, recycle_reason)
+                    bot.notifier.notify(
+                        f"recycling the bot process after cycle {bot.cycle}: {recycle_reason}",
+                        event="recycle",
+                        details={"cycle": bot.cycle, "recycles_before": board.recycles},
+                    )
                     break
                 logger.warning("%s", decision.reason)
             if interval_seconds:
                 await pause_between_cycles(stop, interval_seconds)
+    except BaseException as error:
+        stop_reason = f"{type(error).__name__}: {error}"
+        raise
     finally:
         service.stopping(f"stopping after cycle {bot.cycle}")
         service.close()
+        bot.notifier.notify(f"stopped after cycle {bot.cycle}: {stop_reason}", event="stop")
         await bot.close()
         memory.stop()
-        if metrics_server is not None:
-            metrics_server.shutdown()
+        if server is not None:
+            server.shutdown()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
         if report_signal is not None:
@@ -466,21 +560,28 @@ def banner(settings: Settings, cache_store: str) -> str:
     return "\n".join([rule, *lines, rule])
 
 
-def _start_metrics(settings: Settings, memory: Any) -> Any:
-    metrics = settings.metrics
-    if not metrics.enabled:
+def _start_server(config: ServerConfig, board: StatusBoard) -> StatusServer | None:
+    """The status server, its address printed (with where its token comes from); None when disabled."""
+    if not config.enabled:
         return None
-    from crypto_bot.memory.metrics import start_metrics_server
+    from crypto_bot import redaction
+    from crypto_bot.status.prometheus import build_registry
+    from crypto_bot.status.server import StatusServer
 
+    token = os.environ.get(config.token_variable) or None
+    if token is not None:
+        redaction.register_secret(token)
     try:
-        server = start_metrics_server(memory, metrics.port, addr=metrics.address)
+        server = StatusServer(board, build_registry(board), address=config.address, port=config.port, token=token)
     except OSError as error:
         raise CommandError(
             EXIT_ENVIRONMENT,
-            f"metrics endpoint cannot listen on {metrics.address} port {metrics.port} ({error.strerror or error}): "
-            "stop what listens there or set metrics.port (or metrics.address) to a free one",
+            f"the status server cannot listen on {config.address} port {config.port} ({error.strerror or error}): "
+            "stop what listens there or set server.port (or server.address) to a free one",
         ) from error
-    logger.info("metrics on http://%s:%d/metrics", metrics.address, metrics.port)
+    guarded = f" (API, /health and /metrics need the bearer token in ${config.token_variable})" if token else ""
+    print(f"status page: {server.url}{guarded}", flush=True)
+    logger.info("status page on %s; /api/status, /health and /metrics beside it", server.url)
     return server
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import inspect
 import itertools
 import logging
@@ -228,6 +229,8 @@ class PhaseRunner:
                     if not self.continue_on_error or isinstance(error, self.stop_on):
                         raise error
                     logger.error("phase %s failed: %r; continuing", name, error)
+                    failure = notify(ctx, f"phase {name} failed: {error!r}", event="phase_failure", subject=name)
+                    await _delivered(failure)
         finally:
             self.last_report = reports
             ctx.timing["phases"] = reports
@@ -257,10 +260,14 @@ class PhaseRunner:
         ):
             self._next_maintenance = now + manager.config.maintenance_interval_seconds
             self._maintenance = asyncio.get_running_loop().run_in_executor(None, manager.perform_maintenance)
-        rising = report.pressure_level > self._last_level
-        self._last_level = report.pressure_level
-        if report.pressure_level >= PressureLevel.PRESSURE and rising:
+        previous, self._last_level = self._last_level, report.pressure_level
+        if report.pressure_level >= PressureLevel.PRESSURE and report.pressure_level > previous:
             await self._alert(ctx, manager, report, reading)
+        elif previous >= PressureLevel.PRESSURE and report.pressure_level < previous:
+            message = f"memory left {previous.name} after phase {report.name}: now {report.pressure_level.name}"
+            logger.info(message)
+            left = {"state": "left", "level": report.pressure_level.name}
+            await _delivered(notify(ctx, message, event="pressure", subject=f"left {previous.name}", details=left))
         return rss_bytes
 
     def _latest_reading(self, manager: MemoryManager, rss_bytes: int | None) -> MemoryReading:
@@ -289,14 +296,19 @@ class PhaseRunner:
             f"rss {_mib(reading.rss_bytes)}, caches {_mib(manager.cache_bytes)}"
         )
         logger.warning(message)
-        deliveries = [notify(ctx, message)]
+        details = {
+            "state": "entered",
+            "level": report.pressure_level.name,
+            "phase": report.name,
+            "usage_ratio": reading.usage_ratio,
+            "rss_bytes": reading.rss_bytes,
+            "cache_bytes": manager.cache_bytes,
+        }
+        deliveries = [notify(ctx, message, event="pressure", subject=report.pressure_level.name, details=details)]
         if self.on_pressure is not None:
             deliveries.append(_awaited(self.on_pressure, ctx, report))
         for delivery in deliveries:  # one failing target does not silence the other
-            try:
-                await delivery
-            except Exception:
-                logger.exception("pressure alert delivery failed")
+            await _delivered(delivery)
 
     async def drain(self) -> None:
         """Wait for a maintenance pass still running in the worker thread (call at shutdown)."""
@@ -304,11 +316,22 @@ class PhaseRunner:
             await self._maintenance
 
 
-async def notify(ctx: BotContext, message: str) -> None:
-    """Send `message` through the context's notifier, if it has one (sync or async `notify`)."""
+async def notify(
+    ctx: BotContext, message: str, *, event: str, subject: str = "", details: dict[str, Any] | None = None
+) -> None:
+    """Send `message` through the context's notifier, if it has one (sync or async
+    `notify(message, *, event, subject, details)`; `event` is one of `crypto_bot.notify.EVENTS`)."""
     send = getattr(ctx.notifier, "notify", None)
     if send is not None:
-        await _awaited(send, message)
+        await _awaited(functools.partial(send, message, event=event, subject=subject, details=details))
+
+
+async def _delivered(delivery: Awaitable[Any]) -> None:
+    """Await a notification; a notifier that raises is logged, never fails the cycle."""
+    try:
+        await delivery
+    except Exception:
+        logger.exception("notification delivery failed")
 
 
 async def _awaited(callback: Callable[..., Any], *args: Any) -> None:

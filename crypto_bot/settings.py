@@ -1,7 +1,7 @@
 """Bot configuration: the YAML file's schema and the one typed settings tree built from it.
 
 The file carries the seed's memory keys at the top level (or a `memory:` section), `symbols`,
-`timeframes` and the sections market, strategy, risk, paper, storage, metrics, recycle and allocator. Each
+`timeframes` and the sections market, strategy, risk, paper, storage, server, notify, recycle and allocator. Each
 section is a frozen `ConfigSection` whose fields define its keys once (meaning, allowed values, default); the
 component that uses a section takes the object and never checks it again.
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,12 +43,15 @@ from crypto_bot.memory.config import (
     MemoryConfig,
     Setting,
     invalid,
+    mapping_setting,
     setting,
     settings_of,
     unknown_keys,
 )
 from crypto_bot.memory.recycle import RecycleConfig
 from crypto_bot.memory.units import MIB
+from crypto_bot.notify.config import NotifyConfig
+from crypto_bot.status.config import ServerConfig
 from crypto_bot.strategy.plugin import (
     SPEC_FORMS,
     PluginBuildError,
@@ -63,20 +67,6 @@ TIMEFRAMES = tuple(TIMEFRAME_MS)
 DEFAULT_SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT", "ADA/USDT")
 DEFAULT_TIMEFRAMES = ("1m", "5m", "1h")
 BUILTIN_PLUGIN = "crypto_bot.strategy.builtin:BuiltinStrategy"
-
-
-@dataclass(frozen=True, slots=True)
-class _MappingSetting(Setting):
-    """A key whose value is a mapping from names to values (`strategy.params`); null reads as empty."""
-
-    def accepts(self, value: Any) -> bool:
-        if value is None:
-            return self.optional
-        return isinstance(value, Mapping) and all(isinstance(key, str) for key in value)
-
-    @property
-    def allowed(self) -> str:
-        return "a mapping of names to values" + (" or null" if self.optional else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,15 +93,8 @@ class StrategyConfig(ConfigSection):
             )
         },
     )
-    params: Mapping[str, Any] = field(
-        default_factory=dict,
-        hash=False,
-        metadata={
-            "setting": _MappingSetting(
-                {}, "keyword arguments the plugin class is built with (none: built with no arguments)", dict,
-                optional=True,
-            )
-        },
+    params: Mapping[str, Any] = mapping_setting(
+        "keyword arguments the plugin class is built with (none: built with no arguments)"
     )
     plugin_max_failures: int = setting(
         10, "failures in a row (raising, or returning other than a score) after which the plugin is disabled", int,
@@ -178,32 +161,24 @@ class StorageConfig(ConfigSection):
     journal_path: str = setting("data/journal.sqlite", "SQLite journal of positions and trades (WAL)", str)
 
 
-@dataclass(frozen=True)
-class MetricsConfig(ConfigSection):
-    """The `metrics:` section: the Prometheus endpoint (the `metrics` extra)."""
-
-    key_prefix: ClassVar[str] = "metrics."
-
-    enabled: bool = setting(False, "serve Prometheus metrics", bool)
-    port: int = setting(9108, "the endpoint's TCP port", int, minimum=1, maximum=65535)
-    address: str = setting("127.0.0.1", "the address it binds; loopback unless told otherwise", str)
-
-
 SECTIONS: dict[str, type[ConfigSection]] = {
     "market": MarketConfig,
     "strategy": StrategyConfig,
     "risk": RiskConfig,
     "paper": PaperConfig,
     "storage": StorageConfig,
-    "metrics": MetricsConfig,
+    "server": ServerConfig,
+    "notify": NotifyConfig,
     "recycle": RecycleConfig,
     "allocator": AllocatorConfig,
 }
 TOP_LEVEL_KEYS = ("memory", "symbols", "timeframes", *SECTIONS, *sorted(MEMORY_KEYS))
 
 # Keys that are not ours, with what to do instead: freqtrade's (many bot configs start from one).
-# No key of this project has been renamed yet; a renamed key goes here with its replacement.
+# A renamed key of this project goes here too, with its replacement.
 OLD_KEYS: dict[str, str] = {
+    "metrics": "use the server: section instead (enabled, address, port): one server serves the status page, "
+    "/api/status, /health and /metrics",
     "max_open_trades": "use risk.max_open_positions instead (freqtrade's name)",
     "dry_run_wallet": "use paper.starting_balance instead (freqtrade's name)",
     "dry_run": "remove it; paper trading is the only mode",
@@ -224,7 +199,8 @@ class Settings:
     risk: RiskConfig = field(default_factory=RiskConfig)
     paper: PaperConfig = field(default_factory=PaperConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     recycle: RecycleConfig = field(default_factory=RecycleConfig)
     allocator: AllocatorConfig = field(default_factory=AllocatorConfig)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)  # the file as given (BotContext.config)
@@ -406,12 +382,32 @@ def _validate_strategy_plugin(strategy: StrategyConfig, config_dir: Path) -> lis
     return []
 
 
-def _validate_metrics_extra(metrics: MetricsConfig) -> list[str]:
-    if metrics.enabled and importlib.util.find_spec("prometheus_client") is None:
+def _validate_metrics_extra(server: ServerConfig) -> list[str]:
+    if server.enabled and importlib.util.find_spec("prometheus_client") is None:
         return [
-            "metrics.enabled=true needs the optional dependency prometheus_client: pip install 'crypto-bot[metrics]'"
+            "server.enabled=true needs the optional dependency prometheus_client (for /metrics): "
+            "pip install 'crypto-bot[metrics]'"
         ]
     return []
+
+
+def _validate_server_token(server: ServerConfig) -> list[str]:
+    """Beyond loopback, anyone who reaches the port could read the bot: a token must guard it."""
+    if not server.enabled or server.loopback or os.environ.get(server.token_variable):
+        return []
+    return [
+        f"server.address={server.address!r} is reachable from other machines: set the environment variable "
+        f"{server.token_variable} (server.token_variable) to a secret token, or bind 127.0.0.1"
+    ]
+
+
+def _validate_telegram_token(notify: NotifyConfig) -> list[str]:
+    if notify.telegram_chat_id is None or os.environ.get(notify.telegram_token_variable):
+        return []
+    return [
+        f"notify.telegram_chat_id is set but the environment variable {notify.telegram_token_variable} "
+        "(notify.telegram_token_variable) holding the bot token is not"
+    ]
 
 
 _RULES: tuple[Callable[..., list[str]], ...] = (
@@ -422,4 +418,6 @@ _RULES: tuple[Callable[..., list[str]], ...] = (
     _validate_cache_budget_holds_the_working_set,
     _validate_strategy_plugin,
     _validate_metrics_extra,
+    _validate_server_token,
+    _validate_telegram_token,
 )

@@ -3,7 +3,8 @@
 The workload is a scanner's: new pairs are listed every cycle and analysed at once, the universe
 rotates, so plain dict caches grow without end. `--unmanaged` runs exactly that way (no manager,
 dicts never trimmed, the model never unloaded); the default runs under the memory manager.
-Output: `soak.csv` (one row per cycle), `memory.png`, `summary.json` and a printed summary.
+Output: `soak.csv` (one row per cycle, with the limit the run read), `memory.png` (drawn by
+crypto_bot.soak_plot), `summary.json` (with the thresholds the run used) and a printed summary.
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ FIELDS = (
     "gc_collections",
     "unmanaged_bytes",
     "leak_suspected",
+    "limit_bytes",
 )
-_injected_leak: list[bytes] = []
-PLAIN_SIZING_EVERY = 25  # sizing every plain dict entry costs O(entries): done every 25 cycles, carried between  # --inject-leak-kib appends here and never lets go
+_injected_leak: list[bytes] = []  # --inject-leak-kib appends here and never lets go
+PLAIN_SIZING_EVERY = 25  # sizing every plain dict entry costs O(entries): done every 25 cycles, carried between
 
 
 def add_soak_command(commands: Any, parents: list[argparse.ArgumentParser] | None = None) -> None:
@@ -154,8 +156,23 @@ async def run_soak(settings: Settings, args: argparse.Namespace, out: Path) -> d
         if memory is not None:
             memory.stop()
     summary = summarise(rss, cache, warmup, time.perf_counter() - started, bot, detector)
+    summary["memory"] = {  # what the plot draws, as this run read and configured it
+        "limit_bytes": _limit_bytes(probe.read()),
+        "thresholds": {
+            "GC": settings.memory.gc_threshold,
+            "PRESSURE": settings.memory.memory_threshold,
+            "CRITICAL": settings.memory.aggressive_cleanup_threshold,
+        },
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _limit_bytes(reading: Any) -> int | None:
+    """The limit a reading's usage ratio was measured against (the tightest one where none is named)."""
+    if reading.limiting is not None and reading.limiting.limit_bytes is not None:
+        return reading.limiting.limit_bytes
+    return reading.limit_bytes
 
 
 def _row(bot: Any, probe: MemoryProbe, cycle: int, seconds: float, plain_cache_bytes: int) -> dict[str, Any]:
@@ -184,6 +201,7 @@ def _row(bot: Any, probe: MemoryProbe, cycle: int, seconds: float, plain_cache_b
         "gc_collections": sum(s["collections"] for s in gc.get_stats()),
         "unmanaged_bytes": unmanaged,
         "leak_suspected": 0,
+        "limit_bytes": _limit_bytes(reading),
     }
 
 
@@ -256,35 +274,15 @@ def _soak_extra(module: str) -> Any:
 
 
 def plot(out: Path, *, compare: Path | None = None) -> None:
-    """memory.png: RSS and cache bytes per cycle (and another run's, when comparing), with the limit."""
-    from crypto_bot.memory import MemoryProbe
-
-    _soak_extra("matplotlib").use("Agg")
+    """memory.png: see `crypto_bot.soak_plot.draw` (numpy and matplotlib load only here)."""
     plt = _soak_extra("matplotlib.pyplot")
+    from crypto_bot.soak_plot import draw
 
-    fig, ax = plt.subplots(figsize=(10, 5.5), dpi=110)
-    runs = [(out, "")] + ([(compare, " (compared run)")] if compare is not None else [])
-    for index, (directory, suffix) in enumerate(runs):
-        rows = _read_rows(directory / "soak.csv")
-        summary_path = directory / "summary.json"
-        mode = json.loads(summary_path.read_text())["mode"] if summary_path.exists() else directory.name
-        cycles = [int(r["cycle"]) for r in rows]
-        style = "-" if index == 0 else "--"
-        ax.plot(cycles, [int(r["rss_bytes"]) / _MIB for r in rows], style, lw=2, label=f"RSS, {mode}{suffix}")
-        ax.plot(cycles, [int(r["cache_bytes"]) / _MIB for r in rows], style, lw=1, alpha=0.8, label=f"cache bytes, {mode}{suffix}")
-    reading = MemoryProbe().read()
-    if reading.cgroup_limit_bytes is not None:
-        ax.axhline(reading.cgroup_limit_bytes / _MIB, color="red", ls=":", label="cgroup memory limit")
-    ax.set_xlabel("cycle")
-    ax.set_ylabel("MiB")
-    ax.set_title("crypto_bot soak: memory per cycle")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(out / "memory.png")
-    plt.close(fig)
+    figure = draw(out, compare=compare)
+    figure.savefig(out / "memory.png")
+    plt.close(figure)
 
 
-def _read_rows(path: Path) -> list[dict[str, str]]:
+def read_rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))

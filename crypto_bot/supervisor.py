@@ -5,7 +5,8 @@ Long-running servers survive memory they cannot reclaim by restarting workers (g
 decides when, at a safe point: it finishes its cycle, flushes the journal, closes the exchange,
 writes why and how many cycles it ran (`request_recycle`) and exits with `RECYCLE_EXIT_CODE`; the
 supervisor logs the reason and starts a fresh child, which resumes the open positions from the
-journal and reads the cycles run so far from `CYCLES_DONE_VARIABLE`.
+journal and reads the cycles run so far from `CYCLES_DONE_VARIABLE` and the recycles so far from
+`RECYCLES_VARIABLE` (its status page shows them).
 
 Covers: starting and restarting the child (in the environment given, e.g. an allocator preloaded),
 crash-loop protection (restarts back off, and too many in a window end the supervisor with
@@ -40,6 +41,7 @@ EXIT_RESTART_LOOP = 4  # the child kept ending: too many restarts in the window
 _NOT_RETRIED = frozenset({2, 3})  # usage/config and environment errors: a new child would fail alike
 REASON_FILE_VARIABLE = "CRYPTO_BOT_RECYCLE_REASON_FILE"  # where a recycling child writes its handover
 CYCLES_DONE_VARIABLE = "CRYPTO_BOT_CYCLES_DONE"  # cycles the children before this one ran
+RECYCLES_VARIABLE = "CRYPTO_BOT_RECYCLES"  # recycles so far: the child shows them on its status page
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +78,17 @@ def supervised() -> bool:
 
 def cycles_done() -> int:
     """In a child: the cycles its predecessors ran (0 in the first child or without a supervisor)."""
+    return _count_variable(CYCLES_DONE_VARIABLE)
+
+
+def recycles_done() -> int:
+    """In a child: how often the supervisor recycled the bot process before starting this one (0 without one)."""
+    return _count_variable(RECYCLES_VARIABLE)
+
+
+def _count_variable(name: str) -> int:
     try:
-        return max(0, int(os.environ.get(CYCLES_DONE_VARIABLE, "0")))
+        return max(0, int(os.environ.get(name, "0")))
     except ValueError:
         return 0
 
@@ -148,6 +159,7 @@ class Supervisor:
             **self.environment,
             REASON_FILE_VARIABLE: str(reason_file),
             CYCLES_DONE_VARIABLE: str(self.cycles_done),
+            RECYCLES_VARIABLE: str(self.recycles),
         }
         self._child = subprocess.Popen(self.command, env=environment)  # noqa: S603 - our own command line
         if self._stop.is_set():  # a stop that came while it started

@@ -1,13 +1,15 @@
-# Sourced by scripts/run and scripts/test: `source scripts/_venv.sh VENV EXTRAS` creates VENV and installs
-# the project with EXTRAS into it, once per change to what the install builds from (pyproject.toml,
+# Sourced by scripts/run and scripts/test: `source scripts/_venv.sh VENV EXTRAS [PACKAGE...]` creates VENV and
+# installs the project with EXTRAS into it, once per change to what the install builds from (pyproject.toml,
 # setup.py, the C sources). The runtime (.venv-run, `metrics`) and the tests (.venv, `dev`) live apart:
 # a test library in the bot's venv costs the bot memory (pandas imports pyarrow whenever it is there).
+# Debian packages: the allocators `crypto-bot run` preloads (allocator:), and the caller's PACKAGEs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/_packages.sh
-ensure_packages libjemalloc2 "libmimalloc2.0|libmimalloc3"  # the allocators `crypto-bot run` preloads (allocator:)
 venv="$1"
 extras="$2"
+shift 2
+ensure_packages libjemalloc2 "libmimalloc2.0|libmimalloc3" "$@"  # one call: at most one apt-get update
 hash=$(cat pyproject.toml setup.py crypto_bot/memory/*.c | sha256sum | cut -c1-16)
 stamp="$venv/.installed-$hash-$extras"
 if [ ! -x "$venv/bin/python" ]; then

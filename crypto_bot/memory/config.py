@@ -113,6 +113,47 @@ def setting(default: Any, meaning: str, kind: type, **limits: Any) -> Any:
     return field(default=default, metadata={"setting": Setting(default, meaning, kind, **limits)})
 
 
+@dataclass(frozen=True, slots=True)
+class MappingSetting(Setting):
+    """A key whose value is a mapping from names to values (`strategy.params`, `notify.webhook_headers`)."""
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return self.optional
+        return isinstance(value, Mapping) and all(isinstance(key, str) for key in value)
+
+    @property
+    def allowed(self) -> str:
+        return "a mapping of names to values" + (" or null" if self.optional else "")
+
+
+def mapping_setting(meaning: str) -> Any:
+    """A dataclass field for a mapping-valued key, empty by default (null is allowed and reads as empty)."""
+    rule = MappingSetting({}, meaning, dict, optional=True)
+    return field(default_factory=dict, hash=False, metadata={"setting": rule})
+
+
+@dataclass(frozen=True, slots=True)
+class ChoicesSetting(Setting):
+    """A key whose value is a list of some of `choices` (`notify.events`), without repeats."""
+
+    def accepts(self, value: Any) -> bool:
+        return (
+            isinstance(value, list | tuple)
+            and all(isinstance(item, str) and item in self.choices for item in value)
+            and len(set(value)) == len(value)
+        )
+
+    @property
+    def allowed(self) -> str:
+        return "a list of some of " + ", ".join(self.choices)
+
+
+def choices_setting(default: tuple[str, ...], meaning: str, choices: tuple[str, ...]) -> Any:
+    """A dataclass field for a list-of-choices key (read as a tuple)."""
+    return field(default=default, metadata={"setting": ChoicesSetting(default, meaning, list, choices=choices)})
+
+
 def settings_of(section: type) -> dict[str, Setting]:
     """The keys of a ConfigSection class, in file order."""
     return {item.name: item.metadata["setting"] for item in dataclasses.fields(section)}

@@ -2,17 +2,19 @@
 
 Covers a custom collector that reads the manager's state at scrape time (cache counters come
 from each cache's O(1) `stats()`, so nothing is incremented on the hot path), its registration,
-and a small HTTP endpoint that binds 127.0.0.1 unless told otherwise. Names follow Micrometer's
+and a small HTTP endpoint (`/metrics` only) that binds 127.0.0.1 unless told otherwise. Names follow Micrometer's
 cache conventions: `cache_gets_total{cache,result}`, `cache_puts_total{cache}`,
 `cache_evictions_total{cache,cause}`, `cache_size_bytes{cache}`, `cache_entries{cache}`,
 `model_loaded{model}`, `model_size_bytes{model}`, `memory_working_set_bytes`,
-`memory_limit_bytes`, `memory_usage_ratio{limit}` (each limit against the memory it bounds),
+`memory_rss_bytes`, `memory_limit_bytes`, `memory_usage_ratio{limit}` (each limit against the memory it bounds),
+`memory_oom_kills_total`, `memory_psi_some_avg10_ratio`,
 `memory_pressure_level`, `memory_budget_thrashing`, `memory_unmanaged_bytes`, and the leak
 diagnosis: `memory_leak_suspected`, `memory_leak_diagnosis_window_open`,
 `memory_leak_diagnoses_total{verdict}`, and from the last diagnosis
 `memory_leak_site_bytes_per_cycle{rank,site}` and `memory_leak_type_objects_per_cycle{rank,type}`
 (the top 5 each, so the label sets stay bounded) and `memory_leak_unexplained_bytes_per_cycle`.
-Not covered: the bot's trading metrics, or acting on these numbers (`manager.py` does).
+Not covered: the bot's trading metrics and its HTTP server (`crypto_bot.status`, which serves these
+under the `crypto_bot` namespace), or acting on these numbers (`manager.py` does).
 
 prometheus_client is an optional dependency (the `metrics` extra), imported only when a
 collector is built, so importing this module never needs it.
@@ -26,7 +28,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from . import validation
 from .diagnosis import Verdict
@@ -40,7 +42,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MemoryCollector", "MetricsServer", "register_collector", "start_metrics_server"]
+__all__ = [
+    "BackgroundHTTPServer",
+    "HostHTTPServer",
+    "MemoryCollector",
+    "MetricsServer",
+    "register_collector",
+    "start_metrics_server",
+]
 
 _LEVELS_HELP = ", ".join(f"{level.value} {level.name.lower()}" for level in PressureLevel)
 # Sites and types of the last diagnosis exported: a bounded label set, replaced by each diagnosis.
@@ -60,10 +69,17 @@ def _prometheus() -> ModuleType:
     return prometheus_client
 
 
-def _empty_families() -> dict[str, Metric]:
-    """Every family this collector exports, without samples, keyed by family name."""
+def _empty_families(namespace: str = "") -> dict[str, Metric]:
+    """Every family this collector exports, without samples, keyed by family name without the namespace."""
     core = _prometheus().core
-    counter, gauge = core.CounterMetricFamily, core.GaugeMetricFamily
+    prefix = f"{namespace}_" if namespace else ""
+
+    def counter(name: str, documentation: str, labels: tuple[str, ...]) -> Metric:
+        return core.CounterMetricFamily(prefix + name, documentation, labels=labels)
+
+    def gauge(name: str, documentation: str, labels: tuple[str, ...]) -> Metric:
+        return core.GaugeMetricFamily(prefix + name, documentation, labels=labels)
+
     families = (
         counter("cache_gets", "Cache lookups by result (hit or miss).", labels=("cache", "result")),
         counter("cache_puts", "Values stored in the cache.", labels=("cache",)),
@@ -77,11 +93,22 @@ def _empty_families() -> dict[str, Metric]:
             "Memory the limit is enforced against: the cgroup working set, or the process RSS outside a cgroup.",
             labels=(),
         ),
+        gauge("memory_rss_bytes", "Resident set size of this process.", labels=()),
         gauge("memory_limit_bytes", "Effective memory limit: the smallest of process, cgroup and host.", labels=()),
         gauge(
             "memory_usage_ratio",
             "Each limit against the memory it bounds: process (RSS), cgroup (working set), host (usage).",
             labels=("limit",),
+        ),
+        counter(
+            "memory_oom_kills",
+            "Processes the kernel's OOM killer ended in this process's memory cgroup (memory.events oom_kill).",
+            labels=(),
+        ),
+        gauge(
+            "memory_psi_some_avg10_ratio",
+            "Share of the last 10 s in which some task of the cgroup stalled on memory (pressure stall information).",
+            labels=(),
         ),
         gauge("memory_pressure_level", f"Pressure tier of the last maintenance pass: {_LEVELS_HELP}.", labels=()),
         gauge(
@@ -115,26 +142,32 @@ def _empty_families() -> dict[str, Metric]:
             labels=(),
         ),
     )
-    return {family.name: family for family in families}
+    return {family.name.removeprefix(prefix): family for family in families}
 
 
 class MemoryCollector:
-    """A prometheus_client custom collector: every scrape reads the manager's current state."""
+    """A prometheus_client custom collector: every scrape reads the manager's current state.
+
+    `namespace` prefixes every name (`crypto_bot` gives `crypto_bot_cache_gets_total`), as
+    prometheus_client's own `namespace=` does.
+    """
 
     manager: MemoryManager
+    namespace: str
 
-    def __init__(self, manager: MemoryManager) -> None:
+    def __init__(self, manager: MemoryManager, namespace: str = "") -> None:
         _prometheus()  # fail at construction, not at the first scrape
         self.manager = manager
+        self.namespace = namespace
 
     def describe(self) -> Iterator[Metric]:
         """The families without samples, so registering checks names without taking a reading."""
-        return iter(_empty_families().values())
+        return iter(_empty_families(self.namespace).values())
 
     def collect(self) -> Iterator[Metric]:
         """The families with samples; O(caches + models), one probe reading, no heap walk."""
         manager = self.manager
-        families = _empty_families()
+        families = _empty_families(self.namespace)
         for name, cache in manager.caches.items():
             stats = cache.stats()
             families["cache_gets"].add_metric((name, "hit"), stats["hits"])
@@ -156,6 +189,9 @@ class MemoryCollector:
         # An unreadable source leaves its family without a sample: absent, never a made-up zero.
         for name, value in (
             ("memory_working_set_bytes", working_set_bytes),
+            ("memory_rss_bytes", reading.rss_bytes),
+            ("memory_oom_kills", reading.oom_kills),
+            ("memory_psi_some_avg10_ratio", None if reading.psi_some_avg10 is None else reading.psi_some_avg10 / 100),
             ("memory_limit_bytes", reading.limit_bytes),
             ("memory_unmanaged_bytes", manager.unmanaged_bytes(reading)),
         ):
@@ -183,9 +219,11 @@ class MemoryCollector:
         families["memory_leak_unexplained_bytes_per_cycle"].add_metric((), last.unexplained_bytes_per_cycle)
 
 
-def register_collector(manager: MemoryManager, registry: CollectorRegistry | None = None) -> MemoryCollector:
+def register_collector(
+    manager: MemoryManager, registry: CollectorRegistry | None = None, namespace: str = ""
+) -> MemoryCollector:
     """Register a MemoryCollector for `manager` on `registry` (default: prometheus_client's global REGISTRY)."""
-    collector = MemoryCollector(manager)
+    collector = MemoryCollector(manager, namespace)
     (registry if registry is not None else _prometheus().REGISTRY).register(collector)
     return collector
 
@@ -194,7 +232,7 @@ def register_collector(manager: MemoryManager, registry: CollectorRegistry | Non
 _POLL_INTERVAL_SECONDS = 0.05
 
 
-class _MetricsHTTPServer(ThreadingHTTPServer):
+class HostHTTPServer(ThreadingHTTPServer):
     """ThreadingHTTPServer on the address family of its host (IPv4 or IPv6)."""
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
@@ -202,29 +240,22 @@ class _MetricsHTTPServer(ThreadingHTTPServer):
         super().__init__(address, handler)
 
 
-class MetricsServer:
-    """A running metrics endpoint: the address and port it is bound to, and `shutdown()`."""
-
-    __slots__ = ("address", "port", "_httpd", "_thread")
+class BackgroundHTTPServer:
+    """An HTTP server serving from a daemon thread: the address and port it is bound to, and `shutdown()`."""
 
     address: str
     port: int
 
-    def __init__(self, httpd: ThreadingHTTPServer) -> None:
+    def __init__(self, httpd: ThreadingHTTPServer, *, name: str) -> None:
         self.address, self.port = httpd.server_address[:2]
         self._httpd = httpd
         self._thread = threading.Thread(
             target=httpd.serve_forever,
             kwargs={"poll_interval": _POLL_INTERVAL_SECONDS},
-            name=f"memory-metrics-{self.port}",
+            name=f"{name}-{self.port}",
             daemon=True,
         )
         self._thread.start()
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"http://{host}:{self.port}/metrics"
 
     @property
     def serving(self) -> bool:
@@ -236,11 +267,36 @@ class MetricsServer:
         self._httpd.server_close()
         self._thread.join()
 
-    def __enter__(self) -> MetricsServer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.shutdown()
+
+
+class MetricsServer(BackgroundHTTPServer):
+    """A running metrics endpoint (`start_metrics_server`)."""
+
+    def __init__(self, httpd: ThreadingHTTPServer) -> None:
+        super().__init__(httpd, name="memory-metrics")
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.port}/metrics"
+
+
+def _metrics_path_only(handler: type[BaseHTTPRequestHandler]) -> type[BaseHTTPRequestHandler]:
+    """prometheus_client's handler, answering 404 on every path but /metrics (it serves the metrics on any)."""
+
+    class MetricsPathOnly(handler):  # type: ignore[valid-type, misc]
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path.split("?", 1)[0] != "/metrics":
+                self.send_error(404, "only /metrics is served here")
+                return
+            super().do_GET()
+
+    return MetricsPathOnly
 
 
 def start_metrics_server(
@@ -260,7 +316,7 @@ def start_metrics_server(
     served = registry if registry is not None else prometheus_client.CollectorRegistry()
     collector = register_collector(manager, served)
     try:
-        httpd = _MetricsHTTPServer((addr, port), prometheus_client.MetricsHandler.factory(served))
+        httpd = HostHTTPServer((addr, port), _metrics_path_only(prometheus_client.MetricsHandler.factory(served)))
     except OSError:
         served.unregister(collector)
         raise

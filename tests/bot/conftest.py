@@ -156,7 +156,7 @@ class RecordingNotifier:
     def __init__(self) -> None:
         self.messages: list[str] = []
 
-    def notify(self, message: str) -> None:
+    def notify(self, message: str, **event: Any) -> None:
         self.messages.append(message)
 
 

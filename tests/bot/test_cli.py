@@ -1,4 +1,5 @@
-"""The `crypto-bot` command: config check, run (as a real subprocess, SIGTERM included) and memory stats."""
+"""The `crypto-bot` command: config check and run (as a real subprocess, SIGTERM included); `status` and
+`memory stats` against a running bot are in test_operator_cli.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from crypto_bot import cli
 from crypto_bot.cli import EXIT_USAGE, main
@@ -41,7 +41,7 @@ def test_config_check_accepts_the_repository_config(capsys: pytest.CaptureFixtur
         ("memory_threshold: 1.5\n", ["memory_threshold", "(0, 1]"]),
         ("strategy:\n  batch_size: many\n", ["strategy.batch_size", "an integer"]),
         ("memory_threshold: high\n", ["memory_threshold", "a number"]),
-        ("metrics:\n  enabled: yes please\n", ["metrics.enabled", "true or false"]),
+        ("server:\n  enabled: yes please\n", ["server.enabled", "true or false"]),
         ("risk:\n  max_open_positions: 0\n", ["max_open_positions", "[1, 1000]"]),
         ("market:\n  source: binance\n", ["market.source", "simulated, csv, ccxt"]),
         ("timeframes: [1m, 7m]\n", ["timeframes", "1m, 5m, 15m, 1h, 4h, 1d"]),
@@ -98,7 +98,7 @@ def test_config_keys_lists_every_key_of_the_schema(capsys: pytest.CaptureFixture
     assert main(["config", "keys"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
     assert listed == [key for key, *_ in describe_keys()]
-    assert {"memory_threshold", "symbols", "strategy.min_score", "paper.fee_rate", "metrics.port"} <= set(listed)
+    assert {"memory_threshold", "symbols", "strategy.min_score", "paper.fee_rate", "server.port", "notify.events"} <= set(listed)
 
 
 def test_config_check_of_a_missing_file_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -216,40 +216,3 @@ def test_run_pauses_between_cycles_and_not_after_the_last(
     assert main(["run", "--no-supervisor", "--config", str(config_file()), "--cycles", str(cycles), "--interval", "3600"]) == 0
     assert recorded == pauses
     assert f"this run        {cycles} cycles" in capsys.readouterr().out
-
-
-# ----------------------------------------------------------------- memory stats
-
-
-def test_memory_stats_prints_json_with_the_expected_keys(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["memory", "stats"]) == 0
-    stats = json.loads(capsys.readouterr().out)
-    expected = {
-        "timestamp",
-        "pressure_level",
-        "usage_ratio",
-        "limit_bytes",
-        "unmanaged_bytes",
-        "caches",
-        "cache_bytes",
-        "cache_budget_bytes",
-        "cache_entries",
-        "models",
-        "model_bytes",
-        "leak_suspected",
-        "reading",
-    }
-    assert expected <= set(stats)
-    assert stats["pressure_level"] == "NORMAL" and stats["reading"]["rss_bytes"] > 0
-
-
-def test_memory_stats_uses_the_configured_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write_yaml(tmp_path, yaml.safe_dump({"memory": {"cache_size_limit_mb": 32}}))
-    assert main(["memory", "stats", "--config", str(path)]) == 0
-    assert json.loads(capsys.readouterr().out)["cache_budget_bytes"] == 32 * 1024 * 1024
-
-
-def test_memory_stats_with_a_bad_config_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write_yaml(tmp_path, "memory_threshold: 2\n")
-    assert main(["memory", "stats", "--config", str(path)]) == EXIT_USAGE
-    assert "memory_threshold" in capsys.readouterr().err

@@ -164,8 +164,7 @@ def test_a_second_bot_on_a_running_bots_journal_exits_naming_the_journal_and_its
         second = command("run", "--config", str(config), "--cycles", "1", "--interval", "0", cwd=tmp_path)
         holder = int(second.stderr.partition("(pid ")[2].partition(")")[0] or 0)
         holder_parent = parent_pid(holder)  # read while the first bot runs
-        status = command("status", "--config", str(config), cwd=tmp_path)
-        stats = command("memory", "stats", "--config", str(config), cwd=tmp_path)
+        status = command("status", "--journal", "--config", str(config), cwd=tmp_path)
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS)
     assert second.returncode == EXIT_ENVIRONMENT
@@ -176,7 +175,6 @@ def test_a_second_bot_on_a_running_bots_journal_exits_naming_the_journal_and_its
     assert holder_parent == first.pid  # the bot is the supervisor's child; stopping either stops both
     assert "PAPER TRADING" not in second.stdout  # refused before the banner: it never started
     assert status.returncode == EXIT_OK and f"trade journal   {journal} (read-only)" in status.stdout
-    assert stats.returncode == EXIT_OK
     assert first.returncode == EXIT_OK, (tmp_path / "first.err").read_text()
 
 
@@ -210,7 +208,7 @@ def test_a_journal_that_cannot_be_opened_is_one_line_naming_it(
 def test_status_without_a_journal_says_to_run_the_bot(
     tmp_path: Path, config_file: Callable[..., Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["status", "--config", str(config_file())]) == EXIT_ENVIRONMENT
+    assert main(["status", "--journal", "--config", str(config_file())]) == EXIT_ENVIRONMENT
     line = one_line(capsys.readouterr().err)
     assert f"trade journal at {tmp_path / 'journal.sqlite'} does not exist" in line and "crypto-bot run" in line
     assert not (tmp_path / "journal.sqlite").exists()
@@ -223,7 +221,7 @@ def test_status_reads_the_journal_a_run_left(
     assert main(["run", "--no-supervisor", "--config", config, "--cycles", "2", "--interval", "0"]) == EXIT_OK
     summary = capsys.readouterr().out
     open_positions = next(line for line in summary.splitlines() if "open positions" in line).split()[-1]
-    assert main(["status", "--config", config]) == EXIT_OK
+    assert main(["status", "--journal", "--config", config]) == EXIT_OK
     status = capsys.readouterr().out
     assert f"open positions  {open_positions}" in status and "closed trades" in status and "cash" in status
 
@@ -257,14 +255,14 @@ def busy_port() -> Iterator[int]:
         yield listener.getsockname()[1]
 
 
-def test_a_metrics_port_in_use_is_one_line_naming_port_and_address(
+def test_a_status_server_port_in_use_is_one_line_naming_port_and_address(
     tmp_path: Path, config_file: Callable[..., Path], busy_port: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pytest.importorskip("prometheus_client")
-    config = config_file(metrics={"enabled": True, "port": busy_port, "address": "127.0.0.1"})
+    config = config_file(server={"enabled": True, "port": busy_port, "address": "127.0.0.1"})
     assert main(["run", "--no-supervisor", "--config", str(config), "--cycles", "1", "--interval", "0"]) == EXIT_ENVIRONMENT
     line = one_line(capsys.readouterr().err)
-    assert f"cannot listen on 127.0.0.1 port {busy_port} (Address already in use)" in line and "metrics.port" in line
+    assert f"cannot listen on 127.0.0.1 port {busy_port} (Address already in use)" in line and "server.port" in line
     TradeJournal(tmp_path / "journal.sqlite").close()  # the failed run closed the journal: its lock is free
 
 

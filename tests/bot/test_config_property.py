@@ -39,7 +39,10 @@ FOLLOW_THE_RULES_RATIO = 0.9  # with ~25 keys drawn, about half the configs are 
 LARGEST_NUMBER = 1e18  # stands for "unbounded" when a key has no maximum
 WORK_CAPS = {("market", "scanner_new_symbols_per_cycle"): 3, ("strategy", "history_candles"): 1200}
 FIXED = {("market", "source"), ("strategy", "model_path"), ("storage", "journal_path")}
-DRAWN_APART = {("strategy", "plugin"), ("strategy", "params"), ("market", "ccxt")}  # see plugin(); ccxt is a section of its own
+DRAWN_APART = {  # see plugin(); ccxt is a section of its own; the notifiers' lists and mappings keep their defaults
+    ("strategy", "plugin"), ("strategy", "params"), ("market", "ccxt"),
+    ("notify", "events"), ("notify", "webhook_headers"), ("notify", "webhook_template"),
+}
 REFUSED_PARAMS_RATIO = 0.1
 EXAMPLE_PLUGIN = str(Path(__file__).resolve().parents[2] / "examples" / "sma_cross.py") + ":SmaCross"
 

@@ -2,7 +2,7 @@
 
 Under pressure the caches come back to the documented `pressure_target_ratio` and no further (the
 seed-compatible facade would halve them again after that), and neither the bot nor the commands
-that build one (`run`, `soak`, `memory stats`) import the facade.
+that build one or read its state (`run`, `soak`, `status --journal`) import the facade.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def test_pressure_brings_the_bots_caches_to_the_target_ratio_and_no_further(bot_
 
 
 def run_commands(config: Path, directory: Path) -> subprocess.CompletedProcess[str]:
-    """`run`, `memory stats` and `soak` in one fresh interpreter; prints whether the facade was imported."""
+    """`run`, `status --journal` and `soak` in one fresh interpreter; prints whether the facade was imported."""
     script = textwrap.dedent(
         f"""
         import sys
@@ -93,7 +93,7 @@ def run_commands(config: Path, directory: Path) -> subprocess.CompletedProcess[s
         config = {str(config)!r}
         codes = [
             main(["run", "--no-supervisor", "--config", config, "--cycles", "1", "--interval", "0"]),
-            main(["memory", "stats", "--config", config]),
+            main(["status", "--journal", "--config", config]),
             main(["soak", "--config", config, "--cycles", "2", "--out", {str(directory / "soak")!r}, "--symbols", "6",
                   "--new-symbols-per-cycle", "1", "--history-candles", "100", "--no-plot"]),
         ]

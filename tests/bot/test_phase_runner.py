@@ -492,7 +492,7 @@ def test_an_async_notifier_is_awaited(
     messages: list[str] = []
 
     class AsyncNotifier:
-        async def notify(self, message: str) -> None:
+        async def notify(self, message: str, **event: Any) -> None:
             await asyncio.sleep(0)
             messages.append(message)
 

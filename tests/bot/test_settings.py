@@ -53,7 +53,7 @@ def test_an_empty_file_gives_the_defaults(tmp_path: Path) -> None:
     assert settings == Settings()
     assert settings.symbols == DEFAULT_SYMBOLS and settings.timeframes == DEFAULT_TIMEFRAMES
     assert settings.strategy.batch_size == 6 and settings.paper.starting_balance == 10_000.0
-    assert settings.memory.memory_threshold == 0.8 and settings.metrics.enabled is False
+    assert settings.memory.memory_threshold == 0.8 and settings.server.enabled is False
 
 
 def test_every_section_is_a_frozen_typed_object() -> None:
@@ -111,7 +111,7 @@ def test_numbers_in_range_are_accepted_at_the_closed_ends() -> None:
         ({"risk": {"risk_per_trade_ratio": 0.5}}, ["risk.risk_per_trade_ratio=0.5", "(0, 0.1]"]),
         ({"strategy": {"batch_size": "six"}}, ["strategy.batch_size='six'", "an integer"]),
         ({"strategy": {"batch_size": True}}, ["strategy.batch_size=True", "an integer"]),
-        ({"metrics": {"port": 9108.5}}, ["metrics.port", "an integer in [1, 65535]"]),
+        ({"server": {"port": 9108.5}}, ["server.port", "an integer in [0, 65535]"]),
         ({"memory": {"cache_size_limit_mb": "lots"}}, ["cache_size_limit_mb", "a number in (0, 268435456]"]),
         ({"risk": {"max_open_positions": 2.5}}, ["risk.max_open_positions", "[1, 1000]"]),
         ({"market": {"source": "binance"}}, ["market.source", "one of simulated, csv, ccxt"]),
@@ -344,8 +344,9 @@ def test_a_budget_between_the_working_set_and_its_bound_is_measured_and_accepted
 def test_metrics_without_prometheus_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *args: None)
-    assert problems_of({"metrics": {"enabled": True}}) == (
-        "metrics.enabled=true needs the optional dependency prometheus_client: pip install 'crypto-bot[metrics]'",
+    assert problems_of({"server": {"enabled": True}}) == (
+        "server.enabled=true needs the optional dependency prometheus_client (for /metrics): "
+        "pip install 'crypto-bot[metrics]'",
     )
 
 

@@ -64,6 +64,22 @@ def test_a_recycled_child_is_replaced_and_the_reason_logged(tmp_path: Path, capl
     assert "recycling the bot process (2 so far): run 1 reached its forecast limit" in caplog.text
 
 
+def test_each_child_is_told_the_recycles_before_it(tmp_path: Path) -> None:
+    seen = tmp_path / "recycles_seen"
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        from pathlib import Path
+        from crypto_bot.supervisor import RECYCLE_EXIT_CODE, recycles_done, request_recycle
+        seen = Path({str(seen)!r})
+        seen.write_text(seen.read_text() + str(recycles_done()) if seen.exists() else str(recycles_done()))
+        sys.exit(request_recycle("forecast") if recycles_done() < 2 else 0)
+        """
+    )
+    assert Supervisor([sys.executable, "-c", script], policy=QUICK).run() == 0
+    assert seen.read_text() == "012"
+
+
 def test_too_many_restarts_in_the_window_end_the_supervisor(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     supervisor = Supervisor(child(tmp_path, [RECYCLE_EXIT_CODE]), policy=QUICK)
     with caplog.at_level(logging.ERROR, logger="crypto_bot.supervisor"):

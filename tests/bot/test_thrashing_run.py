@@ -27,6 +27,7 @@ def run_bot(tmp_path: Path, process_memory_limit_mb: float) -> subprocess.Comple
     config["process_memory_limit_mb"] = process_memory_limit_mb
     config["strategy"]["model_path"] = str(tmp_path / "signal_model.npz")
     config["storage"]["journal_path"] = str(tmp_path / "journal.sqlite")
+    config["server"]["port"] = 0  # a free port: another bot may hold the configured one
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return subprocess.run(

@@ -260,6 +260,13 @@ def test_facade_manager_is_collected_like_the_core_manager() -> None:
 # server
 
 
+def test_only_the_metrics_path_is_served(server: MetricsServer) -> None:
+    other = server.url.removesuffix("/metrics") + "/anything"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        OPENER.open(other, timeout=5)
+    assert refused.value.code == 404
+
+
 def test_server_binds_loopback_by_default(server: MetricsServer) -> None:
     assert server.address == "127.0.0.1"
     assert server.port > 0
