@@ -41,14 +41,14 @@ def test_config_keys_and_help_load_no_heavy_module(tmp_path: Path) -> None:
     assert heavy_modules_after(code, tmp_path) == []
 
 
-def test_status_loads_no_heavy_module(tmp_path: Path) -> None:
+def test_status_of_the_journal_loads_no_heavy_module(tmp_path: Path) -> None:
     journal_path = tmp_path / "journal.sqlite"
     TradeJournal(journal_path).close()  # a journal as a bot leaves it
     config = yaml.safe_load(REPOSITORY_CONFIG.read_text(encoding="utf-8"))
     config["storage"]["journal_path"] = str(journal_path)
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    code = f"from crypto_bot.cli import main\nassert main(['status', '--config', {str(config_path)!r}]) == 0"
+    code = f"from crypto_bot.cli import main\nassert main(['status', '--journal', '--config', {str(config_path)!r}]) == 0"
     assert heavy_modules_after(code, tmp_path) == []
 
 

@@ -54,7 +54,7 @@ def running_bot(tmp_path_factory: pytest.TempPathFactory, trained_model_path: Pa
             for line in bot.stdout:
                 if line.startswith("status page: "):
                     url = line.split()[2]
-                if line.startswith("cycle "):
+                if "| cycle " in line:
                     break
             assert url is not None, (directory / "bot.err").read_text()
             [child] = psutil.Process(bot.pid).children()

@@ -56,7 +56,7 @@ def write_config(tmp_path: Path, *, recycle: bool) -> Path:
     """The small test config with the leaking plugin, the default thresholds and recycle policy."""
     config = small_config(
         tmp_path / "journal.sqlite",
-        tmp_path / "signal_model.joblib",
+        tmp_path / "signal_model.npz",
         strategy={"plugin": "tests.plugins.leaking_trader:LeakingTrader", "params": {"leak_mib_per_cycle": LEAK_MIB}},
         recycle={"enabled": recycle},
     )
