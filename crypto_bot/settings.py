@@ -329,7 +329,7 @@ def _timeframes(value: Any, problems: list[str]) -> tuple[str, ...] | None:
 
 def _validate_csv_source(market: MarketConfig, timeframes: tuple[str, ...]) -> list[str]:
     """A replay needs its directory, with candles on the smallest timeframe (the replay's base)."""
-    if market.source != "csv" or market.csv_directory is None:
+    if market.fetching_source != "csv" or market.csv_directory is None:
         return []
     directory = Path(market.csv_directory)
     if not directory.is_dir():

@@ -5,7 +5,8 @@
 # with apt-get, quietly and without questions, when run as root on a machine with apt, and runs
 # `apt-get update` only when something is missing. It never fails the caller: when it cannot
 # install it prints a warning, and what needs the package says what it does without it (the
-# allocator section's `auto` falls back to the next allocator and logs so).
+# allocator section's `auto` falls back to the next allocator and logs so). apt-get waits up to
+# two minutes for the dpkg lock (`DPkg::Lock::Timeout`): another install may be running.
 
 _package_installed() {
     local alternative
@@ -46,7 +47,7 @@ ensure_packages() {
     fi
     echo "installing Debian packages: ${missing[*]//|/ or }" >&2
     export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get update -qq > /dev/null 2>&1; then
+    if ! apt-get -o DPkg::Lock::Timeout=120 update -qq > /dev/null 2>&1; then
         echo "warning: apt-get update failed; Debian packages not installed: ${missing[*]//|/ or }" >&2
         return 0
     fi
@@ -61,7 +62,7 @@ ensure_packages() {
         echo "warning: this Debian release has no package ${unknown[*]//|/ or }" >&2
     fi
     if [ ${#install[@]} -gt 0 ] &&
-        ! apt-get install -y -qq --no-install-recommends "${install[@]}" > /dev/null 2>&1; then
+        ! apt-get -o DPkg::Lock::Timeout=120 install -y -qq --no-install-recommends "${install[@]}" > /dev/null 2>&1; then
         echo "warning: apt-get install ${install[*]} failed; run it yourself to see why" >&2
     fi
     return 0

@@ -143,7 +143,7 @@ def ccxt_source_problems(
     e.g. {"strategy.history_candles": 300}) above what one fetch returns. Empty for other sources.
 
     Imports ccxt and builds the exchange class offline (no network)."""
-    if market.source != "ccxt":
+    if market.fetching_source != "ccxt":  # the bot's own source, or a fleet feeder's upstream
         return []
     config = market.ccxt
     try:
@@ -192,19 +192,8 @@ def _credentials(api_key_env: str | None, secret_env: str | None, password_env: 
         ("secret", "secret_env", secret_env),
         ("password", "password_env", password_env),
     ):
-        if variable is None:
-            continue
-        value = os.environ.get(variable, "")
-        if not value:
-            raise ValueError(f"{argument} names environment variable {variable!r}, which is unset or empty")
-        try:
-            redaction.register_secret(value)
-        except ValueError:
-            raise ValueError(
-                f"{argument} names environment variable {variable!r}, whose value is too short to be a real "
-                "credential or to be redacted from logs (fewer than 4 characters)"
-            ) from None
-        credentials[field] = value
+        if variable is not None:
+            credentials[field] = redaction.secret_from_environment(argument, variable)
     return credentials
 
 
