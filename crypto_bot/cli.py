@@ -353,10 +353,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _worker_settings(settings: Settings, shard: Any, path: str) -> Settings:
     """The settings of fleet worker `shard`: its own journal (the shard in the file name)."""
+    from crypto_bot.fleet.shards import worker_settings
+
     if settings.market.source != "redis":
         raise CommandError(EXIT_USAGE, f"--shard needs market.source: redis in {path} (README: Fleet)")
-    storage = dataclasses.replace(settings.storage, journal_path=shard.journal_path(settings.storage.journal_path))
-    return dataclasses.replace(settings, storage=storage)
+    return worker_settings(settings, shard)
 
 
 def _feed(args: argparse.Namespace) -> int:
@@ -464,7 +465,7 @@ async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: flo
     memory = MemoryManager(settings.memory)
     # The bot opens the market and the journal first: a locked or foreign journal is refused before the banner.
     bot = TradingBot(
-        settings, memory=memory, market=build_market(settings, shard=shard),
+        settings, memory=memory, market=None if shard is None else build_market(settings, shard=shard),
         on_status=lambda status: print(status.line(), flush=True),
     )
     bot.cycle = first_cycle = cycles_done()  # a recycled bot goes on counting where its predecessor stopped

@@ -20,7 +20,7 @@ from crypto_bot.fleet.heartbeat import Heartbeat, feeder_heartbeat, publish_hear
 from crypto_bot.fleet.keys import FleetKeys
 from crypto_bot.fleet.link import RedisLink, sync_client
 from crypto_bot.fleet.redis_market import RedisMarket
-from crypto_bot.fleet.shards import Shard, shard_of
+from crypto_bot.fleet.shards import Shard, shard_of, worker_settings
 from crypto_bot.fleet.status import FleetView, fleet_lines, read_fleet
 from crypto_bot.fleet.worker import between_cycles
 
@@ -46,4 +46,5 @@ __all__ = [
     "sync_client",
     "upstream_settings",
     "worker_heartbeat",
+    "worker_settings",
 ]

@@ -10,8 +10,12 @@ Not covered: what a worker does with its symbols (`redis_market`, the bot).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from crypto_bot.settings import Settings
 
 MAX_SHARDS = 1024
 
@@ -60,3 +64,9 @@ class Shard:
             return path
         original = Path(path)
         return str(original.with_name(f"{original.stem}.shard-{self.number}-of-{self.count}{original.suffix}"))
+
+
+def worker_settings(settings: Settings, shard: Shard) -> Settings:
+    """The settings of worker `shard`: the same, with its own journal (`Shard.journal_path`)."""
+    storage = replace(settings.storage, journal_path=shard.journal_path(settings.storage.journal_path))
+    return replace(settings, storage=storage)

@@ -9,11 +9,10 @@ is a `StepClock` moved half a second a step: the tests never sleep for an outage
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import Any
 
-from crypto_bot.fleet import FeedClock, Feeder, RedisLink, RedisMarket, Shard, upstream_settings
 from crypto_bot.bot import build_market
+from crypto_bot.fleet import FeedClock, Feeder, RedisLink, RedisMarket, Shard, upstream_settings, worker_settings
 from crypto_bot.market import timeframe_ms
 from crypto_bot.settings import Settings
 from tests.bot.support import Session
@@ -46,13 +45,12 @@ class Fleet:
         self.workers: list[Session] = []
         for number in range(1, workers + 1):
             shard = Shard(number, workers)
-            storage = dataclasses.replace(settings.storage, journal_path=shard.journal_path(settings.storage.journal_path))
             market = RedisMarket(
                 config, symbols=settings.symbols, timeframes=settings.timeframes, shard=shard,
                 link=RedisLink(config, monotonic=self.clock),
                 clock=FeedClock(timeframe_ms(settings.timeframes[0]), monotonic=self.clock),
             )
-            self.workers.append(Session(dataclasses.replace(settings, storage=storage), market=market))
+            self.workers.append(Session(worker_settings(settings, shard), market=market))
 
     def step(self) -> None:
         """Half a second on: the feeder's cycle, then each worker hears its closes and runs a cycle."""
