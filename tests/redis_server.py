@@ -32,8 +32,11 @@ def _free_port() -> int:
 class RedisServer:
     """One redis-server process on 127.0.0.1:`port`; `kill()` and `start()` again to crash and restart it."""
 
-    def __init__(self, executable: str, directory: Path, *, maxmemory_bytes: int = MAXMEMORY_BYTES) -> None:
+    def __init__(
+        self, executable: str, directory: Path, *, maxmemory_bytes: int = MAXMEMORY_BYTES, password: str | None = None
+    ) -> None:
         self.executable = executable
+        self.password = password
         self.directory = directory
         self.port = _free_port()
         self.maxmemory_bytes = maxmemory_bytes
@@ -49,6 +52,7 @@ class RedisServer:
                 self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
                 "--save", "", "--appendonly", "no", "--maxmemory", str(self.maxmemory_bytes),
                 "--maxmemory-policy", "volatile-ttl", "--protected-mode", "yes",
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -59,7 +63,7 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.1) as connection:
                     connection.sendall(b"PING\r\n")
-                    if connection.recv(16).startswith(b"+PONG"):
+                    if connection.recv(64).startswith((b"+PONG", b"-NOAUTH")):  # up (with a password: asking for it)
                         return
             except OSError:
                 time.sleep(0.01)

@@ -3,7 +3,7 @@
 Each process of a real fleet has its own event loop; here the feeder and each worker `Session` keep
 theirs and are run in turn, one `step` at a time: the feeder's cycle, then each worker hears the closes
 and runs its cycle. Time (back-off pauses, the feeder's clock speed, a worker's clock through silences)
-is a `StepClock` moved half a second a step: the tests never sleep for an outage.
+is a `FakeClock` moved half a second a step: the tests never sleep for an outage.
 """
 
 from __future__ import annotations
@@ -16,18 +16,9 @@ from crypto_bot.fleet import FeedClock, Feeder, RedisLink, RedisMarket, Shard, u
 from crypto_bot.market import timeframe_ms
 from crypto_bot.settings import Settings
 from tests.bot.support import Session
+from tests.fakes import FakeClock
 
 STEP_SECONDS = 0.5
-
-
-class StepClock:
-    """A monotonic clock moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Fleet:
@@ -35,7 +26,7 @@ class Fleet:
 
     def __init__(self, settings: Settings, workers: int) -> None:
         self.settings = settings
-        self.clock = StepClock()
+        self.clock = FakeClock()
         self.loop = asyncio.new_event_loop()
         config = settings.market.redis
         self.feeder = Feeder(
@@ -54,7 +45,7 @@ class Fleet:
 
     def step(self) -> None:
         """Half a second on: the feeder's cycle, then each worker hears its closes and runs a cycle."""
-        self.clock.now += STEP_SECONDS
+        self.clock.advance(STEP_SECONDS)
         self.loop.run_until_complete(self.feeder.run_cycle())
         for worker in self.workers:
             worker.loop.run_until_complete(worker.bot.market.wait_for_closes(0))

@@ -14,10 +14,10 @@ import yaml
 
 from crypto_bot.cli import main
 from crypto_bot.fleet import FleetKeys, RedisMarket, between_cycles, feeder_heartbeat, publish_heartbeat, sync_client
-from crypto_bot.market import generated_symbols
+from crypto_bot.market import AuthenticationFailed, generated_symbols
 from crypto_bot.settings import Settings, parse_settings
 from tests.bot.fleet_support import Fleet
-from tests.redis_server import RedisServer, redis_server  # noqa: F401 - the fixture
+from tests.redis_server import RedisServer, redis_executable, redis_server  # noqa: F401 - the fixture
 
 SYMBOLS = generated_symbols(12)
 RECONNECT_STEPS = 60  # back-off pauses are at most 30 s: 60 half-second steps outlast the longest
@@ -115,7 +115,7 @@ def test_bad_bytes_in_redis_are_refused_naming_the_key_and_the_window_is_kept(
     symbol = worker.bot.market.universe()[0]
     before = worker.bot.ctx.df_cache["1m"][symbol]
     key = FleetKeys(fleet_settings.market.redis.key_prefix).window(symbol, "1m")
-    fleet.clock.now += 0.5
+    fleet.clock.advance(0.5)
     fleet.run(fleet.feeder.run_cycle())
     sync_client(fleet_settings.market.redis).set(key, b'{"not": "candles"}')
     caplog.set_level(logging.WARNING)
@@ -174,3 +174,54 @@ def test_redis_killed_and_restarted_mid_run_loses_no_worker_and_trading_resumes(
     assert all(w.bot.market.stats()["connected"] for w in fleet.workers)
     assert all(w.bot.last_status.stale_series == 0 for w in fleet.workers)
     assert fleet.entries() > entries_before  # trading again
+
+
+def test_a_password_from_the_environment_opens_redis_and_reaches_no_log(
+    config_dict: Callable[..., dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    password = "fleet-pa55word-of-the-test"
+    server = RedisServer(redis_executable(), tmp_path, password=password)
+    server.start()
+    try:
+        settings = parse_settings(config_dict(
+            symbols=SYMBOLS, market={"source": "redis", "redis": {"address": server.address, "password_env": "TEST_REDIS_PASSWORD"}},
+        ))
+        caplog.set_level(logging.DEBUG)
+        monkeypatch.setenv("TEST_REDIS_PASSWORD", password)
+        fleet = Fleet(settings, workers=1)
+        try:
+            fleet.step()
+            assert fleet.workers[0].bot.market.stats()["l2_hits"] > 0
+        finally:
+            fleet.close()
+        monkeypatch.setenv("TEST_REDIS_PASSWORD", "not-the-password")
+        market = RedisMarket(settings.market.redis, symbols=SYMBOLS, timeframes=settings.timeframes)
+        with pytest.raises(AuthenticationFailed, match=f"redis {server.address} db 0 refused the password"):
+            asyncio.run(market.fetch_ohlcv(SYMBOLS[0], "1m"))
+        assert password not in caplog.text
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["feed"], "crypto-bot feed needs market.source: redis"),
+        (["run", "--no-supervisor", "--shard", "1/3"], "--shard needs market.source: redis"),
+        (["status", "--fleet"], "status --fleet needs market.source: redis"),
+    ],
+)
+def test_fleet_commands_on_a_config_without_redis_say_what_is_missing(
+    config_file: Callable[..., Path], capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert main([*argv, "--config", str(config_file())]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_status_fleet_without_redis_names_the_address(
+    config_file: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = config_file(market={"source": "redis", "redis": {"address": "127.0.0.1:1"}})
+    assert main(["status", "--fleet", "--config", str(path)]) == 3
+    assert "cannot read the fleet from 127.0.0.1:1" in capsys.readouterr().err

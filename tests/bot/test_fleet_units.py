@@ -14,6 +14,7 @@ from crypto_bot.fleet.clock import SLACK_CANDLES
 from crypto_bot.market import BadData, SimulatedMarket, generated_symbols
 from crypto_bot.memory import ConfigError
 from crypto_bot.settings import parse_settings
+from tests.fakes import FakeClock
 
 KEY = "crypto_bot:candles:1m:BTC/USDT"
 
@@ -118,37 +119,29 @@ def test_a_csv_upstream_needs_its_directory() -> None:
         parse_settings({"market": {"source": "redis", "redis": {"upstream": "csv"}}})
 
 
-class FakeMonotonic:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_the_worker_clock_is_the_feeder_clock_while_closes_come() -> None:
-    time_now = FakeMonotonic()
+    time_now = FakeClock()
     clock = FeedClock(60_000, monotonic=time_now)
     clock.hear(1_704_067_200_000, rate=120.0)  # a simulated minute every 0.5 s
-    time_now.now += 0.5 * SLACK_CANDLES  # a slow cycle: within the slack
+    time_now.advance(0.5 * SLACK_CANDLES)  # a slow cycle: within the slack
     assert clock.now_ms() == 1_704_067_200_000
     assert not clock.running_alone
 
 
 def test_the_worker_clock_runs_on_alone_when_closes_stop() -> None:
-    time_now = FakeMonotonic()
+    time_now = FakeClock()
     clock = FeedClock(60_000, monotonic=time_now)
     clock.hear(1_704_067_200_000, rate=120.0)
-    time_now.now += 0.5 * (SLACK_CANDLES + 2)
+    time_now.advance(0.5 * (SLACK_CANDLES + 2))
     assert clock.now_ms() == 1_704_067_200_000 + 2 * 60_000
     assert clock.running_alone
 
 
 def test_the_worker_clock_never_runs_backwards() -> None:
-    time_now = FakeMonotonic()
+    time_now = FakeClock()
     clock = FeedClock(60_000, monotonic=time_now)
     clock.hear(1_704_067_200_000, rate=120.0)
-    time_now.now += 0.5 * (SLACK_CANDLES + 5)
+    time_now.advance(0.5 * (SLACK_CANDLES + 5))
     ahead = clock.now_ms()
     clock.hear(1_704_067_200_000 + 60_000, rate=120.0)  # the feeder is back, behind the clock that ran on
     assert clock.now_ms() == ahead
