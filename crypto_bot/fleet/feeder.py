@@ -32,7 +32,7 @@ from crypto_bot.fleet.codec import encode_window
 from crypto_bot.fleet.heartbeat import feeder_heartbeat, publish_heartbeat
 from crypto_bot.fleet.keys import FleetKeys
 from crypto_bot.fleet.link import RedisLink
-from crypto_bot.market import MarketDataError, MarketDataSource, newest_open_ms, refresh_series
+from crypto_bot.market import MarketDataError, MarketDataSource, SimulatedMarket, newest_open_ms, refresh_series
 
 if TYPE_CHECKING:
     from crypto_bot.memory import MemoryManager
@@ -206,6 +206,8 @@ async def feed(
     keys = FleetKeys(settings.market.redis.key_prefix)
     try:
         await warn_if_unbounded(link)
+        if isinstance(upstream, SimulatedMarket):
+            await resume_clock(link, keys, upstream)
         while not stop.is_set():
             await feeder.run_cycle()
             if memory is not None:
@@ -223,6 +225,23 @@ async def feed(
         await upstream.close()
         await link.close()
     return feeder
+
+
+async def resume_clock(link: RedisLink, keys: FleetKeys, upstream: SimulatedMarket) -> None:
+    """A simulated upstream goes on from the clock a previous feeder left in Redis: the workers' clocks never run
+    backwards, so a feeder that started over from the simulation's start would leave them stale until it caught up."""
+    try:
+        data = await link.call(lambda client: client.get(keys.clock), what=f"GET {keys.clock}")
+        now_ms = int(json.loads(data)["now_ms"]) if data is not None else None
+    except MarketDataError as error:
+        logger.warning("cannot read the previous feeder's clock; the simulation starts at its start: %s", error)
+        return
+    except (ValueError, TypeError, KeyError) as error:
+        logger.warning("redis key %s is not a clock record (%s); the simulation starts at its start", keys.clock, error)
+        return
+    if now_ms is not None and now_ms > upstream.now_ms:
+        upstream.resume_at(now_ms)
+        logger.info("simulated upstream resumes at the previous feeder's clock, %d", upstream.now_ms)
 
 
 async def warn_if_unbounded(link: RedisLink) -> None:

@@ -349,6 +349,12 @@ class SimulatedMarket:
         self._symbols = _checked_symbols(symbols)
         logger.debug("simulated universe set to %d symbols", len(self._symbols))
 
+    def resume_at(self, now_ms: int) -> None:
+        """Move the clock on to `now_ms` (rounded down to a base candle), e.g. to where a fleet's previous feeder
+        stopped; a time not after the clock changes nothing (the clock never runs backwards)."""
+        validate_since_ms(now_ms)
+        self._elapsed_candles = max(self._elapsed_candles, (now_ms - self._start_ms) // self._base_ms)
+
     def advance(self) -> None:
         """Move the clock by one base candle."""
         self._elapsed_candles += 1

@@ -13,7 +13,15 @@ import pytest
 import yaml
 
 from crypto_bot.cli import main
-from crypto_bot.fleet import FleetKeys, RedisMarket, between_cycles, feeder_heartbeat, publish_heartbeat, sync_client
+from crypto_bot.fleet import (
+    FleetKeys,
+    RedisMarket,
+    between_cycles,
+    feed,
+    feeder_heartbeat,
+    publish_heartbeat,
+    sync_client,
+)
 from crypto_bot.market import AuthenticationFailed, generated_symbols
 from crypto_bot.settings import Settings, parse_settings
 from tests.bot.fleet_support import Fleet
@@ -225,3 +233,15 @@ def test_status_fleet_without_redis_names_the_address(
     path = config_file(market={"source": "redis", "redis": {"address": "127.0.0.1:1"}})
     assert main(["status", "--fleet", "--config", str(path)]) == 3
     assert "cannot read the fleet from 127.0.0.1:1" in capsys.readouterr().err
+
+
+def test_a_restarted_simulated_feeder_goes_on_from_its_predecessors_clock(fleet_settings: Settings) -> None:
+    config = fleet_settings.market.redis
+    client = sync_client(config)
+
+    def clock_after(cycles: int) -> int:
+        asyncio.run(feed(fleet_settings, cycles=cycles, interval_seconds=0, stop=asyncio.Event()))
+        return json.loads(client.get(FleetKeys(config.key_prefix).clock))["now_ms"]
+
+    first = clock_after(3)
+    assert clock_after(1) == first  # not the simulation's start again: the workers' clocks never run back
