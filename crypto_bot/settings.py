@@ -275,9 +275,14 @@ def describe_keys() -> list[tuple[str, Any, str, str]]:
          "candle timeframes: the smallest is analysed, the largest gives the regime")
     )
     for name, section in SECTIONS.items():
-        rows.extend(
-            (f"{name}.{key}", rule.default, rule.allowed, rule.meaning) for key, rule in settings_of(section).items()
-        )
+        for key, rule in settings_of(section).items():
+            rows.append((f"{name}.{key}", rule.default, rule.allowed, rule.meaning))
+            nested = getattr(rule, "section", None)  # market.ccxt, market.redis: their own keys follow
+            if nested is not None:
+                rows.extend(
+                    (f"{name}.{key}.{inner}", each.default, each.allowed, each.meaning)
+                    for inner, each in settings_of(nested).items()
+                )
     return rows
 
 
