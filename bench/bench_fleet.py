@@ -5,7 +5,9 @@ cycle (batch_size 300; a worker analyses its whole shard). The "exchange" is the
 one fetch is one request (`CycleStatus.fetches` for a bot, `Feeder.requests_last_cycle` for the
 feeder), one cycle one simulated minute for both. Measured:
 - exchange requests per cycle (after the first): one independent bot, in a fresh process, times 3
-  for 3 bots (each fetches exactly what the others do), against the feeder of a fleet of 3;
+  for 3 bots (each fetches exactly what the others do), against the feeder of a fleet of 3 over the
+  same span of the simulated clock (both start at the same time and move a minute a cycle; the
+  feeder runs on while the workers finish, its later cycles are not counted here);
 - RSS (and L1: the df_cache's bytes) of that bot against each worker of the fleet of 3;
 - L1 hit rate (df_cache) and L2 hit rate (windows found in Redis) of the workers;
 - cycle time (run_cycle, mean over the workers' cycles after their first) with 1, 2, 3 and 4 workers,
@@ -184,9 +186,11 @@ def _redis_executable() -> str:
 
 
 def table(single: dict[str, Any], runs: dict[int, dict[str, Any]], soak: list[int], info: dict[str, Any], cycles: int) -> str:
-    bot_requests = statistics.mean(single["fetches"][1:])
     fleet = runs[COMPARED_WORKERS]
-    feeder_requests = statistics.mean(fleet["feeder_requests"][1:])
+    # The same span of the simulated clock for both: the bot's cycles and the feeder's first as many (from the same start).
+    bot_requests = statistics.mean(single["fetches"][1:])
+    feeder_requests = statistics.mean(fleet["feeder_requests"][1:cycles])
+    first_bot, first_feeder = single["fetches"][0], fleet["feeder_requests"][0]
     workers = fleet["workers"]
     three_bots = COMPARED_WORKERS * bot_requests
     lines = [
@@ -198,6 +202,8 @@ def table(single: dict[str, Any], runs: dict[int, dict[str, Any]], soak: list[in
         f"| exchange requests per cycle (after the first) | {three_bots:.0f} ({COMPARED_WORKERS} x {bot_requests:.0f}) | "
         f"{feeder_requests:.0f} (feeder; workers {sum(w['rest_calls'] for w in workers)}): "
         f"{feeder_requests / three_bots:.2f} of the bots' |",
+        f"| exchange requests, first cycle (whole windows) | {COMPARED_WORKERS * first_bot} ({COMPARED_WORKERS} x {first_bot}) | "
+        f"{first_feeder} |",
         f"| RSS per process | {single['rss_bytes'] / MIB:.0f} MiB (one bot, whole universe) | "
         f"{_each(workers, 'rss_bytes', '.0f', MIB)} MiB |",
         f"| L1 (df_cache) per process | {single['l1_bytes'] / MIB:.1f} MiB | "

@@ -56,11 +56,11 @@ class Heartbeat:
 
     @property
     def l1_hit_rate(self) -> float | None:
-        return _rate(self.l1_hits, self.l1_misses)
+        return hit_rate(self.l1_hits, self.l1_misses)
 
     @property
     def l2_hit_rate(self) -> float | None:
-        return _rate(self.l2_hits, self.l2_misses)
+        return hit_rate(self.l2_hits, self.l2_misses)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
@@ -75,7 +75,8 @@ class Heartbeat:
             raise ValueError(f"redis key {key} is not a heartbeat ({type(error).__name__}: {error})") from None
 
 
-def _rate(hits: int, misses: int) -> float | None:
+def hit_rate(hits: int, misses: int) -> float | None:
+    """hits / lookups, or None before the first lookup."""
     return hits / (hits + misses) if hits + misses else None
 
 

@@ -14,6 +14,7 @@ redis-py is imported here, on the Redis paths only (the `fleet` extra).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -96,8 +97,6 @@ class RedisLink:
         rng: random.Random | None = None,
         client: Any = None,
     ) -> None:
-        import asyncio
-
         redis = import_redis()
         self._errors = redis.exceptions
         if client is None:

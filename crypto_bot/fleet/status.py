@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from crypto_bot.fleet.heartbeat import Heartbeat
+from crypto_bot.fleet.heartbeat import Heartbeat, hit_rate
 from crypto_bot.fleet.keys import FleetKeys
 from crypto_bot.fleet.link import describe, sync_client
 from crypto_bot.market.config import RedisConfig
@@ -38,9 +38,10 @@ class FleetView:
     def hit_rates(self) -> tuple[float | None, float | None]:
         """The fleet's L1 and L2 hit rates (the workers' counters summed)."""
         workers = [heartbeat for heartbeat in self.heartbeats if heartbeat.role == "worker"]
-        l1 = (sum(h.l1_hits for h in workers), sum(h.l1_misses for h in workers))
-        l2 = (sum(h.l2_hits for h in workers), sum(h.l2_misses for h in workers))
-        return tuple(hits / (hits + misses) if hits + misses else None for hits, misses in (l1, l2))  # type: ignore[return-value]
+        return (
+            hit_rate(sum(h.l1_hits for h in workers), sum(h.l1_misses for h in workers)),
+            hit_rate(sum(h.l2_hits for h in workers), sum(h.l2_misses for h in workers)),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         l1, l2 = self.hit_rates()

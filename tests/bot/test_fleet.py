@@ -245,3 +245,16 @@ def test_a_restarted_simulated_feeder_goes_on_from_its_predecessors_clock(fleet_
 
     first = clock_after(3)
     assert clock_after(1) == first  # not the simulation's start again: the workers' clocks never run back
+
+
+def test_crypto_bot_feed_writes_the_windows_and_prints_a_line_a_cycle(
+    fleet_config: dict[str, Any], fleet_settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(fleet_config), encoding="utf-8")
+    assert main(["feed", "--config", str(path), "--cycles", "2", "--interval", "0"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("cycle")]
+    assert lines[0].startswith(f"cycle     1 | requests {len(SYMBOLS) * 2} | windows {len(SYMBOLS) * 2}")
+    assert lines[1].startswith(f"cycle     2 | requests {len(SYMBOLS)} |")
+    keys = FleetKeys(fleet_settings.market.redis.key_prefix)
+    assert sync_client(fleet_settings.market.redis).exists(keys.window(SYMBOLS[0], "15m"), keys.closes, keys.clock) == 3
