@@ -19,7 +19,9 @@ from crypto_bot.fleet import (
     between_cycles,
     feed,
     feeder_heartbeat,
+    fleet_lines,
     publish_heartbeat,
+    read_fleet,
     sync_client,
 )
 from crypto_bot.market import AuthenticationFailed, generated_symbols
@@ -258,3 +260,16 @@ def test_crypto_bot_feed_writes_the_windows_and_prints_a_line_a_cycle(
     assert lines[1].startswith(f"cycle     2 | requests {len(SYMBOLS)} |")
     keys = FleetKeys(fleet_settings.market.redis.key_prefix)
     assert sync_client(fleet_settings.market.redis).exists(keys.window(SYMBOLS[0], "15m"), keys.closes, keys.clock) == 3
+
+
+def test_a_heartbeat_that_is_not_one_is_named_by_its_key_and_skipped(fleet: Fleet) -> None:
+    fleet.step()
+    config = fleet.settings.market.redis
+    worker = fleet.workers[0]
+    worker.loop.run_until_complete(between_cycles(worker.bot, worker.bot.market, asyncio.Event(), 0))
+    key = FleetKeys(config.key_prefix).heartbeat("intruder")
+    sync_client(config).set(key, b"\x00garbage")
+    view = read_fleet(config)
+    assert [h.name for h in view.heartbeats] == ["worker 1/3"]
+    assert view.problems and view.problems[0].startswith(f"redis key {key} is not a heartbeat")
+    assert f"problem: redis key {key}" in "\n".join(fleet_lines(view))
