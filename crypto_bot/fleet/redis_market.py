@@ -34,14 +34,7 @@ from crypto_bot.market.config import RedisConfig
 from crypto_bot.market.errors import MarketDataError
 from crypto_bot.market.source import ohlcv_frame, visible_slice
 from crypto_bot.market.stats import SourceStats
-from crypto_bot.market.timeframes import (
-    require_served,
-    timeframe_ms,
-    validate_limit,
-    validate_since_ms,
-    validate_symbol,
-    validate_timeframes,
-)
+from crypto_bot.market.timeframes import checked_fetch, timeframe_ms, validate_symbol, validate_timeframes
 
 logger = logging.getLogger(__name__)
 
@@ -134,9 +127,7 @@ class RedisMarket:
     ) -> pd.DataFrame:
         """The visible candles of the window the feeder wrote (see the module docstring)."""
         validate_symbol(symbol)
-        length_ms = require_served(timeframe, self._timeframes)
-        validate_limit(limit)
-        validate_since_ms(since_ms)
+        length_ms = checked_fetch(timeframe, self._timeframes, since_ms=since_ms, limit=limit)
         key = self._keys.window(symbol, timeframe)
         try:
             if not self._clock.heard:

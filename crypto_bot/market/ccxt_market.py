@@ -63,13 +63,7 @@ from crypto_bot.market.errors import (
 from crypto_bot.market.exchange_clock import DEFAULT_RESYNC_MS, ExchangeClock
 from crypto_bot.market.source import ohlcv_frame, visible_slice
 from crypto_bot.market.stats import SourceStats
-from crypto_bot.market.timeframes import (
-    TIMEFRAME_MS,
-    require_served,
-    timeframe_ms,
-    validate_limit,
-    validate_since_ms,
-)
+from crypto_bot.market.timeframes import TIMEFRAME_MS, checked_fetch, timeframe_ms, validate_limit
 
 logger = logging.getLogger(__name__)
 
@@ -514,9 +508,7 @@ class CcxtMarket:
         where they start. With it, the oldest `limit` from `since_ms`, paging forward."""
         if self._closed:
             raise RuntimeError(f"CcxtMarket({self.name!r}) is closed")
-        length_ms = require_served(timeframe, self._timeframes)
-        validate_limit(limit)
-        validate_since_ms(since_ms)
+        length_ms = checked_fetch(timeframe, self._timeframes, since_ms=since_ms, limit=limit)
         try:
             if symbol in self._dropped:
                 raise UnknownSymbol(self._dropped[symbol], symbol=symbol, timeframe=timeframe)

@@ -44,10 +44,8 @@ from crypto_bot.market.stats import SourceStats
 from crypto_bot.market.timeframes import (
     MAX_LIMIT,
     TIMEFRAME_MS,
-    require_served,
+    checked_fetch,
     timeframe_ms,
-    validate_limit,
-    validate_since_ms,
     validate_symbol,
     validate_timeframes,
 )
@@ -397,9 +395,7 @@ class CsvMarket:
         """Replayed candles closed by `now_ms` (see `source` for the window rule), from the kept window."""
         if self._closed:
             raise RuntimeError("CsvMarket is closed")
-        length_ms = require_served(timeframe, self._timeframes)
-        validate_limit(limit)
-        validate_since_ms(since_ms)
+        length_ms = checked_fetch(timeframe, self._timeframes, since_ms=since_ms, limit=limit)
         try:
             broken = self._broken.get((symbol, timeframe))
             if broken is not None:
