@@ -3,8 +3,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/_packages.sh
-ensure_packages libjemalloc2 "libmimalloc2.0|libmimalloc3"  # the allocators `crypto-bot run` preloads (allocator:)
-ensure_packages redis-server  # the fleet's shared market-data tier (README: Fleet); its tests start one
+# The allocators `crypto-bot run` preloads (allocator:), and the fleet's shared market-data tier (README: Fleet),
+# whose tests start a redis-server of their own. One call: at most one apt-get update.
+ensure_packages libjemalloc2 "libmimalloc2.0|libmimalloc3" redis-server
 extras="$1"
 venv=.venv
 hash=$(cat pyproject.toml setup.py crypto_bot/memory/*.c | sha256sum | cut -c1-16)
