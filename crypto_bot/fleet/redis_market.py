@@ -202,7 +202,9 @@ class RedisMarket:
                 heard = await self._read_closes(block_ms)
             except MarketDataError as error:
                 logger.debug("no closes: %s", error)
-                continue
+                if self._link.resume_in_seconds() > 0:
+                    continue  # an outage: wait out its pause (above)
+                return 0  # Redis answered with a refusal: asking again at once would only repeat it
             if heard or loop.time() >= deadline:
                 return heard
 

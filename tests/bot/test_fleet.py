@@ -273,3 +273,19 @@ def test_a_heartbeat_that_is_not_one_is_named_by_its_key_and_skipped(fleet: Flee
     assert [h.name for h in view.heartbeats] == ["worker 1/3"]
     assert view.problems and view.problems[0].startswith(f"redis key {key} is not a heartbeat")
     assert f"problem: redis key {key}" in "\n".join(fleet_lines(view))
+
+
+def test_a_refused_read_of_the_closes_ends_the_wait_instead_of_repeating_it(fleet_settings: Settings) -> None:
+    config = fleet_settings.market.redis
+    sync_client(config).set(FleetKeys(config.key_prefix).closes, b"not a stream")  # XREAD: WRONGTYPE
+    market = RedisMarket(config, symbols=SYMBOLS, timeframes=fleet_settings.timeframes)
+
+    async def wait() -> tuple[int, int]:
+        try:
+            return await market.wait_for_closes(30), market.link.calls
+        finally:
+            await market.close()
+
+    heard, calls = asyncio.run(wait())
+    assert heard == 0
+    assert calls <= 3  # XREVRANGE (refused) and nothing more: no loop of refusals until the timeout
