@@ -110,10 +110,10 @@ class Feeder:
         """Fetch what closed, write it to Redis, move the upstream's clock on; the closes of this cycle."""
         universe = self.upstream.universe()
         jobs = [(symbol, timeframe) for symbol in universe for timeframe in self._timeframes]
+        clock_ms = self.upstream.now_ms  # what closed by now is fetched: a later candle is the next cycle's
         updates = await asyncio.gather(
             *(refresh_series(self.upstream, symbol, tf, self._windows.get((symbol, tf)), self._window_candles) for symbol, tf in jobs)
         )
-        clock_ms = self.upstream.now_ms
         closes = 0
         self.requests_last_cycle = 0
         for series, update in zip(jobs, updates, strict=True):
