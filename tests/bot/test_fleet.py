@@ -13,8 +13,10 @@ import pytest
 import yaml
 
 from crypto_bot.cli import main
+from crypto_bot.fleet.feeder import warn_if_unbounded
 from crypto_bot.fleet import (
     FleetKeys,
+    RedisLink,
     RedisMarket,
     between_cycles,
     feed,
@@ -289,3 +291,28 @@ def test_a_refused_read_of_the_closes_ends_the_wait_instead_of_repeating_it(flee
     heard, calls = asyncio.run(wait())
     assert heard == 0
     assert calls <= 3  # XREVRANGE (refused) and nothing more: no loop of refusals until the timeout
+
+
+@pytest.mark.parametrize(
+    ("maxmemory_bytes", "warning"), [(0, "has no maxmemory: the shared tier is unbounded"), (32 * 2**20, None)]
+)
+def test_the_feeder_warns_when_redis_is_not_bounded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, maxmemory_bytes: int, warning: str | None
+) -> None:
+    server = RedisServer(redis_executable(), tmp_path, maxmemory_bytes=maxmemory_bytes)
+    server.start()
+    try:
+        link = RedisLink(parse_settings({"market": {"source": "redis", "redis": {"address": server.address}}}).market.redis)
+
+        async def check() -> None:
+            try:
+                await warn_if_unbounded(link)
+            finally:
+                await link.close()
+
+        caplog.set_level(logging.WARNING)
+        asyncio.run(check())
+    finally:
+        server.stop()
+    warnings = [record.getMessage() for record in caplog.records]
+    assert (warning is None and not warnings) or (warnings and warning in warnings[0])
