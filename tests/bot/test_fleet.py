@@ -26,10 +26,15 @@ from crypto_bot.fleet import (
     read_fleet,
     sync_client,
 )
-from crypto_bot.market import AuthenticationFailed, generated_symbols
+from crypto_bot.market import AuthenticationFailed, ExchangeUnavailable, generated_symbols
 from crypto_bot.settings import Settings, parse_settings
 from tests.bot.fleet_support import Fleet
-from tests.redis_server import RedisServer, redis_executable, redis_server  # noqa: F401 - the fixture
+from tests.redis_server import (  # noqa: F401 - redis_server is a fixture
+    RedisServer,
+    redis_executable,
+    redis_server,
+    self_signed_certificate,
+)
 
 SYMBOLS = generated_symbols(12)
 RECONNECT_STEPS = 60  # back-off pauses are at most 30 s: 60 half-second steps outlast the longest
@@ -316,3 +321,26 @@ def test_the_feeder_warns_when_redis_is_not_bounded(
         server.stop()
     warnings = [record.getMessage() for record in caplog.records]
     assert (warning is None and not warnings) or (warnings and warning in warnings[0])
+
+
+def test_a_fleet_over_tls_verifies_the_server_with_the_configured_ca(
+    config_dict: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    certificate = self_signed_certificate(tmp_path)
+    server = RedisServer(redis_executable(), tmp_path, certificate=certificate)
+    server.start()
+    try:
+        redis = {"address": server.address, "tls": True, "tls_ca_file": str(certificate)}
+        settings = parse_settings(config_dict(symbols=SYMBOLS, market={"source": "redis", "redis": redis}))
+        fleet = Fleet(settings, workers=1)
+        try:
+            fleet.step()
+            assert fleet.workers[0].bot.market.stats()["l2_hits"] > 0
+        finally:
+            fleet.close()
+        unverified = parse_settings({"market": {"source": "redis", "redis": {**redis, "tls_ca_file": None}}})
+        market = RedisMarket(unverified.market.redis, symbols=SYMBOLS, timeframes=settings.timeframes)
+        with pytest.raises(ExchangeUnavailable, match="certificate verify failed"):
+            asyncio.run(market.fetch_ohlcv(SYMBOLS[0], "1m"))
+    finally:
+        server.stop()
