@@ -99,6 +99,13 @@ class RedisServer:
             self.process.terminate()
             self.process.wait()
 
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
 
 def self_signed_certificate(directory: Path) -> Path:
     """A certificate for 127.0.0.1 (PEM) with its key beside it (.key), made with openssl; skips without openssl."""
@@ -131,7 +138,5 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A running redis-server of the test's own, stopped at teardown."""
     directory = tmp_path / "redis"
     directory.mkdir()
-    server = RedisServer(redis_executable(), directory)
-    server.start()
-    yield server
-    server.stop()
+    with RedisServer(redis_executable(), directory) as server:
+        yield server

@@ -198,27 +198,18 @@ def test_a_password_from_the_environment_opens_redis_and_reaches_no_log(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     password = "fleet-pa55word-of-the-test"
-    server = RedisServer(redis_executable(), tmp_path, password=password)
-    server.start()
-    try:
+    with RedisServer(redis_executable(), tmp_path, password=password) as server:
         settings = parse_settings(config_dict(
             symbols=SYMBOLS, market={"source": "redis", "redis": {"address": server.address, "password_env": "TEST_REDIS_PASSWORD"}},
         ))
         caplog.set_level(logging.DEBUG)
         monkeypatch.setenv("TEST_REDIS_PASSWORD", password)
-        fleet = Fleet(settings, workers=1)
-        try:
-            fleet.step()
-            assert fleet.workers[0].bot.market.stats()["l2_hits"] > 0
-        finally:
-            fleet.close()
+        assert a_worker_reads_windows(settings)
         monkeypatch.setenv("TEST_REDIS_PASSWORD", "not-the-password")
         market = RedisMarket(settings.market.redis, symbols=SYMBOLS, timeframes=settings.timeframes)
         with pytest.raises(AuthenticationFailed, match=f"redis {server.address} db 0 refused the password"):
             asyncio.run(market.fetch_ohlcv(SYMBOLS[0], "1m"))
-        assert password not in caplog.text
-    finally:
-        server.stop()
+    assert password not in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -304,9 +295,7 @@ def test_a_refused_read_of_the_closes_ends_the_wait_instead_of_repeating_it(flee
 def test_the_feeder_warns_when_redis_is_not_bounded(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, maxmemory_bytes: int, warning: str | None
 ) -> None:
-    server = RedisServer(redis_executable(), tmp_path, maxmemory_bytes=maxmemory_bytes)
-    server.start()
-    try:
+    with RedisServer(redis_executable(), tmp_path, maxmemory_bytes=maxmemory_bytes) as server:
         link = RedisLink(parse_settings({"market": {"source": "redis", "redis": {"address": server.address}}}).market.redis)
 
         async def check() -> None:
@@ -317,8 +306,6 @@ def test_the_feeder_warns_when_redis_is_not_bounded(
 
         caplog.set_level(logging.WARNING)
         asyncio.run(check())
-    finally:
-        server.stop()
     warnings = [record.getMessage() for record in caplog.records]
     assert (warning is None and not warnings) or (warnings and warning in warnings[0])
 
@@ -327,20 +314,21 @@ def test_a_fleet_over_tls_verifies_the_server_with_the_configured_ca(
     config_dict: Callable[..., dict[str, Any]], tmp_path: Path
 ) -> None:
     certificate = self_signed_certificate(tmp_path)
-    server = RedisServer(redis_executable(), tmp_path, certificate=certificate)
-    server.start()
-    try:
+    with RedisServer(redis_executable(), tmp_path, certificate=certificate) as server:
         redis = {"address": server.address, "tls": True, "tls_ca_file": str(certificate)}
         settings = parse_settings(config_dict(symbols=SYMBOLS, market={"source": "redis", "redis": redis}))
-        fleet = Fleet(settings, workers=1)
-        try:
-            fleet.step()
-            assert fleet.workers[0].bot.market.stats()["l2_hits"] > 0
-        finally:
-            fleet.close()
+        assert a_worker_reads_windows(settings)
         unverified = parse_settings({"market": {"source": "redis", "redis": {**redis, "tls_ca_file": None}}})
         market = RedisMarket(unverified.market.redis, symbols=SYMBOLS, timeframes=settings.timeframes)
         with pytest.raises(ExchangeUnavailable, match="certificate verify failed"):
             asyncio.run(market.fetch_ohlcv(SYMBOLS[0], "1m"))
+
+
+def a_worker_reads_windows(settings: Settings) -> bool:
+    """A feeder and one worker over `settings`' Redis run a step: whether the worker read windows from Redis."""
+    fleet = Fleet(settings, workers=1)
+    try:
+        fleet.step()
+        return fleet.workers[0].bot.market.stats()["l2_hits"] > 0
     finally:
-        server.stop()
+        fleet.close()
