@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, MutableMapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -50,18 +50,30 @@ from crypto_bot.phase_runner import BotContext, PhaseRunner, notify
 from crypto_bot.settings import Settings
 from crypto_bot.strategy import PluginHost, Signal, StrategyRuntime, analysis_candles, atr, entry_signal
 
+if TYPE_CHECKING:
+    from crypto_bot.fleet import Shard
+
 logger = logging.getLogger(__name__)
 
 
-def build_market(settings: Settings, resume_at_ms: int | None = None) -> MarketDataSource:
+def build_market(
+    settings: Settings, resume_at_ms: int | None = None, *, shard: Shard | None = None
+) -> MarketDataSource:
     """The market data source the settings name (the simulated market by default).
 
     The simulated market starts with enough history to fill a whole window of the largest timeframe,
     at `resume_at_ms` (rounded up to a whole candle) when a journal says where the last run left it: the
     clock and the price path go on from there, so the journal's times only ever grow. A CSV replay keeps
-    only the window of each file.
+    only the window of each file; a fleet worker (`market.source: redis`) reads `shard` of the symbols
+    (default: all) from Redis.
     """
     market = settings.market
+    if market.source == "redis":  # imports the fleet (and redis-py) on this path only
+        from crypto_bot.fleet import RedisMarket, Shard
+
+        return RedisMarket(
+            market.redis, symbols=settings.symbols, timeframes=settings.timeframes, shard=shard or Shard()
+        )
     if market.source == "csv":  # each file costs the bot's window, whatever its size
         return CsvMarket(
             market.csv_directory,  # type: ignore[arg-type]

@@ -13,6 +13,10 @@ supervisor the bot exits with 75 itself, for systemd or Kubernetes to restart it
 Type=notify it also sends READY=1 once set up and WATCHDOG=1 after each healthy cycle
 (`crypto_bot.service_notify`, `deploy/systemd/crypto-bot.service`).
 
+A fleet (README "Fleet") shares one feeder's candles through Redis: `feed` runs the feeder, `run
+--shard i/N` a worker (with `market.source: redis`; its journal gets the shard in its name) and
+`status --fleet` shows every heartbeat with Redis's memory.
+
 Every failure is one line on stderr naming the file, key, path or port and what to do (a config
 with several problems gives one line per problem), never a traceback; `--debug` adds it. Exit codes:
 
@@ -150,11 +154,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--verbose", action="store_true")
     run.add_argument(
+        "--shard",
+        type=shard_argument,
+        default=None,
+        help="with market.source: redis, analyse shard i of N of the symbols (e.g. 1/3); the journal gets the shard in "
+        "its name",
+    )
+    run.add_argument(
         "--no-supervisor",
         action="store_true",
         help="run the bot in this process (as recycle.supervise: false): a due recycle exits with code 75",
     )
     run.set_defaults(handler=_run)
+
+    feed = commands.add_parser(
+        "feed", help="run a fleet's feeder: fetch candles once for every worker and write them to Redis", parents=[common]
+    )
+    feed.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config file with market.source: redis (default: %(default)s)")
+    feed.add_argument("--cycles", type=positive_int, default=None, help="stop after N cycles (default: run until stopped)")
+    feed.add_argument(
+        "--interval", type=interval_seconds, default=1.0,
+        help="seconds between cycles (a simulated upstream moves one candle a cycle) (default: %(default)s)",
+    )
+    feed.add_argument("--verbose", action="store_true")
+    feed.set_defaults(handler=_feed)
 
     config = commands.add_parser("config", help="configuration tools", parents=[common])
     config_commands = config.add_subparsers(dest="config_command", required=True)
@@ -186,6 +209,10 @@ def _parser() -> argparse.ArgumentParser:
         "--journal", action="store_true",
         help="cash, open positions and closed trades from the trade journal instead (read-only; no bot needed)",
     )
+    status.add_argument(
+        "--fleet", action="store_true",
+        help="every fleet process's heartbeat and Redis's memory, from market.redis (with --json: as JSON)",
+    )
     status.set_defaults(handler=_status)
 
     from crypto_bot.soak import add_soak_command
@@ -208,6 +235,16 @@ def _int_at_least(text: str, minimum: int) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
     return _argument(validation.integer, "the value", value, minimum=minimum)
+
+
+def shard_argument(text: str) -> Any:
+    """"i/N" as a fleet Shard (argparse type)."""
+    from crypto_bot.fleet.shards import Shard
+
+    try:
+        return Shard.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def interval_seconds(text: str) -> float:
@@ -273,9 +310,11 @@ def _memory_stats(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    """The running bot's status (its /api/status), or with --journal the trade journal's."""
+    """The running bot's status (its /api/status), with --journal the trade journal's, with --fleet the fleet's."""
     if args.journal:
         return _journal_status(args.config)
+    if args.fleet:
+        return _fleet_status(load_config(args.config), args.config, as_json=args.json)
     status = _running_bot_status(args)
     if args.json:
         print(json.dumps(status, indent=2, default=str, sort_keys=True))
@@ -356,15 +395,88 @@ def _journal_status(config: str) -> int:
     return EXIT_OK
 
 
+def _fleet_status(settings: Settings, path: str, *, as_json: bool) -> int:
+    """`status --fleet`: the heartbeats and Redis's memory figures (`crypto_bot.fleet.status`)."""
+    from crypto_bot.fleet.link import import_redis
+    from crypto_bot.fleet.status import fleet_lines, read_fleet
+
+    if settings.market.source != "redis":
+        raise CommandError(EXIT_USAGE, f"status --fleet needs market.source: redis in {path} (README: Fleet)")
+    try:
+        view = read_fleet(settings.market.redis)
+    except import_redis().RedisError as error:
+        raise CommandError(
+            EXIT_ENVIRONMENT, f"cannot read the fleet from {settings.market.redis.address}: {error}; is Redis running?"
+        ) from None
+    print(json.dumps(view.to_dict(), indent=2) if as_json else "\n".join(fleet_lines(view)), flush=True)
+    return EXIT_OK
+
+
 def _run(args: argparse.Namespace) -> int:
     from crypto_bot.supervisor import supervised
 
     if not args.no_supervisor and not supervised() and (sections := _supervision(args.config)) is not None:
         return _supervise(args.argv, *sections)
     settings = load_config(args.config)
+    if args.shard is not None:
+        settings = _worker_settings(settings, args.shard, args.config)
     import asyncio
 
-    return asyncio.run(_run_bot(settings, args.cycles, args.interval))
+    return asyncio.run(_run_bot(settings, args.cycles, args.interval, shard=args.shard))
+
+
+def _worker_settings(settings: Settings, shard: Any, path: str) -> Settings:
+    """The settings of fleet worker `shard`: its own journal (the shard in the file name)."""
+    from crypto_bot.fleet.shards import worker_settings
+
+    if settings.market.source != "redis":
+        raise CommandError(EXIT_USAGE, f"--shard needs market.source: redis in {path} (README: Fleet)")
+    return worker_settings(settings, shard)
+
+
+def _feed(args: argparse.Namespace) -> int:
+    settings = load_config(args.config)
+    if settings.market.source != "redis":
+        raise CommandError(
+            EXIT_USAGE, f"crypto-bot feed needs market.source: redis in {args.config} (it reads market.redis.upstream)"
+        )
+    import asyncio
+
+    return asyncio.run(_run_feeder(settings, args.cycles, args.interval))
+
+
+async def _run_feeder(settings: Settings, cycles: int | None, interval_seconds: float) -> int:
+    """The feeder until stopped (SIGINT/SIGTERM) or `cycles` ran; one status line a cycle."""
+    import asyncio
+
+    from crypto_bot.fleet.feeder import feed
+    from crypto_bot.memory import MemoryManager
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    redis = settings.market.redis
+    logger.info(
+        "feeder: %s upstream, %d symbols x %s, writing to %s (prefix %s)", redis.upstream, len(settings.symbols),
+        "/".join(settings.timeframes), redis.address, redis.key_prefix,
+    )
+
+    def status_line(feeder: Any) -> None:
+        print(
+            f"cycle {feeder.cycle:>5} | requests {feeder.requests_last_cycle} | windows {feeder.windows} | "
+            f"stale {feeder.stale_series} | buffered closes {feeder.buffered_closes} (dropped {feeder.dropped_closes}) | "
+            f"redis {'up' if feeder.link.connected else 'DOWN'}",
+            flush=True,
+        )
+
+    try:
+        await feed(settings, cycles=cycles, interval_seconds=interval_seconds, stop=stop,
+                   memory=MemoryManager(settings.memory), on_cycle=status_line)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    return EXIT_OK
 
 
 def _supervision(path: str) -> tuple[RecycleConfig, AllocatorConfig] | None:
@@ -419,11 +531,14 @@ async def pause_between_cycles(stop: asyncio.Event, seconds: float) -> None:
         pass
 
 
-async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: float) -> int:
-    """Run cycles until stopped, `cycles` reached (counting a recycled bot's predecessors) or a recycle is due."""
+async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: float, *, shard: Any = None) -> int:
+    """Run cycles until stopped, `cycles` reached (counting a recycled bot's predecessors) or a recycle is due.
+
+    A fleet worker (`market.source: redis`) waits for the feeder's next close between cycles, at most
+    `interval_seconds`, instead of pausing."""
     import asyncio
 
-    from crypto_bot.bot import TradingBot
+    from crypto_bot.bot import TradingBot, build_market
     from crypto_bot.memory import MemoryManager
     from crypto_bot.memory.recycle import RecyclePolicy
     from crypto_bot.service_notify import ServiceNotifier
@@ -435,7 +550,11 @@ async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: flo
     memory = MemoryManager(settings.memory)
     # The bot opens the market and the journal first: a locked or foreign journal is refused before the banner.
     bot = TradingBot(
-        settings, memory=memory, on_status=lambda status: print(status.line(), flush=True), first_cycle=cycles_done()
+        settings,
+        memory=memory,
+        market=None if shard is None else build_market(settings, shard=shard),
+        on_status=lambda status: print(status.line(), flush=True),
+        first_cycle=cycles_done(),
     )
     board = StatusBoard(
         settings.server,
@@ -495,7 +614,11 @@ async def _run_bot(settings: Settings, cycles: int | None, interval_seconds: flo
                     )
                     break
                 logger.warning("%s", decision.reason)
-            if interval_seconds:
+            if settings.market.source == "redis":
+                from crypto_bot.fleet.worker import between_cycles
+
+                await between_cycles(bot, bot.market, stop, interval_seconds)  # type: ignore[arg-type]
+            elif interval_seconds:
                 await pause_between_cycles(stop, interval_seconds)
     except BaseException as error:
         stop_reason = f"{type(error).__name__}: {error}"

@@ -9,6 +9,7 @@ installs the filter on the root logger's handlers (`install`).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 
@@ -37,6 +38,22 @@ def register_secret(value: str) -> None:
         if value not in _secrets:
             # longest first, so a secret that contains another is replaced whole
             _secrets = tuple(sorted((*_secrets, value), key=len, reverse=True))
+
+
+def secret_from_environment(argument: str, variable: str) -> str:
+    """The value of environment `variable`, registered for redaction; ValueError naming `argument` (the key that
+    names the variable) when it is unset, empty or too short to redact."""
+    value = os.environ.get(variable, "")
+    if not value:
+        raise ValueError(f"{argument} names environment variable {variable!r}, which is unset or empty")
+    try:
+        register_secret(value)
+    except ValueError:
+        raise ValueError(
+            f"{argument} names environment variable {variable!r}, whose value is too short to be a real "
+            "credential or to be redacted from logs (fewer than 4 characters)"
+        ) from None
+    return value
 
 
 def redact(text: str) -> str:

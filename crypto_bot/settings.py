@@ -249,9 +249,14 @@ def describe_keys() -> list[tuple[str, Any, str, str]]:
          "candle timeframes: the smallest is analysed, the largest gives the regime")
     )
     for name, section in SECTIONS.items():
-        rows.extend(
-            (f"{name}.{key}", rule.default, rule.allowed, rule.meaning) for key, rule in settings_of(section).items()
-        )
+        for key, rule in settings_of(section).items():
+            rows.append((f"{name}.{key}", rule.default, rule.allowed, rule.meaning))
+            nested = getattr(rule, "section", None)  # market.ccxt, market.redis: their own keys follow
+            if nested is not None:
+                rows.extend(
+                    (f"{name}.{key}.{inner}", each.default, each.allowed, each.meaning)
+                    for inner, each in settings_of(nested).items()
+                )
     return rows
 
 
@@ -303,7 +308,7 @@ def _timeframes(value: Any, problems: list[str]) -> tuple[str, ...] | None:
 
 def _validate_csv_source(market: MarketConfig, timeframes: tuple[str, ...]) -> list[str]:
     """A replay needs its directory, with candles on the smallest timeframe (the replay's base)."""
-    if market.source != "csv" or market.csv_directory is None:
+    if market.fetching_source != "csv" or market.csv_directory is None:
         return []
     directory = Path(market.csv_directory)
     if not directory.is_dir():

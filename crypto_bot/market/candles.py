@@ -60,12 +60,17 @@ def checked_candles(rows: Any, *, what: str) -> tuple[np.ndarray, np.ndarray]:
             shown = repr(row)[:_SHOWN_CHARACTERS]
             raise BadData(f"{what}: candle {position} is not [open_ms, open, high, low, close, volume]: {shown}")
     table = np.array([row[:_FIELDS] for row in rows], dtype=np.float64).reshape(-1, _FIELDS)
-    opens = table[:, 0]
-    values = table[:, 1:]
+    return checked_arrays(table[:, 0], table[:, 1:], what=what)
+
+
+def checked_arrays(opens: np.ndarray, values: np.ndarray, *, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """`checked_candles` for candles already in arrays (open times, an (n, 5) OHLCV block), e.g. decoded bytes."""
+    opens = np.asarray(opens, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
     bad_time = ~np.isfinite(opens) | (opens != np.floor(opens)) | (opens < EARLIEST_OPEN_MS)
     if bad_time.any():
         position = int(np.argmax(bad_time))
-        raise BadData(f"{what}: candle {position} has open time {rows[position][0]!r}, not epoch milliseconds")
+        raise BadData(f"{what}: candle {position} has open time {_shown(opens[position])}, not epoch milliseconds")
     unordered = np.diff(opens) <= 0
     if unordered.any():
         position = int(np.argmax(unordered)) + 1
@@ -86,6 +91,11 @@ def checked_candles(rows: Any, *, what: str) -> tuple[np.ndarray, np.ndarray]:
         problem = candle_problem(*map(float, values[position]))
         raise BadData(f"{what}: candle {position} (open {int(opens[position])}): {problem}")
     return opens.astype(np.int64), values
+
+
+def _shown(value: float) -> str:
+    """A number as it was written: 1704067200 rather than 1704067200.0."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def _is_candle_row(row: Any) -> bool:

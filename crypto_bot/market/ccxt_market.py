@@ -63,13 +63,7 @@ from crypto_bot.market.errors import (
 from crypto_bot.market.exchange_clock import DEFAULT_RESYNC_MS, ExchangeClock
 from crypto_bot.market.source import ohlcv_frame, visible_slice
 from crypto_bot.market.stats import SourceStats
-from crypto_bot.market.timeframes import (
-    TIMEFRAME_MS,
-    require_served,
-    timeframe_ms,
-    validate_limit,
-    validate_since_ms,
-)
+from crypto_bot.market.timeframes import TIMEFRAME_MS, checked_fetch, timeframe_ms, validate_limit
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +137,7 @@ def ccxt_source_problems(
     e.g. {"strategy.history_candles": 300}) above what one fetch returns. Empty for other sources.
 
     Imports ccxt and builds the exchange class offline (no network)."""
-    if market.source != "ccxt":
+    if market.fetching_source != "ccxt":  # the bot's own source, or a fleet feeder's upstream
         return []
     config = market.ccxt
     try:
@@ -192,19 +186,8 @@ def _credentials(api_key_env: str | None, secret_env: str | None, password_env: 
         ("secret", "secret_env", secret_env),
         ("password", "password_env", password_env),
     ):
-        if variable is None:
-            continue
-        value = os.environ.get(variable, "")
-        if not value:
-            raise ValueError(f"{argument} names environment variable {variable!r}, which is unset or empty")
-        try:
-            redaction.register_secret(value)
-        except ValueError:
-            raise ValueError(
-                f"{argument} names environment variable {variable!r}, whose value is too short to be a real "
-                "credential or to be redacted from logs (fewer than 4 characters)"
-            ) from None
-        credentials[field] = value
+        if variable is not None:
+            credentials[field] = redaction.secret_from_environment(argument, variable)
     return credentials
 
 
@@ -525,9 +508,7 @@ class CcxtMarket:
         where they start. With it, the oldest `limit` from `since_ms`, paging forward."""
         if self._closed:
             raise RuntimeError(f"CcxtMarket({self.name!r}) is closed")
-        length_ms = require_served(timeframe, self._timeframes)
-        validate_limit(limit)
-        validate_since_ms(since_ms)
+        length_ms = checked_fetch(timeframe, self._timeframes, since_ms=since_ms, limit=limit)
         try:
             if symbol in self._dropped:
                 raise UnknownSymbol(self._dropped[symbol], symbol=symbol, timeframe=timeframe)

@@ -41,14 +41,7 @@ from crypto_bot.market.csv_files import csv_file_name, csv_symbols
 from crypto_bot.market.errors import BadData, MarketDataError, UnknownSymbol
 from crypto_bot.market.source import OHLCV_COLUMNS, ohlcv_frame, visible_slice
 from crypto_bot.market.stats import SourceStats
-from crypto_bot.market.timeframes import (
-    MAX_LIMIT,
-    require_served,
-    timeframe_ms,
-    validate_limit,
-    validate_since_ms,
-    validate_timeframes,
-)
+from crypto_bot.market.timeframes import MAX_LIMIT, checked_fetch, timeframe_ms, validate_timeframes
 from crypto_bot.memory import validation
 
 logger = logging.getLogger(__name__)
@@ -379,9 +372,7 @@ class CsvMarket:
         """Replayed candles closed by `now_ms` (see `source` for the window rule), from the kept window."""
         if self._closed:
             raise RuntimeError("CsvMarket is closed")
-        length_ms = require_served(timeframe, self._timeframes)
-        validate_limit(limit)
-        validate_since_ms(since_ms)
+        length_ms = checked_fetch(timeframe, self._timeframes, since_ms=since_ms, limit=limit)
         try:
             broken = self._broken.get((symbol, timeframe))
             if broken is not None:

@@ -45,9 +45,8 @@ from crypto_bot.market.source import ohlcv_frame
 from crypto_bot.market.stats import SourceStats
 from crypto_bot.market.timeframes import (
     TIMEFRAME_MS,
-    require_served,
+    checked_fetch,
     timeframe_ms,
-    validate_limit,
     validate_since_ms,
     validate_symbol,
     validate_timeframes,
@@ -349,6 +348,12 @@ class SimulatedMarket:
         self._symbols = _checked_symbols(symbols)
         logger.debug("simulated universe set to %d symbols", len(self._symbols))
 
+    def resume_at(self, now_ms: int) -> None:
+        """Move the clock on to `now_ms` (rounded down to a base candle), e.g. to where a fleet's previous feeder
+        stopped; a time not after the clock changes nothing (the clock never runs backwards)."""
+        validate_since_ms(now_ms)
+        self._elapsed_candles = max(self._elapsed_candles, (now_ms - self._start_ms) // self._base_ms)
+
     def advance(self) -> None:
         """Move the clock by one base candle."""
         self._elapsed_candles += 1
@@ -363,9 +368,7 @@ class SimulatedMarket:
     ) -> pd.DataFrame:
         """Closed candles of any well-formed `symbol` (see module docstring for the window rule)."""
         validate_symbol(symbol)
-        length_ms = require_served(timeframe, self._timeframes)
-        validate_limit(limit)
-        validate_since_ms(since_ms)
+        length_ms = checked_fetch(timeframe, self._timeframes, since_ms=since_ms, limit=limit)
         first_available = -(-self._listing_ms // length_ms)
         end = self.now_ms // length_ms
         if since_ms is None:

@@ -53,6 +53,15 @@ def require_served(timeframe: str, served: tuple[str, ...]) -> int:
     return length_ms
 
 
+def checked_fetch(timeframe: str, served: tuple[str, ...], *, since_ms: int | None, limit: int) -> int:
+    """The checks of every source's `fetch_ohlcv` arguments: `timeframe` served, `since_ms` and `limit` valid;
+    the timeframe's length in ms."""
+    length_ms = require_served(timeframe, served)
+    validate_limit(limit)
+    validate_since_ms(since_ms)
+    return length_ms
+
+
 def validate_limit(limit: int) -> int:
     """`limit` if it is an int in 1..MAX_LIMIT, else ValueError naming the range."""
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:

@@ -217,13 +217,18 @@ class ConfigSection:
     def problems(self) -> list[str]:
         """Every problem of this section; empty when it is valid."""
         problems = [
-            invalid(self.key_prefix + name, value, rule.allowed)
+            invalid(self.written_prefix() + name, value, rule.allowed)
             for name, rule in settings_of(type(self)).items()
             if not rule.accepts(value := getattr(self, name))
         ]
         if problems:
             return problems
         return [problem for rule in self._rules() for problem in rule(self)]
+
+    @classmethod
+    def written_prefix(cls) -> str:
+        """`key_prefix`; a section with a key of that name (market.redis.key_prefix) overrides this instead."""
+        return cls.key_prefix
 
     @classmethod
     def _rules(cls) -> list[Callable[[Self], list[str]]]:
@@ -236,7 +241,7 @@ class ConfigSection:
     def from_mapping(cls, values: Mapping[str, Any], **unknown_options: Any) -> Self:
         """Build from a mapping (a YAML section); unknown keys and invalid values are reported together."""
         known = settings_of(cls)
-        problems = unknown_keys(values, known, cls.key_prefix, **unknown_options)
+        problems = unknown_keys(values, known, cls.written_prefix(), **unknown_options)
         try:
             section = cls(**{key: value for key, value in values.items() if key in known})
         except ConfigError as error:
