@@ -464,6 +464,7 @@ async def _run_feeder(settings: Settings, cycles: int | None, interval_seconds: 
 
     def status_line(feeder: Any) -> None:
         print(
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC | "
             f"cycle {feeder.cycle:>5} | requests {feeder.requests_last_cycle} | windows {feeder.windows} | "
             f"stale {feeder.stale_series} | buffered closes {feeder.buffered_closes} (dropped {feeder.dropped_closes}) | "
             f"redis {'up' if feeder.link.connected else 'DOWN'}",

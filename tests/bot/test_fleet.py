@@ -253,7 +253,8 @@ def test_crypto_bot_feed_writes_the_windows_and_prints_a_line_a_cycle(
     path = tmp_path / "fleet.yaml"
     path.write_text(yaml.safe_dump(fleet_config), encoding="utf-8")
     assert main(["feed", "--config", str(path), "--cycles", "2", "--interval", "0"]) == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("cycle")]
+    # Each line starts with the UTC time, as the bot's status lines do.
+    lines = [line.partition(" UTC | ")[2] for line in capsys.readouterr().out.splitlines() if " UTC | cycle " in line]
     assert lines[0].startswith(f"cycle     1 | requests {len(SYMBOLS) * 2} | windows {len(SYMBOLS) * 2}")
     assert lines[1].startswith(f"cycle     2 | requests {len(SYMBOLS)} |")
     keys = FleetKeys(fleet_settings.market.redis.key_prefix)
