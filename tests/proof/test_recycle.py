@@ -8,7 +8,7 @@ the journal, every position open at a recycle is resumed by the next process, an
 after exactly CYCLES cycles in total.
 
 The runtime environment (`./scripts/run`) holds no pyarrow; the test environment does, for the
-sizing tests, and pandas imports it whenever it is installed (+65 MiB). The bot here is started
+sizing tests, and pandas imports it whenever it is installed (+40 MiB). The bot here is started
 with pyarrow hidden, as the runtime has it. Root only; skipped where a child cgroup cannot be
 created beneath our own.
 """
