@@ -121,9 +121,7 @@ class Supervisor:
     def stop(self, signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
         """Stop: pass SIGTERM to the child (it finishes its phase and exits) and start no other (a signal handler)."""
         self._stop.set()
-        child = self._child
-        if child is not None and child.poll() is None:
-            child.send_signal(signal.SIGTERM)
+        self.forward(signal.SIGTERM)
 
     def forward(self, signum: int, frame: FrameType | None = None) -> None:
         """Pass a signal on to the running child (a signal handler)."""

@@ -72,7 +72,7 @@ class RecyclePolicy:
     pressure_passes: int
     horizon_minutes: float
     _passes_at_pressure: int
-    _observations: int
+    _started: bool  # the process's first observation was seen
     _futile: bool
 
     @classmethod
@@ -83,21 +83,21 @@ class RecyclePolicy:
         self.pressure_passes = pressure_passes
         self.horizon_minutes = horizon_minutes
         self._passes_at_pressure = 0
-        self._observations = 0
+        self._started = False
         self._futile = False
 
     def observe(
         self, at_pressure: bool, used_bytes: int, limit_bytes: int | None, slope_bytes_per_hour: float | None
     ) -> RecycleDecision:
         """One observation after a maintenance pass (or cycle); the decision it leads to."""
-        self._observations += 1
+        first, self._started = not self._started, True
         self._passes_at_pressure = self._passes_at_pressure + 1 if at_pressure else 0
         figures = f"usage {used_bytes / _MIB:.1f} MiB" + (
             f", limit {limit_bytes / _MIB:.1f} MiB" if limit_bytes is not None else ""
         )
         if self._futile:
             return RecycleDecision(False)
-        if self._observations == 1 and (at_pressure or (limit_bytes is not None and used_bytes >= limit_bytes)):
+        if first and (at_pressure or (limit_bytes is not None and used_bytes >= limit_bytes)):
             self._futile = True
             return RecycleDecision(
                 False, f"no recycle: a fresh process is at PRESSURE from its first cycle ({figures}); raise the limit"
